@@ -1,0 +1,92 @@
+//! The background copier of a set: moves the chunks marked in the copy bitmap in the recorded
+//! direction, in batches, honouring the throttle and abort requests. Foreground I/O that meets
+//! a chunk first copies it itself (copy-on-access), so the copier never blocks it for long.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::master::{gates, REGION_SHIFT};
+use super::set::Set;
+use super::tracking::Map;
+
+/// Chunks moved between two bitmap updates: big enough for large sequential extents.
+const BATCH_BYTES: u64 = 8 << 20;
+
+pub fn run(set: Arc<Set>) {
+    let Some(dir) = set.direction() else {
+        set.copy_ended(true);
+        return;
+    };
+    let batch_chunks = (BATCH_BYTES / set.chunk_size).max(1);
+    let mut next = 0u64;
+    let mut since_pause = 0u64;
+    loop {
+        if set.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        if set.abort.load(Ordering::SeqCst) {
+            set.copy_ended(false);
+            return;
+        }
+        if set.is_offline() {
+            return;
+        }
+        let Some(first) = set.tracking.next_set(Map::Copy, next) else {
+            set.copy_ended(true);
+            return;
+        };
+        // One batch: chunks from `first` on, at most `batch_chunks`, copied region by region
+        // under the region's stripe lock.
+        let (delay_ms, units) = set.throttle();
+        let batch = if delay_ms > 0 { batch_chunks.min(units as u64) } else { batch_chunks };
+        let end = (first + batch).min(set.chunks);
+        let mut copied = Vec::new();
+        let mut c = first;
+        let mut failed = None;
+        while c < end && failed.is_none() {
+            let region = (c * set.chunk_size) >> REGION_SHIFT;
+            let sets = set.master.sets();
+            let _gates = gates(&sets);
+            let _stripe = set.master.lock_region(c * set.chunk_size);
+            while c < end && (c * set.chunk_size) >> REGION_SHIFT == region {
+                if set.tracking.test(Map::Copy, c) {
+                    if let Err(e) = set.copy_chunk(&sets, c, dir) {
+                        failed = Some(e);
+                        break;
+                    }
+                    copied.push(c);
+                }
+                c += 1;
+            }
+        }
+        if failed.is_none() {
+            if let Err(e) = set.finish_chunks(&copied, dir) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            set.go_offline(&e);
+            return;
+        }
+        next = end;
+        since_pause += copied.len() as u64;
+        if delay_ms > 0 && since_pause >= units as u64 {
+            since_pause = 0;
+            pause(&set, Duration::from_millis(delay_ms as u64));
+        }
+    }
+}
+
+/// Sleep for the throttle delay, waking early on abort.
+fn pause(set: &Set, delay: Duration) {
+    let (lock, wake) = &set.abort_wake;
+    let guard = match lock.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if set.abort.load(Ordering::SeqCst) {
+        return;
+    }
+    let _ = wake.wait_timeout(guard, delay);
+}

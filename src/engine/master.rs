@@ -1,0 +1,165 @@
+//! A master volume and the sets that image it. Every change to the master's bytes, whether a
+//! user write through any set's `master` file or an update copying a shadow back, goes through
+//! `Master::change`, which first lets every set on this master preserve what it needs.
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use super::error::{Error, Kind, Result};
+use super::set::{Set, Work};
+use super::volume::Volume;
+
+/// Stripe locks cover 1 MiB regions: the largest chunk, so any chunk of any set on this master
+/// lies within one stripe. Unrelated regions never share a lock except by hash collision.
+pub const REGION_SHIFT: u32 = 20;
+const STRIPES: usize = 1024;
+
+pub struct Master {
+    pub vol: Arc<dyn Volume>,
+    pub path: String,
+    stripes: Vec<Mutex<()>>,
+    sets: RwLock<Vec<Arc<Set>>>,
+}
+
+impl Master {
+    pub fn new(vol: Arc<dyn Volume>, path: String) -> Master {
+        Master {
+            vol,
+            path,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            sets: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.vol.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vol.len() == 0
+    }
+
+    pub fn sets(&self) -> Vec<Arc<Set>> {
+        match self.sets.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn attach(&self, set: Arc<Set>) {
+        match self.sets.write() {
+            Ok(mut s) => s.push(set),
+            Err(p) => p.into_inner().push(set),
+        }
+    }
+
+    /// Remove a set; returns how many sets still use this master.
+    pub fn detach(&self, name: &str) -> usize {
+        let mut sets = match self.sets.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        sets.retain(|s| s.name != name);
+        sets.len()
+    }
+
+    pub fn lock_region(&self, offset: u64) -> MutexGuard<'_, ()> {
+        let i = (offset >> REGION_SHIFT) as usize % STRIPES;
+        match self.stripes[i].lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// A user write to the master.
+    pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
+        check_range(offset, data.len() as u64, self.len(), &self.path)?;
+        let sets = self.sets();
+        let _gates = gates(&sets);
+        for (off, piece) in regions(offset, data) {
+            let _stripe = self.lock_region(off);
+            self.prepare_change(&sets, off, piece.len() as u64, None);
+            self.vol
+                .write_at(piece, off)
+                .map_err(|e| self.failed("write to the master", &sets, &e))?;
+        }
+        Ok(())
+    }
+
+    /// A user read of the master: chunks still waiting for an update from a shadow are read there.
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let sets = self.sets();
+        let restoring = sets.iter().find(|s| s.is_copying_to_master());
+        match restoring {
+            Some(set) => set.read_master_through(self, buf, offset),
+            None => self
+                .vol
+                .read_at(buf, offset)
+                .map_err(|e| Error::io(format!("read of master {}", self.path), &e)),
+        }
+    }
+
+    /// Before bytes `[offset, offset+len)` of the master change: every set (except `writer`, the
+    /// set whose own update writes them) preserves old chunks and marks them as differing. The
+    /// caller holds the region's stripe lock and the sets' gates. A set that fails here goes
+    /// offline; the master write itself proceeds (a production volume keeps working).
+    pub fn prepare_change(&self, sets: &[Arc<Set>], offset: u64, len: u64, writer: Option<&Set>) {
+        let mut preserve: Vec<(&Arc<Set>, Work)> = Vec::new();
+        let mut push: Vec<(&Arc<Set>, Work)> = Vec::new();
+        for set in sets {
+            if writer.is_some_and(|w| std::ptr::eq(w, set.as_ref())) {
+                continue;
+            }
+            let (p, q) = set.plan_master_change(offset, len);
+            preserve.push((set, p));
+            push.push((set, q));
+        }
+        // Old master data goes to every shadow before any shadow is copied onto the master.
+        for (set, work) in preserve.into_iter().chain(push) {
+            if !work.is_empty() {
+                if let Err(e) = set.apply(work) {
+                    set.go_offline(&e);
+                }
+            }
+        }
+    }
+
+    fn failed(&self, what: &str, sets: &[Arc<Set>], err: &std::io::Error) -> Error {
+        let e = Error::io(format!("{what} {}", self.path), err);
+        for s in sets {
+            s.go_offline(&e);
+        }
+        e
+    }
+}
+
+/// Take every set's gate for reading: bulk bitmap changes (update, copy start) wait for
+/// in-flight I/O and hold new I/O back while they switch the point in time.
+pub fn gates(sets: &[Arc<Set>]) -> Vec<RwLockReadGuard<'_, ()>> {
+    sets.iter().map(|s| s.gate_read()).collect()
+}
+
+/// Split a buffer at 1 MiB region boundaries.
+pub fn regions(offset: u64, data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at >= data.len() {
+            return None;
+        }
+        let off = offset + at as u64;
+        let region_end = ((off >> REGION_SHIFT) + 1) << REGION_SHIFT;
+        let n = ((region_end - off) as usize).min(data.len() - at);
+        let piece = &data[at..at + n];
+        at += n;
+        Some((off, piece))
+    })
+}
+
+pub fn check_range(offset: u64, len: u64, size: u64, path: &str) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::new(
+            Kind::NoSpace,
+            format!("write past the end of {path} ({size} bytes)"),
+        )),
+    }
+}

@@ -1,0 +1,433 @@
+//! The imaging engine: sets of master, shadow and bitmap volumes, copy-on-write, background
+//! copies and crash-safe persistent state. It knows nothing of FUSE, clap or YAML.
+
+pub mod bitmap;
+pub mod commit;
+pub mod copier;
+pub mod error;
+pub mod header;
+pub mod master;
+pub mod powerloss;
+pub mod set;
+pub mod tracking;
+pub mod volume;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use error::{Error, Kind, Result};
+pub use header::{Durability, SetKind};
+pub use set::{Direction, Set, Status};
+
+use error::{exists, invalid, not_found};
+use header::{flags, Header};
+use master::Master;
+use tracking::Tracking;
+use volume::{FileVolume, Volume, VolumeId};
+
+/// How the engine finds volumes by path: files for the daemon, memory for tests.
+pub trait Opener: Send + Sync {
+    fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>>;
+    /// Grow the volume to `len` bytes if it can (regular files); false if it cannot.
+    fn grow(&self, path: &str, len: u64) -> io::Result<bool>;
+}
+
+/// Opens files and block devices.
+pub struct FileOpener;
+
+impl Opener for FileOpener {
+    fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>> {
+        Ok(Arc::new(FileVolume::open(Path::new(path))?))
+    }
+    fn grow(&self, path: &str, len: u64) -> io::Result<bool> {
+        let mut v = FileVolume::open(Path::new(path))?;
+        if !v.is_regular_file() {
+            return Ok(false);
+        }
+        v.grow_to(len)?;
+        v.sync()?;
+        Ok(true)
+    }
+}
+
+/// Volumes looked up by name in a fixed table: for tests (memory and fault-injecting volumes).
+#[derive(Default)]
+pub struct MapOpener {
+    volumes: Mutex<HashMap<String, Arc<dyn Volume>>>,
+}
+
+impl MapOpener {
+    pub fn new() -> MapOpener {
+        MapOpener::default()
+    }
+
+    pub fn insert(&self, path: &str, vol: Arc<dyn Volume>) {
+        if let Ok(mut v) = self.volumes.lock() {
+            v.insert(path.to_string(), vol);
+        }
+    }
+}
+
+impl Opener for MapOpener {
+    fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>> {
+        self.volumes
+            .lock()
+            .map_err(|_| volume::poisoned())?
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such volume"))
+    }
+    fn grow(&self, _path: &str, _len: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// What `enable` needs.
+#[derive(Debug, Clone)]
+pub struct EnableSpec {
+    pub kind: SetKind,
+    pub master: String,
+    pub shadow: String,
+    pub bitmap: String,
+    pub name: String,
+    pub chunk_size: u64,
+    pub durability: Durability,
+}
+
+/// What the registry keeps of a set to find it again after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetRecord {
+    pub name: String,
+    pub master: String,
+    pub shadow: String,
+    pub bitmap: String,
+}
+
+/// A volume in use and what for (for the `volumes` file).
+#[derive(Debug, Clone)]
+pub struct VolumeUse {
+    pub path: String,
+    pub size: u64,
+    pub role: &'static str,
+    pub set: String,
+}
+
+struct Tables {
+    sets: BTreeMap<String, Arc<Set>>,
+    masters: HashMap<VolumeId, Arc<Master>>,
+    /// Shadow and bitmap volumes in use, by identity.
+    taken: HashMap<VolumeId, (String, &'static str)>,
+}
+
+pub struct Engine {
+    opener: Box<dyn Opener>,
+    tables: Mutex<Tables>,
+    /// Commands that change sets run one at a time (I/O does not take this lock).
+    commands: Mutex<()>,
+}
+
+pub const MIN_CHUNK: u64 = 4096;
+pub const MAX_CHUNK: u64 = 1 << 20;
+
+pub fn check_chunk_size(size: u64) -> Result<()> {
+    if !size.is_power_of_two() || !(MIN_CHUNK..=MAX_CHUNK).contains(&size) {
+        return Err(invalid(format!(
+            "chunk size {size} is not a power of two from {MIN_CHUNK} to {MAX_CHUNK} bytes"
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_set_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name != "."
+        && name != ".."
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@:".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "set name '{name}' is not valid: use 1 to 255 letters, digits or . _ - + @ : (not starting with -)"
+        )))
+    }
+}
+
+impl Engine {
+    pub fn new(opener: Box<dyn Opener>) -> Engine {
+        Engine {
+            opener,
+            tables: Mutex::new(Tables {
+                sets: BTreeMap::new(),
+                masters: HashMap::new(),
+                taken: HashMap::new(),
+            }),
+            commands: Mutex::new(()),
+        }
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        match self.tables.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Serialise set-changing commands.
+    pub fn command_lock(&self) -> MutexGuard<'_, ()> {
+        match self.commands.lock() {
+            Ok(t) => t,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn set(&self, name: &str) -> Result<Arc<Set>> {
+        self.tables()
+            .sets
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(format!("no set named '{name}'")))
+    }
+
+    pub fn sets(&self) -> Vec<Arc<Set>> {
+        self.tables().sets.values().cloned().collect()
+    }
+
+    pub fn records(&self) -> Vec<SetRecord> {
+        self.sets()
+            .iter()
+            .map(|s| SetRecord {
+                name: s.name.clone(),
+                master: s.paths.master.clone(),
+                shadow: s.paths.shadow.clone(),
+                bitmap: s.paths.bitmap.clone(),
+            })
+            .collect()
+    }
+
+    pub fn volumes(&self) -> Vec<VolumeUse> {
+        let mut out = Vec::new();
+        for s in self.sets() {
+            out.push(VolumeUse { path: s.paths.master.clone(), size: s.master.len(), role: "master", set: s.name.clone() });
+            out.push(VolumeUse { path: s.paths.shadow.clone(), size: s.shadow.len(), role: "shadow", set: s.name.clone() });
+            out.push(VolumeUse { path: s.paths.bitmap.clone(), size: s.tracking.vol.len(), role: "bitmap", set: s.name.clone() });
+        }
+        out
+    }
+
+    fn open_volume(&self, role: &str, path: &str) -> Result<Arc<dyn Volume>> {
+        if !path.starts_with('/') {
+            return Err(invalid(format!("the {role} volume must be an absolute path: {path}")));
+        }
+        self.opener.open(path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => not_found(format!("{role} volume {path} does not exist")),
+            io::ErrorKind::PermissionDenied => {
+                Error::new(Kind::NotPermitted, format!("{role} volume {path}: permission denied"))
+            }
+            io::ErrorKind::InvalidInput => {
+                invalid(format!("{role} volume {path} is not a regular file or block device"))
+            }
+            _ => Error::io(format!("open of {role} volume {path}"), &e),
+        })
+    }
+
+    /// Create a set. Nothing is written to any volume until every check has passed.
+    pub fn enable(&self, spec: &EnableSpec) -> Result<Arc<Set>> {
+        check_set_name(&spec.name)?;
+        check_chunk_size(spec.chunk_size)?;
+        if self.tables().sets.contains_key(&spec.name) {
+            return Err(exists(format!("a set named '{}' exists already", spec.name)));
+        }
+        let master = self.open_volume("master", &spec.master)?;
+        let shadow = self.open_volume("shadow", &spec.shadow)?;
+        let mut bitmap = self.open_volume("bitmap", &spec.bitmap)?;
+        let (mid, sid, bid) = (master.id(), shadow.id(), bitmap.id());
+        if mid == sid || mid == bid || sid == bid {
+            return Err(invalid(
+                "master, shadow and bitmap must be three different volumes".to_string(),
+            ));
+        }
+        {
+            let t = self.tables();
+            for (id, role, path) in [(sid, "shadow", &spec.shadow), (bid, "bitmap", &spec.bitmap)] {
+                if let Some((set, used)) = t.taken.get(&id) {
+                    return Err(exists(format!("{role} volume {path} is already the {used} of set {set}")));
+                }
+                if t.masters.contains_key(&id) {
+                    return Err(exists(format!("{role} volume {path} is already a master volume")));
+                }
+            }
+            if let Some((set, used)) = t.taken.get(&mid) {
+                return Err(exists(format!(
+                    "master volume {} is already the {used} of set {set}",
+                    spec.master
+                )));
+            }
+        }
+        if master.is_empty() {
+            return Err(invalid(format!("master volume {} is empty", spec.master)));
+        }
+        if shadow.len() < master.len() {
+            return Err(match spec.kind {
+                SetKind::Independent => invalid(format!(
+                    "shadow volume {} ({} bytes) is smaller than master {} ({} bytes); an independent shadow must be at least as large",
+                    spec.shadow, shadow.len(), spec.master, master.len()
+                )),
+                SetKind::Dependent => invalid(format!(
+                    "shadow volume {} ({} bytes) is smaller than master {} ({} bytes); compact dependent shadows are not supported yet",
+                    spec.shadow, shadow.len(), spec.master, master.len()
+                )),
+            });
+        }
+        let ind = spec.kind == SetKind::Independent;
+        let header = Header {
+            seq: 0,
+            kind: spec.kind,
+            chunk_size: spec.chunk_size as u32,
+            master_size: master.len(),
+            shadow_size: shadow.len(),
+            flags: if ind {
+                flags::TO_SHADOW | flags::ACTIVE | set::FULL_COPY | flags::PENDING_FILL_COPY
+            } else {
+                0
+            },
+            throttle_delay_ms: 0,
+            throttle_units: set::DEFAULT_UNITS,
+            pit_time: set::now_secs(),
+            durability: spec.durability,
+            name: spec.name.clone(),
+            master: spec.master.clone(),
+            shadow: spec.shadow.clone(),
+            bitmap: spec.bitmap.clone(),
+        };
+        header.encode()?;
+        let need = header.volume_len();
+        if bitmap.len() < need {
+            let grown = self
+                .opener
+                .grow(&spec.bitmap, need)
+                .map_err(|e| Error::io(format!("growing bitmap volume {}", spec.bitmap), &e))?;
+            if !grown {
+                return Err(invalid(format!(
+                    "bitmap volume {} is too small: it needs {need} bytes",
+                    spec.bitmap
+                )));
+            }
+            bitmap = self.open_volume("bitmap", &spec.bitmap)?;
+        }
+        let tracking = Tracking::create(bitmap, header)
+            .map_err(|e| Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e))?;
+        let set = self.install(master, shadow, tracking);
+        log::info!("enabled {} set {}", spec.kind.word(), spec.name);
+        Ok(set)
+    }
+
+    /// Add a set to the tables and its master; start a recorded copy.
+    fn install(&self, master: Arc<dyn Volume>, shadow: Arc<dyn Volume>, tracking: Tracking) -> Arc<Set> {
+        let mut t = self.tables();
+        let mid = master.id();
+        let h = tracking.header();
+        let m = t
+            .masters
+            .entry(mid)
+            .or_insert_with(|| Arc::new(Master::new(master, h.master.clone())))
+            .clone();
+        t.taken.insert(shadow.id(), (h.name.clone(), "shadow"));
+        t.taken.insert(tracking.vol.id(), (h.name.clone(), "bitmap"));
+        let set = Arc::new(Set::new(m.clone(), shadow, tracking));
+        m.attach(set.clone());
+        t.sets.insert(h.name.clone(), set.clone());
+        drop(t);
+        if set.copy_active() && !set.is_offline() {
+            set.spawn_copier();
+        }
+        set
+    }
+
+    /// Bring back a set recorded in the registry, from its bitmap volume. An interrupted
+    /// bulk change is rolled forward and an interrupted copy resumes.
+    pub fn restore(&self, rec: &SetRecord) -> Result<Arc<Set>> {
+        let bitmap = self.open_volume("bitmap", &rec.bitmap)?;
+        let tracking = Tracking::open(bitmap)
+            .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
+        let h = tracking.header();
+        if h.name != rec.name || h.master != rec.master || h.shadow != rec.shadow {
+            return Err(invalid(format!(
+                "bitmap volume {} belongs to set {} ({} -> {}), not to {}",
+                rec.bitmap, h.name, h.master, h.shadow, rec.name
+            )));
+        }
+        if self.tables().sets.contains_key(&rec.name) {
+            return Err(exists(format!("a set named '{}' exists already", rec.name)));
+        }
+        let master = self.open_volume("master", &h.master)?;
+        let shadow = self.open_volume("shadow", &h.shadow)?;
+        if master.len() != h.master_size {
+            return Err(invalid(format!(
+                "master volume {} is {} bytes, but set {} was made for {} bytes",
+                h.master, master.len(), h.name, h.master_size
+            )));
+        }
+        if shadow.len() < h.master_size {
+            return Err(invalid(format!("shadow volume {} is smaller than the master", h.shadow)));
+        }
+        Ok(self.install(master, shadow, tracking))
+    }
+
+    /// Remove a set (REFERENCE-II 5.1). Refused while an independent set's full copy runs:
+    /// its shadow would be half a copy.
+    pub fn disable(&self, name: &str) -> Result<()> {
+        let set = self.set(name)?;
+        if set.kind == SetKind::Independent && set.copy_active() && !set.is_offline() {
+            return Err(error::busy(format!(
+                "set {name} is copying; wait for the copy (or abort it) before disabling"
+            )));
+        }
+        set.abort_copy();
+        let _gate = set.gate_write();
+        // A dependent shadow, or one left half copied, is not a usable image on its own:
+        // wipe its first blocks (REFERENCE-II 5.1) so nothing mounts a torn file system.
+        if set.kind == SetKind::Dependent || set.direction().is_some() {
+            let start = 8192u64.min(set.shadow.len());
+            let end = 65536u64.min(set.shadow.len());
+            if end > start {
+                let _ = set.shadow.write_at(&vec![0u8; (end - start) as usize], start);
+                let _ = set.shadow.sync();
+            }
+        }
+        if let Err(e) = set.tracking.invalidate() {
+            log::warn!("set {name}: could not invalidate bitmap {}: {e}", set.paths.bitmap);
+        }
+        let mut t = self.tables();
+        t.sets.remove(name);
+        t.taken.remove(&set.shadow.id());
+        t.taken.remove(&set.tracking.vol.id());
+        if set.master.detach(name) == 0 {
+            t.masters.remove(&set.master.vol.id());
+        }
+        log::info!("disabled set {name}");
+        Ok(())
+    }
+
+    /// Stop every copier (their state stays recorded for the next start).
+    pub fn shutdown(&self) {
+        for s in self.sets() {
+            s.stop_copier();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+        let t = self.tables();
+        for m in t.masters.values() {
+            for s in m.sets() {
+                m.detach(&s.name);
+            }
+        }
+    }
+}

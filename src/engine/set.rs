@@ -1,0 +1,810 @@
+//! An imaging set: master + shadow + bitmap volume. The read and write paths of its shadow,
+//! the copy-on-write planning for changes of its master, and its commands.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::commit::GroupCommit;
+use super::error::{busy, invalid, not_permitted, Error, Result};
+use super::header::{flags, Durability, Header, SetKind};
+use super::master::{check_range, gates, regions, Master};
+use super::tracking::{Map, Tracking};
+use super::volume::{copy_range, Volume};
+
+/// Which way a copy or update moves data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// master -> shadow
+    Shadow,
+    /// shadow -> master
+    Master,
+}
+
+impl Direction {
+    pub fn word(self) -> &'static str {
+        match self {
+            Direction::Shadow => "shadow",
+            Direction::Master => "master",
+        }
+    }
+}
+
+/// Marks a full copy (as opposed to an update) in the header, for the status `state`.
+pub const FULL_COPY: u32 = 1 << 7;
+
+pub const MAX_DELAY_MS: u32 = 10_000;
+pub const MAX_UNITS: u32 = 60_000;
+pub const DEFAULT_UNITS: u32 = 100;
+
+/// The data moves and bit changes one I/O needs, planned under the stripe lock and applied in
+/// the order that keeps the point in time safe: data, then (durable) bits, then publication.
+#[derive(Default)]
+pub struct Work {
+    to_shadow: Vec<u64>,
+    to_master: Vec<u64>,
+    bits: Vec<(Map, u64, bool)>,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.to_shadow.is_empty() && self.to_master.is_empty() && self.bits.is_empty()
+    }
+}
+
+/// Live copy bookkeeping, outside the header.
+#[derive(Default)]
+struct CopyState {
+    thread: Option<JoinHandle<()>>,
+    /// Chunks to copy when the current copy started (for progress).
+    total: u64,
+}
+
+/// Volume paths of a set, as given at enable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub master: String,
+    pub shadow: String,
+    pub bitmap: String,
+}
+
+pub struct Set {
+    pub name: String,
+    pub kind: SetKind,
+    pub chunk_size: u64,
+    pub size: u64,
+    pub chunks: u64,
+    pub paths: Paths,
+    pub durability: Durability,
+    pub master: Arc<Master>,
+    pub shadow: Arc<dyn Volume>,
+    pub tracking: Tracking,
+    /// Mirror of the header's state flags, read lock-free by the I/O paths.
+    flags: AtomicU32,
+    gate: RwLock<()>,
+    shadow_commit: GroupCommit,
+    master_commit: GroupCommit,
+    bitmap_commit: GroupCommit,
+    copy: Mutex<CopyState>,
+    copy_done: Condvar,
+    pub(super) abort: AtomicBool,
+    /// The daemon is stopping: the copier exits and leaves the copy recorded as active.
+    pub(super) shutting_down: AtomicBool,
+    pub(super) abort_wake: (Mutex<()>, Condvar),
+    /// Throttle as `delay_ms << 32 | units`.
+    throttle: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of a set for the status file.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub name: String,
+    pub kind: SetKind,
+    pub state: &'static str,
+    pub direction: &'static str,
+    pub progress: u64,
+    pub paths: Paths,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub chunks: u64,
+    pub chunks_differ: u64,
+    pub chunks_to_copy: u64,
+    pub delay_ms: u32,
+    pub units: u32,
+    pub durability: Durability,
+    pub last_error: Option<String>,
+    pub pit_time: u64,
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Set {
+    pub fn new(
+        master: Arc<Master>,
+        shadow: Arc<dyn Volume>,
+        tracking: Tracking,
+    ) -> Set {
+        let h = tracking.header();
+        let units = if h.throttle_units == 0 { DEFAULT_UNITS } else { h.throttle_units };
+        let chunks = h.chunks();
+        Set {
+            name: h.name.clone(),
+            kind: h.kind,
+            chunk_size: h.chunk_size as u64,
+            size: h.master_size,
+            chunks,
+            paths: Paths {
+                master: h.master.clone(),
+                shadow: h.shadow.clone(),
+                bitmap: h.bitmap.clone(),
+            },
+            durability: h.durability,
+            master,
+            shadow,
+            flags: AtomicU32::new(h.flags),
+            gate: RwLock::new(()),
+            shadow_commit: GroupCommit::default(),
+            master_commit: GroupCommit::default(),
+            bitmap_commit: GroupCommit::default(),
+            copy: Mutex::new(CopyState {
+                thread: None,
+                total: tracking.count(Map::Copy),
+            }),
+            copy_done: Condvar::new(),
+            abort: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            abort_wake: (Mutex::new(()), Condvar::new()),
+            throttle: AtomicU64::new(((h.throttle_delay_ms as u64) << 32) | units as u64),
+            last_error: Mutex::new(None),
+            tracking,
+        }
+    }
+
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::SeqCst)
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        self.flags() & flag != 0
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.has(flags::OFFLINE)
+    }
+
+    pub fn is_dependent(&self) -> bool {
+        self.kind == SetKind::Dependent
+    }
+
+    pub fn is_copying_to_master(&self) -> bool {
+        self.has(flags::TO_MASTER)
+    }
+
+    pub fn copy_active(&self) -> bool {
+        self.has(flags::ACTIVE)
+    }
+
+    pub fn direction(&self) -> Option<Direction> {
+        let f = self.flags();
+        if f & flags::TO_SHADOW != 0 {
+            Some(Direction::Shadow)
+        } else if f & flags::TO_MASTER != 0 {
+            Some(Direction::Master)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
+        match self.gate.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(super) fn gate_write(&self) -> RwLockWriteGuard<'_, ()> {
+        match self.gate.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn throttle(&self) -> (u32, u32) {
+        let t = self.throttle.load(Ordering::Relaxed);
+        ((t >> 32) as u32, t as u32)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        match self.last_error.lock() {
+            Ok(e) => e.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn chunk_span(&self, chunk: u64) -> (u64, u64) {
+        let off = chunk * self.chunk_size;
+        (off, self.chunk_size.min(self.size - off))
+    }
+
+    fn chunks_of(&self, offset: u64, len: u64) -> std::ops::RangeInclusive<u64> {
+        let first = offset / self.chunk_size;
+        let last = (offset + len.max(1) - 1) / self.chunk_size;
+        first..=last.min(self.chunks.saturating_sub(1))
+    }
+
+    fn strict(&self) -> bool {
+        self.durability == Durability::Strict
+    }
+
+    /// Take the set offline: its shadow can no longer be trusted; the reason is kept.
+    pub fn go_offline(&self, err: &Error) {
+        log::error!("set {}: offline: {}", self.name, err.message);
+        self.flags.fetch_or(flags::OFFLINE, Ordering::SeqCst);
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(err.message.clone());
+        }
+        // Best effort: the bitmap volume may be what failed.
+        let _ = self.tracking.update_header(|h| h.flags |= flags::OFFLINE);
+        self.copy_done.notify_all();
+    }
+
+    fn offline_error(&self) -> Error {
+        Error::new(
+            super::error::Kind::Io,
+            format!(
+                "set {} is offline ({}); fix the volume, then reset the set",
+                self.name,
+                self.last_error().unwrap_or_else(|| "a volume failed".into())
+            ),
+        )
+    }
+
+    // ---------------------------------------------------------------- planning and applying
+
+    /// What this set must do before master bytes `[offset, offset+len)` change (REFERENCE-II 4.1):
+    /// `preserve` copies old master chunks to the shadow and marks them; `push` copies the
+    /// shadow onto the master first where an update of the master has not reached the chunk.
+    pub fn plan_master_change(&self, offset: u64, len: u64) -> (Work, Work) {
+        let mut preserve = Work::default();
+        let mut push = Work::default();
+        if self.is_offline() {
+            return (preserve, push);
+        }
+        let f = self.flags();
+        for c in self.chunks_of(offset, len) {
+            let shd = self.tracking.test(Map::Shadow, c);
+            let cpy = self.tracking.test(Map::Copy, c);
+            if f & flags::TO_SHADOW != 0 && cpy {
+                preserve.to_shadow.push(c);
+                preserve.bits.push((Map::Copy, c, false));
+            } else if f & flags::TO_MASTER != 0 && cpy {
+                push.to_master.push(c);
+                push.bits.push((Map::Copy, c, false));
+                if !shd {
+                    push.bits.push((Map::Shadow, c, true));
+                }
+                continue;
+            } else if self.is_dependent() && !shd {
+                preserve.to_shadow.push(c);
+            }
+            if !shd {
+                preserve.bits.push((Map::Shadow, c, true));
+            }
+        }
+        (preserve, push)
+    }
+
+    /// Carry out planned work: move data, make it durable, persist the bits, make them durable,
+    /// publish them. Only then may the caller change the data the bits protect.
+    pub fn apply(&self, work: Work) -> Result<()> {
+        for &c in &work.to_shadow {
+            let (off, len) = self.chunk_span(c);
+            copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len)
+                .map_err(|e| Error::io(format!("copy-on-write of chunk {c} to {}", self.paths.shadow), &e))?;
+        }
+        for &c in &work.to_master {
+            let (off, len) = self.chunk_span(c);
+            copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len)
+                .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))?;
+        }
+        if self.strict() {
+            if !work.to_shadow.is_empty() {
+                self.shadow_commit
+                    .commit(|| self.shadow.sync())
+                    .map_err(|e| Error::io(format!("sync of {}", self.paths.shadow), &e))?;
+            }
+            if !work.to_master.is_empty() {
+                self.master_commit
+                    .commit(|| self.master.vol.sync())
+                    .map_err(|e| Error::io(format!("sync of {}", self.paths.master), &e))?;
+            }
+        }
+        if !work.bits.is_empty() {
+            self.tracking
+                .persist(&work.bits)
+                .map_err(|e| Error::io(format!("write of bitmap {}", self.paths.bitmap), &e))?;
+            if self.strict() {
+                self.bitmap_commit
+                    .commit(|| self.tracking.vol.sync())
+                    .map_err(|e| Error::io(format!("sync of bitmap {}", self.paths.bitmap), &e))?;
+            }
+            self.tracking.publish(&work.bits);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- shadow I/O
+
+    pub fn write_shadow(&self, data: &[u8], offset: u64) -> Result<()> {
+        check_range(offset, data.len() as u64, self.size, &format!("the shadow of set {}", self.name))?;
+        if self.is_offline() {
+            return Err(self.offline_error());
+        }
+        let sets = self.master.sets();
+        let _gates = gates(&sets);
+        for (off, piece) in regions(offset, data) {
+            let _stripe = self.master.lock_region(off);
+            let f = self.flags();
+            let mut own = Work::default();
+            let mut push = Work::default();
+            for c in self.chunks_of(off, piece.len() as u64) {
+                let shd = self.tracking.test(Map::Shadow, c);
+                let cpy = self.tracking.test(Map::Copy, c);
+                if f & flags::TO_MASTER != 0 && cpy {
+                    // The master has not received this chunk yet: push it before it changes.
+                    push.to_master.push(c);
+                    push.bits.push((Map::Copy, c, false));
+                    if !shd {
+                        push.bits.push((Map::Shadow, c, true));
+                    }
+                    continue;
+                }
+                if f & flags::TO_SHADOW != 0 && cpy {
+                    own.to_shadow.push(c);
+                    own.bits.push((Map::Copy, c, false));
+                } else if self.is_dependent() && !shd {
+                    own.to_shadow.push(c);
+                }
+                if !shd {
+                    own.bits.push((Map::Shadow, c, true));
+                }
+            }
+            if !push.is_empty() {
+                for &c in &push.to_master {
+                    let (o, l) = self.chunk_span(c);
+                    self.master.prepare_change(&sets, o, l, Some(self));
+                }
+                self.apply(push).map_err(|e| self.fail(e))?;
+            }
+            self.apply(own).map_err(|e| self.fail(e))?;
+            self.shadow
+                .write_at(piece, off)
+                .map_err(|e| self.fail(Error::io(format!("write to shadow {}", self.paths.shadow), &e)))?;
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: Error) -> Error {
+        self.go_offline(&e);
+        e
+    }
+
+    /// Where the shadow's content of `chunk` lives right now: on the master or on the shadow.
+    fn shadow_reads_master(&self, chunk: u64) -> bool {
+        let f = self.flags();
+        (f & flags::TO_SHADOW != 0 && self.tracking.test(Map::Copy, chunk))
+            || (self.is_dependent() && !self.tracking.test(Map::Shadow, chunk))
+    }
+
+    pub fn read_shadow(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if self.is_offline() {
+            return Err(self.offline_error());
+        }
+        let _gate = self.gate_read();
+        let mut at = 0usize;
+        while at < buf.len() {
+            let off = offset + at as u64;
+            let c = off / self.chunk_size;
+            let chunk_end = ((c + 1) * self.chunk_size).min(self.size);
+            let n = ((chunk_end - off) as usize).min(buf.len() - at);
+            let piece = &mut buf[at..at + n];
+            loop {
+                if self.shadow_reads_master(c) {
+                    self.master
+                        .vol
+                        .read_at(piece, off)
+                        .map_err(|e| Error::io(format!("read of master {}", self.paths.master), &e))?;
+                    // A master write to this chunk first moves the bit; if it moved while we
+                    // read, the old data is now on the shadow: read it there.
+                    if self.shadow_reads_master(c) {
+                        break;
+                    }
+                } else {
+                    self.shadow
+                        .read_at(piece, off)
+                        .map_err(|e| self.fail(Error::io(format!("read of shadow {}", self.paths.shadow), &e)))?;
+                    break;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// A master read while this set updates the master: chunks not yet copied come from the shadow.
+    pub fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut at = 0usize;
+        while at < buf.len() {
+            let off = offset + at as u64;
+            let c = off / self.chunk_size;
+            let chunk_end = ((c + 1) * self.chunk_size).min(self.size);
+            let n = ((chunk_end - off) as usize).min(buf.len() - at);
+            let piece = &mut buf[at..at + n];
+            loop {
+                let pending = self.is_copying_to_master() && self.tracking.test(Map::Copy, c);
+                if pending {
+                    self.shadow
+                        .read_at(piece, off)
+                        .map_err(|e| Error::io(format!("read of shadow {}", self.paths.shadow), &e))?;
+                    if self.is_copying_to_master() && self.tracking.test(Map::Copy, c) {
+                        break;
+                    }
+                } else {
+                    master
+                        .vol
+                        .read_at(piece, off)
+                        .map_err(|e| Error::io(format!("read of master {}", self.paths.master), &e))?;
+                    break;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// fsync of either data file: the set's shadow and bitmap first, then the master.
+    pub fn sync_all(&self) -> Result<()> {
+        self.shadow
+            .sync()
+            .and_then(|_| self.tracking.vol.sync())
+            .and_then(|_| self.master.vol.sync())
+            .map_err(|e| Error::io(format!("sync of set {}", self.name), &e))
+    }
+
+    // ---------------------------------------------------------------- the copier's steps
+
+    /// Copy chunk `c` in the current direction (caller holds the stripe lock and the gates).
+    pub(super) fn copy_chunk(&self, sets: &[Arc<Set>], c: u64, dir: Direction) -> Result<()> {
+        let (off, len) = self.chunk_span(c);
+        match dir {
+            Direction::Shadow => copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len)
+                .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.shadow), &e)),
+            Direction::Master => {
+                self.master.prepare_change(sets, off, len, Some(self));
+                copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len)
+                    .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))
+            }
+        }
+    }
+
+    /// After a batch of copied chunks is durable: clear their copy bits, unless a writer
+    /// already handled the chunk (it clears the bit itself, and may have marked it again).
+    pub(super) fn finish_chunks(&self, copied: &[u64], dir: Direction) -> Result<()> {
+        let target: &dyn Volume = match dir {
+            Direction::Shadow => self.shadow.as_ref(),
+            Direction::Master => self.master.vol.as_ref(),
+        };
+        if self.strict() {
+            target
+                .sync()
+                .map_err(|e| Error::io(format!("sync during copy of set {}", self.name), &e))?;
+        }
+        let mut start = 0;
+        while start < copied.len() {
+            let region = (copied[start] * self.chunk_size) >> super::master::REGION_SHIFT;
+            let mut end = start;
+            while end < copied.len() && (copied[end] * self.chunk_size) >> super::master::REGION_SHIFT == region {
+                end += 1;
+            }
+            let _stripe = self.master.lock_region(copied[start] * self.chunk_size);
+            let mut clear_shd = Vec::new();
+            let mut clear_cpy = Vec::new();
+            for &c in &copied[start..end] {
+                if self.tracking.test(Map::Copy, c) {
+                    clear_cpy.push(c);
+                    // A dependent shadow now equals the master there: read it from the master.
+                    if dir == Direction::Master && self.is_dependent() {
+                        clear_shd.push(c);
+                    }
+                }
+            }
+            self.tracking
+                .clear_now(Map::Copy, &clear_cpy)
+                .and_then(|_| self.tracking.clear_now(Map::Shadow, &clear_shd))
+                .map_err(|e| Error::io(format!("write of bitmap {}", self.paths.bitmap), &e))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// The copy ended (finished, aborted or failed): record it and wake waiters.
+    pub(super) fn copy_ended(&self, finished: bool) {
+        let clear = if finished {
+            flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY
+        } else {
+            flags::ACTIVE
+        };
+        if let Err(e) = self.tracking.update_header(|h| h.flags &= !clear) {
+            self.go_offline(&Error::io(format!("write of bitmap {}", self.paths.bitmap), &e));
+        }
+        self.flags.fetch_and(!clear, Ordering::SeqCst);
+        let _guard = self.copy.lock();
+        self.copy_done.notify_all();
+    }
+
+    // ---------------------------------------------------------------- commands
+
+    /// Start an update or a full copy (REFERENCE-II 4.6).
+    pub fn start_copy(self: &Arc<Self>, dir: Direction, full: bool) -> Result<()> {
+        self.check_can_copy(dir)?;
+        let _gate = self.gate_write();
+        // Re-check under the gate: another command may have started meanwhile.
+        self.check_can_copy(dir)?;
+        let dep = self.is_dependent();
+        let pit = now_secs();
+        let result = match (dir, dep, full) {
+            // A dependent shadow's update is instant: the master as it is now is the new PIT.
+            (Direction::Shadow, true, false) => {
+                self.tracking.reset_all(|h| {
+                    h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
+                    h.pit_time = pit;
+                })
+            }
+            (Direction::Shadow, _, _) => self.tracking.bulk(
+                if full { flags::PENDING_FILL_COPY } else { flags::PENDING_OR_COPY }
+                    | flags::PENDING_CLEAR_SHADOW,
+                |h| {
+                    h.flags |= flags::TO_SHADOW | flags::ACTIVE | if full { FULL_COPY } else { 0 };
+                    h.pit_time = pit;
+                },
+            ),
+            // A dependent shadow's unchanged chunks are the master's: copy = update, and the
+            // differ bits stay until each chunk is back on the master.
+            (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
+                h.flags |= flags::TO_MASTER | flags::ACTIVE;
+            }),
+            (Direction::Master, false, _) => self.tracking.bulk(
+                if full { flags::PENDING_FILL_COPY } else { flags::PENDING_OR_COPY }
+                    | flags::PENDING_CLEAR_SHADOW,
+                |h| h.flags |= flags::TO_MASTER | flags::ACTIVE | if full { FULL_COPY } else { 0 },
+            ),
+        };
+        result.map_err(|e| self.fail(Error::io(format!("write of bitmap {}", self.paths.bitmap), &e)))?;
+        let h = self.tracking.header();
+        self.flags.store(h.flags, Ordering::SeqCst);
+        if h.flags & flags::ACTIVE != 0 {
+            self.spawn_copier();
+        }
+        Ok(())
+    }
+
+    fn check_can_copy(&self, dir: Direction) -> Result<()> {
+        if self.is_offline() {
+            return Err(not_permitted(format!(
+                "set {} is offline ({}); reset it first",
+                self.name,
+                self.last_error().unwrap_or_default()
+            )));
+        }
+        if self.copy_active() {
+            return Err(busy(format!(
+                "a copy is in progress on set {}; wait for it or abort it first",
+                self.name
+            )));
+        }
+        match (dir, self.direction()) {
+            (Direction::Master, Some(Direction::Shadow)) => {
+                return Err(busy(format!(
+                    "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
+                    self.name
+                )))
+            }
+            (Direction::Shadow, Some(Direction::Master)) => {
+                return Err(busy(format!(
+                    "set {} has an unfinished copy to the master; finish it with 'update master' first",
+                    self.name
+                )))
+            }
+            _ => {}
+        }
+        if dir == Direction::Master {
+            if let Some(other) = self
+                .master
+                .sets()
+                .iter()
+                .find(|s| s.name != self.name && s.is_copying_to_master())
+            {
+                return Err(busy(format!(
+                    "set {} is already copying onto master {}; wait for it first",
+                    other.name, self.paths.master
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the background copier for the copy recorded in the header.
+    pub fn spawn_copier(self: &Arc<Self>) {
+        // Join a finished earlier copier without holding the lock it takes on its way out.
+        let old = match self.copy.lock() {
+            Ok(mut s) => s.thread.take(),
+            Err(p) => p.into_inner().thread.take(),
+        };
+        if let Some(old) = old {
+            let _ = old.join();
+        }
+        let mut st = match self.copy.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        self.abort.store(false, Ordering::SeqCst);
+        st.total = self.tracking.count(Map::Copy);
+        let set = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("iifs-copy-{}", self.name))
+            .spawn(move || super::copier::run(set));
+        match spawned {
+            Ok(handle) => st.thread = Some(handle),
+            Err(e) => {
+                drop(st);
+                self.go_offline(&Error::io("start of the copy thread", &e));
+            }
+        }
+    }
+
+    /// Stop the copy in progress (no-op when none runs); the direction stays recorded.
+    pub fn abort_copy(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+        {
+            let _g = self.abort_wake.0.lock();
+            self.abort_wake.1.notify_all();
+        }
+        let handle = match self.copy.lock() {
+            Ok(mut s) => s.thread.take(),
+            Err(p) => p.into_inner().thread.take(),
+        };
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// Stop the copier for a daemon shutdown: the copy stays recorded and resumes at next start.
+    pub fn stop_copier(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.abort_copy();
+    }
+
+    /// Block until no copy runs. Err if the set went offline meanwhile.
+    pub fn wait_copy(&self) -> Result<()> {
+        let mut st = match self.copy.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        while self.copy_active() && !self.is_offline() {
+            st = match self.copy_done.wait(st) {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+        }
+        if self.is_offline() {
+            return Err(self.offline_error());
+        }
+        Ok(())
+    }
+
+    pub fn set_params(&self, delay_ms: u32, units: u32) -> Result<()> {
+        if delay_ms > MAX_DELAY_MS || units == 0 || units > MAX_UNITS {
+            return Err(invalid(format!(
+                "params takes DELAY in milliseconds (0..{MAX_DELAY_MS}) and UNITS in chunks (1..{MAX_UNITS})"
+            )));
+        }
+        self.tracking
+            .update_header(|h| {
+                h.throttle_delay_ms = delay_ms;
+                h.throttle_units = units;
+            })
+            .map_err(|e| self.fail(Error::io(format!("write of bitmap {}", self.paths.bitmap), &e)))?;
+        self.throttle
+            .store(((delay_ms as u64) << 32) | units as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bring an offline set back (REFERENCE-II 7.4): a dependent set starts a fresh point in time;
+    /// an independent one copies the master to the shadow again.
+    pub fn reset(self: &Arc<Self>) -> Result<()> {
+        if !self.is_offline() {
+            return Ok(());
+        }
+        self.abort_copy();
+        let _gate = self.gate_write();
+        let pit = now_secs();
+        let clear = flags::OFFLINE | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
+        let result = if self.is_dependent() {
+            self.tracking.reset_all(|h| {
+                h.flags &= !clear;
+                h.pit_time = pit;
+            })
+        } else {
+            self.tracking.bulk(flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW, |h| {
+                h.flags &= !clear;
+                h.flags |= flags::TO_SHADOW | flags::ACTIVE | FULL_COPY;
+                h.pit_time = pit;
+            })
+        };
+        result.map_err(|e| Error::io(format!("reset of set {}: bitmap {}", self.name, self.paths.bitmap), &e))?;
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = None;
+        }
+        let h = self.tracking.header();
+        self.flags.store(h.flags, Ordering::SeqCst);
+        if h.flags & flags::ACTIVE != 0 {
+            self.spawn_copier();
+        }
+        Ok(())
+    }
+
+    pub fn status(&self) -> Status {
+        let f = self.flags();
+        let total = self.copy.lock().map(|s| s.total).unwrap_or(0);
+        let to_copy = self.tracking.count(Map::Copy);
+        let state = if f & flags::OFFLINE != 0 {
+            "offline"
+        } else if f & flags::ACTIVE != 0 {
+            if f & FULL_COPY != 0 {
+                "copying"
+            } else {
+                "updating"
+            }
+        } else if f & (flags::TO_SHADOW | flags::TO_MASTER) != 0 {
+            "aborted"
+        } else {
+            "idle"
+        };
+        let progress = if f & (flags::TO_SHADOW | flags::TO_MASTER) == 0 || total == 0 {
+            100
+        } else {
+            (total.saturating_sub(to_copy) * 100 / total).min(100)
+        };
+        let (delay_ms, units) = self.throttle();
+        let h = self.tracking.header();
+        Status {
+            name: self.name.clone(),
+            kind: self.kind,
+            state,
+            direction: self.direction().map(|d| d.word()).unwrap_or("-"),
+            progress,
+            paths: self.paths.clone(),
+            size: self.size,
+            chunk_size: self.chunk_size,
+            chunks: self.chunks,
+            chunks_differ: self.tracking.count_either(),
+            chunks_to_copy: to_copy,
+            delay_ms,
+            units,
+            durability: self.durability,
+            last_error: self.last_error(),
+            pit_time: h.pit_time,
+        }
+    }
+
+    pub fn header(&self) -> Header {
+        self.tracking.header()
+    }
+}

@@ -1,0 +1,314 @@
+//! Volumes: the byte stores a set is made of (master, shadow, bitmap). The engine sees them only
+//! through the small `Volume` trait, so tests can use memory or fault-injecting volumes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+/// Identity of a volume, to refuse using one volume twice (device and inode for files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VolumeId(pub u64, pub u64);
+
+pub trait Volume: Send + Sync {
+    /// Size in bytes, fixed while the volume is open.
+    fn len(&self) -> u64;
+    /// Fill `buf` from `offset`; bytes past the end read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make every completed write durable.
+    fn sync(&self) -> io::Result<()>;
+    /// Discard a range (reads return zeros afterwards).
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeros = vec![0u8; len.min(1 << 20) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64);
+            self.write_at(&zeros[..n as usize], offset + done)?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// The file descriptor, where the volume is a file: lets copies use `copy_file_range`.
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn id(&self) -> VolumeId;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Copy `len` bytes at `offset` from `src` to the same offset of `dst`, in kernel where possible.
+pub fn copy_range(src: &dyn Volume, dst: &dyn Volume, offset: u64, len: u64) -> io::Result<()> {
+    if let (Some(sfd), Some(dfd)) = (src.raw_fd(), dst.raw_fd()) {
+        if copy_file_range_all(sfd, dfd, offset, len)? {
+            return Ok(());
+        }
+    }
+    let mut buf = vec![0u8; len.min(8 << 20) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        src.read_at(&mut buf[..n], offset + done)?;
+        dst.write_at(&buf[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Returns Ok(false) when the kernel cannot do it for these files (the caller falls back).
+fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+    let mut done = 0u64;
+    while done < len {
+        let mut off_in = (offset + done) as libc::loff_t;
+        let mut off_out = (offset + done) as libc::loff_t;
+        // SAFETY: both descriptors are open for the lifetime of the volumes that lend them, and
+        // the offsets are plain integers the kernel reads and updates.
+        let n = unsafe {
+            libc::copy_file_range(
+                sfd,
+                &mut off_in,
+                dfd,
+                &mut off_out,
+                (len - done) as usize,
+                0,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    if done == 0 =>
+                {
+                    Ok(false)
+                }
+                Some(libc::EINTR) => continue,
+                _ => Err(err),
+            };
+        }
+        if n == 0 {
+            // Source shorter than expected: the rest reads as zeros.
+            let zeros = vec![0u8; (len - done).min(1 << 20) as usize];
+            while done < len {
+                let k = (len - done).min(zeros.len() as u64) as usize;
+                write_all_at(dfd, &zeros[..k], offset + done)?;
+                done += k as u64;
+            }
+            break;
+        }
+        done += n as u64;
+    }
+    Ok(true)
+}
+
+fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
+    // SAFETY: borrowing an open descriptor for one call; ManuallyDrop keeps it open.
+    let file = std::mem::ManuallyDrop::new(unsafe {
+        <File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    file.write_all_at(buf, offset)
+}
+
+/// A volume backed by a regular file or a block device.
+pub struct FileVolume {
+    file: File,
+    len: u64,
+    id: VolumeId,
+}
+
+impl FileVolume {
+    /// Open read-write. The client's O_DIRECT is never passed on: backing I/O uses the page cache.
+    pub fn open(path: &Path) -> io::Result<FileVolume> {
+        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        let meta = file.metadata()?;
+        if !(meta.file_type().is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or block device",
+            ));
+        }
+        let len = file.seek(SeekFrom::End(0))?;
+        let id = if meta.file_type().is_file() {
+            VolumeId(meta.dev(), meta.ino())
+        } else {
+            VolumeId(u64::MAX, meta.rdev())
+        };
+        // Random access advice: on this kernel 4 KiB writes into large page-cache folios are
+        // throttled hard without it.
+        // SAFETY: plain advisory call on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+        }
+        Ok(FileVolume { file, len, id })
+    }
+
+    /// Grow a regular file to at least `len` bytes (used for bitmap volumes).
+    pub fn grow_to(&mut self, len: u64) -> io::Result<()> {
+        if len > self.len {
+            self.file.set_len(len)?;
+            self.len = len;
+        }
+        Ok(())
+    }
+
+    pub fn is_regular_file(&self) -> bool {
+        self.id.0 != u64::MAX
+    }
+}
+
+impl Volume for FileVolume {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        // SAFETY: fallocate on an open descriptor with plain integer arguments.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENODEV) => {
+                // Block devices and file systems without holes: write zeros instead.
+                let zeros = vec![0u8; len.min(1 << 20) as usize];
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(zeros.len() as u64);
+                    self.write_at(&zeros[..n as usize], offset + done)?;
+                    done += n;
+                }
+                Ok(())
+            }
+            _ => Err(err),
+        }
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    fn id(&self) -> VolumeId {
+        self.id
+    }
+}
+
+static NEXT_MEM_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A volume in memory, for engine tests and the model test.
+pub struct MemVolume {
+    data: RwLock<Vec<u8>>,
+    id: VolumeId,
+}
+
+impl MemVolume {
+    pub fn new(len: usize) -> MemVolume {
+        MemVolume::from_bytes(vec![0; len])
+    }
+
+    pub fn from_bytes(data: Vec<u8>) -> MemVolume {
+        MemVolume {
+            data: RwLock::new(data),
+            id: VolumeId(u64::MAX - 1, NEXT_MEM_ID.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// A copy of the whole content, bypassing any set (like reading the backing file).
+    pub fn snapshot(&self) -> Vec<u8> {
+        match self.data.read() {
+            Ok(d) => d.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+impl Volume for MemVolume {
+    fn len(&self) -> u64 {
+        self.snapshot_len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let data = self.data.read().map_err(|_| poisoned())?;
+        copy_out(&data, buf, offset);
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut data = self.data.write().map_err(|_| poisoned())?;
+        copy_in(&mut data, buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn id(&self) -> VolumeId {
+        self.id
+    }
+}
+
+impl MemVolume {
+    fn snapshot_len(&self) -> u64 {
+        match self.data.read() {
+            Ok(d) => d.len() as u64,
+            Err(p) => p.into_inner().len() as u64,
+        }
+    }
+}
+
+pub(crate) fn poisoned() -> io::Error {
+    io::Error::other("volume lock poisoned")
+}
+
+/// Copy bytes of `data` at `offset` into `buf`, zero past the end.
+pub(crate) fn copy_out(data: &[u8], buf: &mut [u8], offset: u64) {
+    let start = (offset as usize).min(data.len());
+    let n = buf.len().min(data.len() - start);
+    buf[..n].copy_from_slice(&data[start..start + n]);
+    buf[n..].fill(0);
+}
+
+/// Copy `buf` into `data` at `offset`; a fixed-size volume refuses to grow.
+pub(crate) fn copy_in(data: &mut [u8], buf: &[u8], offset: u64) -> io::Result<()> {
+    let end = offset as usize + buf.len();
+    if end > data.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "write past the end of the volume",
+        ));
+    }
+    data[offset as usize..end].copy_from_slice(buf);
+    Ok(())
+}
