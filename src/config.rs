@@ -1,1 +1,250 @@
-//! TODO
+//! Daemon settings: built-in defaults < /etc/iifs/iifs.yaml < --config FILE < flags and `-o`.
+//! Unknown keys are errors that name the key and where it came from.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::control::parse::parse_size;
+use crate::engine::{check_chunk_size, Durability};
+
+pub const SYSTEM_CONFIG: &str = "/etc/iifs/iifs.yaml";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub state_dir: PathBuf,
+    pub chunk_size: u64,
+    pub durability: Durability,
+    pub threads: usize,
+    pub allow_other: bool,
+    pub log_level: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    state_dir: Option<PathBuf>,
+    chunk_size: Option<SizeValue>,
+    durability: Option<String>,
+    threads: Option<usize>,
+    allow_other: Option<bool>,
+    log_level: Option<String>,
+}
+
+/// Mount options that mount(8) and fstab pass along and that mean nothing to iifs.
+const GENERIC_MOUNT_OPTIONS: &[&str] = &[
+    "rw",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "nodiratime",
+    "async",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "defaults",
+    "_netdev",
+    "nofail",
+    "default_permissions",
+];
+
+pub fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/iifs");
+    }
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("iifs"),
+        _ => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".local/state/iifs"),
+            None => PathBuf::from("/tmp/iifs-state"),
+        },
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            state_dir: default_state_dir(),
+            chunk_size: 65536,
+            durability: Durability::Strict,
+            threads: 2,
+            allow_other: false,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Apply a YAML settings file.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let f: FileSettings =
+            serde_norway::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
+        let at = |e: String| format!("config {}: {e}", path.display());
+        if let Some(d) = f.state_dir {
+            self.state_dir = d;
+        }
+        if let Some(c) = f.chunk_size {
+            let text = match c {
+                SizeValue::Bytes(n) => n.to_string(),
+                SizeValue::Text(t) => t,
+            };
+            self.set("chunk_size", &text).map_err(at)?;
+        }
+        if let Some(d) = f.durability {
+            self.set("durability", &d).map_err(at)?;
+        }
+        if let Some(t) = f.threads {
+            self.set("threads", &t.to_string()).map_err(at)?;
+        }
+        if let Some(a) = f.allow_other {
+            self.allow_other = a;
+        }
+        if let Some(l) = f.log_level {
+            self.set("log_level", &l).map_err(at)?;
+        }
+        Ok(())
+    }
+
+    /// Set one setting from its text form (as `-o key=value` gives it).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "state_dir" => self.state_dir = PathBuf::from(value),
+            "chunk_size" => {
+                let n = parse_size(value)
+                    .ok_or_else(|| format!("chunk_size '{value}' is not a size (65536 or 64K)"))?;
+                check_chunk_size(n).map_err(|e| e.message)?;
+                self.chunk_size = n;
+            }
+            "durability" => {
+                self.durability = Durability::parse(value)
+                    .ok_or_else(|| format!("durability must be strict or relaxed, not '{value}'"))?
+            }
+            "threads" => {
+                self.threads = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| {
+                        format!("threads must be a number from 1 to 64, not '{value}'")
+                    })?
+            }
+            "allow_other" => {
+                self.allow_other = match value {
+                    "" | "true" | "yes" | "1" => true,
+                    "false" | "no" | "0" => false,
+                    _ => return Err(format!("allow_other must be true or false, not '{value}'")),
+                }
+            }
+            "log_level" => {
+                if !["error", "warn", "info", "debug", "trace", "off"].contains(&value) {
+                    return Err(format!(
+                        "log_level must be error, warn, info, debug, trace or off, not '{value}'"
+                    ));
+                }
+                self.log_level = value.into();
+            }
+            _ => return Err(format!("unknown setting '{key}'")),
+        }
+        Ok(())
+    }
+}
+
+/// A `-o` list split into settings (key, value) and the config file it names, if any.
+/// Generic mount options are accepted and ignored; anything else is an error.
+pub fn split_mount_options(
+    opts: &[String],
+) -> Result<(Vec<(String, String)>, Option<PathBuf>), String> {
+    let mut settings = Vec::new();
+    let mut config = None;
+    for list in opts {
+        for item in list.split(',').filter(|s| !s.is_empty()) {
+            let (k, v) = item.split_once('=').unwrap_or((item, ""));
+            if k == "config" {
+                config = Some(PathBuf::from(v));
+            } else if GENERIC_MOUNT_OPTIONS.contains(&k)
+                || k.starts_with("x-")
+                || k == "fsname"
+                || k == "subtype"
+            {
+                continue;
+            } else if [
+                "state_dir",
+                "chunk_size",
+                "durability",
+                "threads",
+                "allow_other",
+                "log_level",
+            ]
+            .contains(&k)
+            {
+                settings.push((k.to_string(), v.to_string()));
+            } else {
+                return Err(format!("unknown mount option '{k}' in -o {list}"));
+            }
+        }
+    }
+    Ok((settings, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        std::fs::write(&f, "chunk_size: 4K\ndurability: relaxed\nthreads: 3\n").unwrap();
+        let mut s = Settings::default();
+        s.apply_file(&f).unwrap();
+        assert_eq!(
+            (s.chunk_size, s.durability, s.threads),
+            (4096, Durability::Relaxed, 3)
+        );
+        s.set("chunk_size", "1M").unwrap();
+        assert_eq!(s.chunk_size, 1 << 20);
+        std::fs::write(&f, "chunk_sise: 4096\n").unwrap();
+        let err = Settings::default().apply_file(&f).unwrap_err();
+        assert!(
+            err.contains("chunk_sise") && err.contains("c.yaml"),
+            "{err}"
+        );
+        assert!(Settings::default().set("chunk_size", "3000").is_err());
+    }
+
+    #[test]
+    fn mount_options_split() {
+        let (s, c) =
+            split_mount_options(&["rw,nosuid,chunk_size=4096,config=/x.yaml,allow_other".into()])
+                .unwrap();
+        assert_eq!(
+            s,
+            vec![
+                ("chunk_size".into(), "4096".into()),
+                ("allow_other".into(), "".into())
+            ]
+        );
+        assert_eq!(c, Some(PathBuf::from("/x.yaml")));
+        assert!(split_mount_options(&["bogus=1".into()])
+            .unwrap_err()
+            .contains("bogus"));
+    }
+}

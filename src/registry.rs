@@ -1,1 +1,170 @@
-//! TODO
+//! The persistent set registry: `iifs.yaml` in the state dir, listing every set and the
+//! volumes it is made of. Rewritten atomically (temp file, fsync, rename, fsync of the dir) on
+//! every change and read back at start. Each set's own state lives on its bitmap volume.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::error::{Error, Kind, Result};
+use crate::engine::SetRecord;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    sets: Vec<SetEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetEntry {
+    name: String,
+    master: String,
+    shadow: String,
+    bitmap: String,
+}
+
+pub struct Registry {
+    dir: PathBuf,
+    /// The records read at start.
+    initial: Vec<SetRecord>,
+    /// Records of sets that could not be restored: kept in the file until disabled.
+    stale: Mutex<Vec<SetRecord>>,
+}
+
+impl Registry {
+    pub const FILE: &'static str = "iifs.yaml";
+
+    /// Open (creating the state dir if needed) and read the registry.
+    pub fn open(dir: &Path) -> std::result::Result<Registry, String> {
+        fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+        let path = dir.join(Self::FILE);
+        let file: RegistryFile = match fs::read_to_string(&path) {
+            Ok(text) => serde_norway::from_str(&text)
+                .map_err(|e| format!("{} is not a valid iifs registry: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let initial = file
+            .sets
+            .into_iter()
+            .map(|s| SetRecord {
+                name: s.name,
+                master: s.master,
+                shadow: s.shadow,
+                bitmap: s.bitmap,
+            })
+            .collect();
+        Ok(Registry {
+            dir: dir.to_path_buf(),
+            initial,
+            stale: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn records(&self) -> Vec<SetRecord> {
+        self.initial.clone()
+    }
+
+    fn stale(&self) -> MutexGuard<'_, Vec<SetRecord>> {
+        match self.stale.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Keep a record whose set could not be restored.
+    pub fn keep_stale(&self, rec: SetRecord) {
+        self.stale().push(rec);
+    }
+
+    /// Drop a stale record (the administrator disabled it); false if there is none by that name.
+    pub fn forget(&self, name: &str) -> bool {
+        let mut stale = self.stale();
+        let before = stale.len();
+        stale.retain(|r| r.name != name);
+        stale.len() != before
+    }
+
+    /// Write the registry: the live sets plus the stale records, atomically and durably.
+    pub fn save(&self, live: &[SetRecord]) -> Result<()> {
+        let stale = self.stale();
+        let file = RegistryFile {
+            sets: live
+                .iter()
+                .chain(
+                    stale
+                        .iter()
+                        .filter(|s| !live.iter().any(|l| l.name == s.name)),
+                )
+                .map(|r| SetEntry {
+                    name: r.name.clone(),
+                    master: r.master.clone(),
+                    shadow: r.shadow.clone(),
+                    bitmap: r.bitmap.clone(),
+                })
+                .collect(),
+        };
+        let text = serde_norway::to_string(&file)
+            .map_err(|e| Error::new(Kind::Io, format!("cannot encode the registry: {e}")))?;
+        self.write_atomically(&text).map_err(|e| {
+            Error::new(
+                Kind::Io,
+                format!("cannot write the registry in {}: {e}", self.dir.display()),
+            )
+        })
+    }
+
+    fn write_atomically(&self, text: &str) -> std::io::Result<()> {
+        let tmp = self.dir.join(format!(".{}.tmp", Self::FILE));
+        let mut f = File::create(&tmp)?;
+        f.write_all(b"# iifs set registry: rewritten by the daemon on every change\n")?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&tmp, self.dir.join(Self::FILE))?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str) -> SetRecord {
+        SetRecord {
+            name: name.into(),
+            master: "/m".into(),
+            shadow: format!("/s-{name}"),
+            bitmap: format!("/b-{name}"),
+        }
+    }
+
+    #[test]
+    fn saves_and_reads_back_keeping_stale_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        assert!(r.records().is_empty());
+        r.keep_stale(rec("old"));
+        r.save(&[rec("a"), rec("b")]).unwrap();
+        let back = Registry::open(dir.path()).unwrap().records();
+        assert_eq!(back, vec![rec("a"), rec("b"), rec("old")]);
+        assert!(r.forget("old"));
+        r.save(&[rec("a")]).unwrap();
+        assert_eq!(
+            Registry::open(dir.path()).unwrap().records(),
+            vec![rec("a")]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(Registry::FILE), "sets: []\nbogus: 1\n").unwrap();
+        assert!(Registry::open(dir.path()).unwrap_err().contains("bogus"));
+    }
+}

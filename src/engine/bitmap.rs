@@ -52,7 +52,9 @@ impl Bitmap {
         self.words
             .iter()
             .zip(&other.words)
-            .map(|(a, b)| (a.load(Ordering::Relaxed) | b.load(Ordering::Relaxed)).count_ones() as u64)
+            .map(|(a, b)| {
+                (a.load(Ordering::Relaxed) | b.load(Ordering::Relaxed)).count_ones() as u64
+            })
             .sum()
     }
 

@@ -39,7 +39,11 @@ pub fn run(set: Arc<Set>) {
         // One batch: chunks from `first` on, at most `batch_chunks`, copied region by region
         // under the region's stripe lock.
         let (delay_ms, units) = set.throttle();
-        let batch = if delay_ms > 0 { batch_chunks.min(units as u64) } else { batch_chunks };
+        let batch = if delay_ms > 0 {
+            batch_chunks.min(units as u64)
+        } else {
+            batch_chunks
+        };
         let end = (first + batch).min(set.chunks);
         let mut copied = Vec::new();
         let mut c = first;

@@ -146,7 +146,9 @@ pub fn check_set_name(name: &str) -> Result<()> {
         && name != "."
         && name != ".."
         && !name.starts_with('-')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@:".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+@:".contains(c));
     if ok {
         Ok(())
     } else {
@@ -211,25 +213,43 @@ impl Engine {
     pub fn volumes(&self) -> Vec<VolumeUse> {
         let mut out = Vec::new();
         for s in self.sets() {
-            out.push(VolumeUse { path: s.paths.master.clone(), size: s.master.len(), role: "master", set: s.name.clone() });
-            out.push(VolumeUse { path: s.paths.shadow.clone(), size: s.shadow.len(), role: "shadow", set: s.name.clone() });
-            out.push(VolumeUse { path: s.paths.bitmap.clone(), size: s.tracking.vol.len(), role: "bitmap", set: s.name.clone() });
+            out.push(VolumeUse {
+                path: s.paths.master.clone(),
+                size: s.master.len(),
+                role: "master",
+                set: s.name.clone(),
+            });
+            out.push(VolumeUse {
+                path: s.paths.shadow.clone(),
+                size: s.shadow.len(),
+                role: "shadow",
+                set: s.name.clone(),
+            });
+            out.push(VolumeUse {
+                path: s.paths.bitmap.clone(),
+                size: s.tracking.vol.len(),
+                role: "bitmap",
+                set: s.name.clone(),
+            });
         }
         out
     }
 
     fn open_volume(&self, role: &str, path: &str) -> Result<Arc<dyn Volume>> {
         if !path.starts_with('/') {
-            return Err(invalid(format!("the {role} volume must be an absolute path: {path}")));
+            return Err(invalid(format!(
+                "the {role} volume must be an absolute path: {path}"
+            )));
         }
         self.opener.open(path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => not_found(format!("{role} volume {path} does not exist")),
-            io::ErrorKind::PermissionDenied => {
-                Error::new(Kind::NotPermitted, format!("{role} volume {path}: permission denied"))
-            }
-            io::ErrorKind::InvalidInput => {
-                invalid(format!("{role} volume {path} is not a regular file or block device"))
-            }
+            io::ErrorKind::PermissionDenied => Error::new(
+                Kind::NotPermitted,
+                format!("{role} volume {path}: permission denied"),
+            ),
+            io::ErrorKind::InvalidInput => invalid(format!(
+                "{role} volume {path} is not a regular file or block device"
+            )),
             _ => Error::io(format!("open of {role} volume {path}"), &e),
         })
     }
@@ -239,7 +259,10 @@ impl Engine {
         check_set_name(&spec.name)?;
         check_chunk_size(spec.chunk_size)?;
         if self.tables().sets.contains_key(&spec.name) {
-            return Err(exists(format!("a set named '{}' exists already", spec.name)));
+            return Err(exists(format!(
+                "a set named '{}' exists already",
+                spec.name
+            )));
         }
         let master = self.open_volume("master", &spec.master)?;
         let shadow = self.open_volume("shadow", &spec.shadow)?;
@@ -254,10 +277,14 @@ impl Engine {
             let t = self.tables();
             for (id, role, path) in [(sid, "shadow", &spec.shadow), (bid, "bitmap", &spec.bitmap)] {
                 if let Some((set, used)) = t.taken.get(&id) {
-                    return Err(exists(format!("{role} volume {path} is already the {used} of set {set}")));
+                    return Err(exists(format!(
+                        "{role} volume {path} is already the {used} of set {set}"
+                    )));
                 }
                 if t.masters.contains_key(&id) {
-                    return Err(exists(format!("{role} volume {path} is already a master volume")));
+                    return Err(exists(format!(
+                        "{role} volume {path} is already a master volume"
+                    )));
                 }
             }
             if let Some((set, used)) = t.taken.get(&mid) {
@@ -326,7 +353,12 @@ impl Engine {
     }
 
     /// Add a set to the tables and its master; start a recorded copy.
-    fn install(&self, master: Arc<dyn Volume>, shadow: Arc<dyn Volume>, tracking: Tracking) -> Arc<Set> {
+    fn install(
+        &self,
+        master: Arc<dyn Volume>,
+        shadow: Arc<dyn Volume>,
+        tracking: Tracking,
+    ) -> Arc<Set> {
         let mut t = self.tables();
         let mid = master.id();
         let h = tracking.header();
@@ -336,7 +368,8 @@ impl Engine {
             .or_insert_with(|| Arc::new(Master::new(master, h.master.clone())))
             .clone();
         t.taken.insert(shadow.id(), (h.name.clone(), "shadow"));
-        t.taken.insert(tracking.vol.id(), (h.name.clone(), "bitmap"));
+        t.taken
+            .insert(tracking.vol.id(), (h.name.clone(), "bitmap"));
         let set = Arc::new(Set::new(m.clone(), shadow, tracking));
         m.attach(set.clone());
         t.sets.insert(h.name.clone(), set.clone());
@@ -368,11 +401,17 @@ impl Engine {
         if master.len() != h.master_size {
             return Err(invalid(format!(
                 "master volume {} is {} bytes, but set {} was made for {} bytes",
-                h.master, master.len(), h.name, h.master_size
+                h.master,
+                master.len(),
+                h.name,
+                h.master_size
             )));
         }
         if shadow.len() < h.master_size {
-            return Err(invalid(format!("shadow volume {} is smaller than the master", h.shadow)));
+            return Err(invalid(format!(
+                "shadow volume {} is smaller than the master",
+                h.shadow
+            )));
         }
         Ok(self.install(master, shadow, tracking))
     }
@@ -394,12 +433,17 @@ impl Engine {
             let start = 8192u64.min(set.shadow.len());
             let end = 65536u64.min(set.shadow.len());
             if end > start {
-                let _ = set.shadow.write_at(&vec![0u8; (end - start) as usize], start);
+                let _ = set
+                    .shadow
+                    .write_at(&vec![0u8; (end - start) as usize], start);
                 let _ = set.shadow.sync();
             }
         }
         if let Err(e) = set.tracking.invalidate() {
-            log::warn!("set {name}: could not invalidate bitmap {}: {e}", set.paths.bitmap);
+            log::warn!(
+                "set {name}: could not invalidate bitmap {}: {e}",
+                set.paths.bitmap
+            );
         }
         let mut t = self.tables();
         t.sets.remove(name);

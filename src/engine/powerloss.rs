@@ -105,7 +105,10 @@ impl Volume for PowerLossVolume {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut layers = self.layers.lock().map_err(|_| poisoned())?;
         if offset + buf.len() as u64 > layers.durable.len() as u64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "write past the end"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write past the end",
+            ));
         }
         if self.switch.tick() {
             layers.volatile.push((offset, buf.to_vec()));

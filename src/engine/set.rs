@@ -126,13 +126,13 @@ pub fn now_secs() -> u64 {
 }
 
 impl Set {
-    pub fn new(
-        master: Arc<Master>,
-        shadow: Arc<dyn Volume>,
-        tracking: Tracking,
-    ) -> Set {
+    pub fn new(master: Arc<Master>, shadow: Arc<dyn Volume>, tracking: Tracking) -> Set {
         let h = tracking.header();
-        let units = if h.throttle_units == 0 { DEFAULT_UNITS } else { h.throttle_units };
+        let units = if h.throttle_units == 0 {
+            DEFAULT_UNITS
+        } else {
+            h.throttle_units
+        };
         let chunks = h.chunks();
         Set {
             name: h.name.clone(),
@@ -261,7 +261,8 @@ impl Set {
             format!(
                 "set {} is offline ({}); fix the volume, then reset the set",
                 self.name,
-                self.last_error().unwrap_or_else(|| "a volume failed".into())
+                self.last_error()
+                    .unwrap_or_else(|| "a volume failed".into())
             ),
         )
     }
@@ -306,13 +307,18 @@ impl Set {
     pub fn apply(&self, work: Work) -> Result<()> {
         for &c in &work.to_shadow {
             let (off, len) = self.chunk_span(c);
-            copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len)
-                .map_err(|e| Error::io(format!("copy-on-write of chunk {c} to {}", self.paths.shadow), &e))?;
+            copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len).map_err(|e| {
+                Error::io(
+                    format!("copy-on-write of chunk {c} to {}", self.paths.shadow),
+                    &e,
+                )
+            })?;
         }
         for &c in &work.to_master {
             let (off, len) = self.chunk_span(c);
-            copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len)
-                .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))?;
+            copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len).map_err(|e| {
+                Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e)
+            })?;
         }
         if self.strict() {
             if !work.to_shadow.is_empty() {
@@ -343,7 +349,12 @@ impl Set {
     // ---------------------------------------------------------------- shadow I/O
 
     pub fn write_shadow(&self, data: &[u8], offset: u64) -> Result<()> {
-        check_range(offset, data.len() as u64, self.size, &format!("the shadow of set {}", self.name))?;
+        check_range(
+            offset,
+            data.len() as u64,
+            self.size,
+            &format!("the shadow of set {}", self.name),
+        )?;
         if self.is_offline() {
             return Err(self.offline_error());
         }
@@ -384,9 +395,12 @@ impl Set {
                 self.apply(push).map_err(|e| self.fail(e))?;
             }
             self.apply(own).map_err(|e| self.fail(e))?;
-            self.shadow
-                .write_at(piece, off)
-                .map_err(|e| self.fail(Error::io(format!("write to shadow {}", self.paths.shadow), &e)))?;
+            self.shadow.write_at(piece, off).map_err(|e| {
+                self.fail(Error::io(
+                    format!("write to shadow {}", self.paths.shadow),
+                    &e,
+                ))
+            })?;
         }
         Ok(())
     }
@@ -417,19 +431,21 @@ impl Set {
             let piece = &mut buf[at..at + n];
             loop {
                 if self.shadow_reads_master(c) {
-                    self.master
-                        .vol
-                        .read_at(piece, off)
-                        .map_err(|e| Error::io(format!("read of master {}", self.paths.master), &e))?;
+                    self.master.vol.read_at(piece, off).map_err(|e| {
+                        Error::io(format!("read of master {}", self.paths.master), &e)
+                    })?;
                     // A master write to this chunk first moves the bit; if it moved while we
                     // read, the old data is now on the shadow: read it there.
                     if self.shadow_reads_master(c) {
                         break;
                     }
                 } else {
-                    self.shadow
-                        .read_at(piece, off)
-                        .map_err(|e| self.fail(Error::io(format!("read of shadow {}", self.paths.shadow), &e)))?;
+                    self.shadow.read_at(piece, off).map_err(|e| {
+                        self.fail(Error::io(
+                            format!("read of shadow {}", self.paths.shadow),
+                            &e,
+                        ))
+                    })?;
                     break;
                 }
             }
@@ -450,17 +466,16 @@ impl Set {
             loop {
                 let pending = self.is_copying_to_master() && self.tracking.test(Map::Copy, c);
                 if pending {
-                    self.shadow
-                        .read_at(piece, off)
-                        .map_err(|e| Error::io(format!("read of shadow {}", self.paths.shadow), &e))?;
+                    self.shadow.read_at(piece, off).map_err(|e| {
+                        Error::io(format!("read of shadow {}", self.paths.shadow), &e)
+                    })?;
                     if self.is_copying_to_master() && self.tracking.test(Map::Copy, c) {
                         break;
                     }
                 } else {
-                    master
-                        .vol
-                        .read_at(piece, off)
-                        .map_err(|e| Error::io(format!("read of master {}", self.paths.master), &e))?;
+                    master.vol.read_at(piece, off).map_err(|e| {
+                        Error::io(format!("read of master {}", self.paths.master), &e)
+                    })?;
                     break;
                 }
             }
@@ -484,12 +499,16 @@ impl Set {
     pub(super) fn copy_chunk(&self, sets: &[Arc<Set>], c: u64, dir: Direction) -> Result<()> {
         let (off, len) = self.chunk_span(c);
         match dir {
-            Direction::Shadow => copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len)
-                .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.shadow), &e)),
+            Direction::Shadow => {
+                copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len).map_err(|e| {
+                    Error::io(format!("copy of chunk {c} to {}", self.paths.shadow), &e)
+                })
+            }
             Direction::Master => {
                 self.master.prepare_change(sets, off, len, Some(self));
-                copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len)
-                    .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))
+                copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len).map_err(|e| {
+                    Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e)
+                })
             }
         }
     }
@@ -510,7 +529,9 @@ impl Set {
         while start < copied.len() {
             let region = (copied[start] * self.chunk_size) >> super::master::REGION_SHIFT;
             let mut end = start;
-            while end < copied.len() && (copied[end] * self.chunk_size) >> super::master::REGION_SHIFT == region {
+            while end < copied.len()
+                && (copied[end] * self.chunk_size) >> super::master::REGION_SHIFT == region
+            {
                 end += 1;
             }
             let _stripe = self.master.lock_region(copied[start] * self.chunk_size);
@@ -542,7 +563,10 @@ impl Set {
             flags::ACTIVE
         };
         if let Err(e) = self.tracking.update_header(|h| h.flags &= !clear) {
-            self.go_offline(&Error::io(format!("write of bitmap {}", self.paths.bitmap), &e));
+            self.go_offline(&Error::io(
+                format!("write of bitmap {}", self.paths.bitmap),
+                &e,
+            ));
         }
         self.flags.fetch_and(!clear, Ordering::SeqCst);
         let _guard = self.copy.lock();
@@ -561,15 +585,16 @@ impl Set {
         let pit = now_secs();
         let result = match (dir, dep, full) {
             // A dependent shadow's update is instant: the master as it is now is the new PIT.
-            (Direction::Shadow, true, false) => {
-                self.tracking.reset_all(|h| {
-                    h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
-                    h.pit_time = pit;
-                })
-            }
+            (Direction::Shadow, true, false) => self.tracking.reset_all(|h| {
+                h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
+                h.pit_time = pit;
+            }),
             (Direction::Shadow, _, _) => self.tracking.bulk(
-                if full { flags::PENDING_FILL_COPY } else { flags::PENDING_OR_COPY }
-                    | flags::PENDING_CLEAR_SHADOW,
+                if full {
+                    flags::PENDING_FILL_COPY
+                } else {
+                    flags::PENDING_OR_COPY
+                } | flags::PENDING_CLEAR_SHADOW,
                 |h| {
                     h.flags |= flags::TO_SHADOW | flags::ACTIVE | if full { FULL_COPY } else { 0 };
                     h.pit_time = pit;
@@ -581,12 +606,20 @@ impl Set {
                 h.flags |= flags::TO_MASTER | flags::ACTIVE;
             }),
             (Direction::Master, false, _) => self.tracking.bulk(
-                if full { flags::PENDING_FILL_COPY } else { flags::PENDING_OR_COPY }
-                    | flags::PENDING_CLEAR_SHADOW,
+                if full {
+                    flags::PENDING_FILL_COPY
+                } else {
+                    flags::PENDING_OR_COPY
+                } | flags::PENDING_CLEAR_SHADOW,
                 |h| h.flags |= flags::TO_MASTER | flags::ACTIVE | if full { FULL_COPY } else { 0 },
             ),
         };
-        result.map_err(|e| self.fail(Error::io(format!("write of bitmap {}", self.paths.bitmap), &e)))?;
+        result.map_err(|e| {
+            self.fail(Error::io(
+                format!("write of bitmap {}", self.paths.bitmap),
+                &e,
+            ))
+        })?;
         let h = self.tracking.header();
         self.flags.store(h.flags, Ordering::SeqCst);
         if h.flags & flags::ACTIVE != 0 {
@@ -610,18 +643,14 @@ impl Set {
             )));
         }
         match (dir, self.direction()) {
-            (Direction::Master, Some(Direction::Shadow)) => {
-                return Err(busy(format!(
-                    "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
-                    self.name
-                )))
-            }
-            (Direction::Shadow, Some(Direction::Master)) => {
-                return Err(busy(format!(
-                    "set {} has an unfinished copy to the master; finish it with 'update master' first",
-                    self.name
-                )))
-            }
+            (Direction::Master, Some(Direction::Shadow)) => return Err(busy(format!(
+                "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
+                self.name
+            ))),
+            (Direction::Shadow, Some(Direction::Master)) => return Err(busy(format!(
+                "set {} has an unfinished copy to the master; finish it with 'update master' first",
+                self.name
+            ))),
             _ => {}
         }
         if dir == Direction::Master {
@@ -720,7 +749,12 @@ impl Set {
                 h.throttle_delay_ms = delay_ms;
                 h.throttle_units = units;
             })
-            .map_err(|e| self.fail(Error::io(format!("write of bitmap {}", self.paths.bitmap), &e)))?;
+            .map_err(|e| {
+                self.fail(Error::io(
+                    format!("write of bitmap {}", self.paths.bitmap),
+                    &e,
+                ))
+            })?;
         self.throttle
             .store(((delay_ms as u64) << 32) | units as u64, Ordering::Relaxed);
         Ok(())
@@ -735,20 +769,29 @@ impl Set {
         self.abort_copy();
         let _gate = self.gate_write();
         let pit = now_secs();
-        let clear = flags::OFFLINE | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
+        let clear =
+            flags::OFFLINE | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
         let result = if self.is_dependent() {
             self.tracking.reset_all(|h| {
                 h.flags &= !clear;
                 h.pit_time = pit;
             })
         } else {
-            self.tracking.bulk(flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW, |h| {
-                h.flags &= !clear;
-                h.flags |= flags::TO_SHADOW | flags::ACTIVE | FULL_COPY;
-                h.pit_time = pit;
-            })
+            self.tracking.bulk(
+                flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW,
+                |h| {
+                    h.flags &= !clear;
+                    h.flags |= flags::TO_SHADOW | flags::ACTIVE | FULL_COPY;
+                    h.pit_time = pit;
+                },
+            )
         };
-        result.map_err(|e| Error::io(format!("reset of set {}: bitmap {}", self.name, self.paths.bitmap), &e))?;
+        result.map_err(|e| {
+            Error::io(
+                format!("reset of set {}: bitmap {}", self.name, self.paths.bitmap),
+                &e,
+            )
+        })?;
         if let Ok(mut e) = self.last_error.lock() {
             *e = None;
         }

@@ -67,7 +67,8 @@ impl Tracking {
         t.write_region(Map::Copy)?;
         // Invalidate the other slot so an old header of an earlier set can never win.
         t.vol.write_at(&[0u8; SLOT_SIZE as usize], SLOT_SIZE)?;
-        t.vol.write_at(&header.encode().map_err(io::Error::other)?, 0)?;
+        t.vol
+            .write_at(&header.encode().map_err(io::Error::other)?, 0)?;
         t.vol.sync()?;
         if let Ok(mut h) = t.header.lock() {
             h.1 = 0;
@@ -79,10 +80,15 @@ impl Tracking {
     pub fn open(vol: Arc<dyn Volume>) -> io::Result<Tracking> {
         let mut slots = vec![0u8; 2 * SLOT_SIZE as usize];
         vol.read_at(&mut slots, 0)?;
-        let (header, slot) = Header::pick(&slots[..SLOT_SIZE as usize], &slots[SLOT_SIZE as usize..])
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, "no valid iifs header on the bitmap volume")
-            })?;
+        let (header, slot) =
+            Header::pick(&slots[..SLOT_SIZE as usize], &slots[SLOT_SIZE as usize..]).ok_or_else(
+                || {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "no valid iifs header on the bitmap volume",
+                    )
+                },
+            )?;
         if vol.len() < header.volume_len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -183,7 +189,11 @@ impl Tracking {
             pages.insert((map as u8, chunk / 8 / PAGE));
         }
         for (m, page) in pages {
-            let map = if m == Map::Shadow as u8 { Map::Shadow } else { Map::Copy };
+            let map = if m == Map::Shadow as u8 {
+                Map::Shadow
+            } else {
+                Map::Copy
+            };
             self.write_page(map, page)?;
         }
         Ok(())

@@ -82,9 +82,7 @@ fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Res
         if n < 0 {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
-                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-                    if done == 0 =>
-                {
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) if done == 0 => {
                     Ok(false)
                 }
                 Some(libc::EINTR) => continue,
@@ -108,9 +106,8 @@ fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Res
 
 fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
     // SAFETY: borrowing an open descriptor for one call; ManuallyDrop keeps it open.
-    let file = std::mem::ManuallyDrop::new(unsafe {
-        <File as std::os::fd::FromRawFd>::from_raw_fd(fd)
-    });
+    let file =
+        std::mem::ManuallyDrop::new(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
     file.write_all_at(buf, offset)
 }
 
@@ -126,7 +123,9 @@ impl FileVolume {
     pub fn open(path: &Path) -> io::Result<FileVolume> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
         let meta = file.metadata()?;
-        if !(meta.file_type().is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())) {
+        if !(meta.file_type().is_file()
+            || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()))
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a regular file or block device",

@@ -1,1 +1,585 @@
-//! TODO
+//! Presentation tier: the control tree as a FUSE file system (the only module that uses fuser).
+//!
+//! ```text
+//! MOUNTPOINT/ctl status version volumes sets/NAME/{master,shadow,bitmap,ctl,status}
+//! ```
+//! Data files are opened with FOPEN_DIRECT_IO (no double caching, no stale pages after an
+//! update); ctl and status files too, their content made at open.
+
+mod inode;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, WriteFlags,
+};
+
+use crate::control::status;
+use crate::control::Controller;
+use crate::engine::{Error, Set};
+use inode::{Inodes, Node, SetFile, CTL, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES};
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// What an open file handle refers to, fixed at open.
+enum Handle {
+    Master(Arc<Set>),
+    Shadow(Arc<Set>),
+    Bitmap(Arc<Set>),
+    /// A ctl file: `None` for the global one. Holds the reply to the last command.
+    Ctl(Option<String>, Mutex<String>),
+    /// A status-like file: content generated at open.
+    Text(Vec<u8>),
+}
+
+pub struct IifsFs {
+    ctl: Arc<Controller>,
+    inodes: Inodes,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    uid: u32,
+    gid: u32,
+    started: SystemTime,
+}
+
+fn errno(e: &Error) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl IifsFs {
+    pub fn new(ctl: Arc<Controller>) -> IifsFs {
+        // SAFETY: getuid/getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        IifsFs {
+            ctl,
+            inodes: Inodes::default(),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            uid,
+            gid,
+            started: SystemTime::now(),
+        }
+    }
+
+    fn set(&self, name: &str) -> Option<Arc<Set>> {
+        self.ctl.engine.set(name).ok()
+    }
+
+    /// Resolve an inode, checking that a set's node still belongs to a live set.
+    fn node(&self, ino: INodeNo) -> Option<Node> {
+        let node = self.inodes.node(ino.0)?;
+        if let Node::Set(name, _) = &node {
+            self.set(name)?;
+        }
+        Some(node)
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let (kind, perm, size) = match node {
+            Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => (FileType::Directory, 0o755, 0),
+            Node::Ctl | Node::Set(_, SetFile::Ctl) => (FileType::RegularFile, 0o600, 0),
+            Node::Status | Node::Version | Node::Volumes | Node::Set(_, SetFile::Status) => {
+                (FileType::RegularFile, 0o444, 0)
+            }
+            Node::Set(name, file) => {
+                let set = self.set(name);
+                let size = match (file, &set) {
+                    (SetFile::Bitmap, Some(s)) => s.tracking.vol.len(),
+                    (_, Some(s)) => s.size,
+                    _ => 0,
+                };
+                let perm = if *file == SetFile::Bitmap {
+                    0o400
+                } else {
+                    0o600
+                };
+                (FileType::RegularFile, perm, size)
+            }
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn handle(&self, fh: FileHandle) -> Option<Arc<Handle>> {
+        self.handles.read().ok()?.get(&fh.0).cloned()
+    }
+
+    fn add_handle(&self, h: Handle) -> FileHandle {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut hs) = self.handles.write() {
+            hs.insert(fh, Arc::new(h));
+        }
+        FileHandle(fh)
+    }
+
+    fn text_for(&self, node: &Node) -> Option<String> {
+        Some(match node {
+            Node::Status => status::global_status(
+                &self
+                    .ctl
+                    .engine
+                    .sets()
+                    .iter()
+                    .map(|s| s.status())
+                    .collect::<Vec<_>>(),
+            ),
+            Node::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
+            Node::Volumes => status::volumes(&self.ctl.engine.volumes()),
+            Node::Set(name, SetFile::Status) => status::set_status(&self.set(name)?.status()),
+            _ => return None,
+        })
+    }
+
+    fn children(&self, node: &Node) -> Vec<(u64, FileType, String)> {
+        let file = FileType::RegularFile;
+        let dir = FileType::Directory;
+        match node {
+            Node::Root => vec![
+                (CTL, file, "ctl".into()),
+                (STATUS, file, "status".into()),
+                (VERSION, file, "version".into()),
+                (VOLUMES, file, "volumes".into()),
+                (SETS, dir, "sets".into()),
+            ],
+            Node::Sets => self
+                .ctl
+                .engine
+                .sets()
+                .iter()
+                .map(|s| (self.inodes.ino(&s.name, SetFile::Dir), dir, s.name.clone()))
+                .collect(),
+            Node::Set(name, SetFile::Dir) => SET_FILES
+                .iter()
+                .map(|(n, f)| (self.inodes.ino(name, *f), file, n.to_string()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Run a ctl command and record the transaction reply.
+    fn run_ctl(ctl: &Controller, scope: &Option<String>, data: &[u8]) -> Result<(), Error> {
+        match scope {
+            None => ctl.global(data),
+            Some(name) => ctl.set_command(name, data),
+        }
+    }
+}
+
+fn reply_text(result: &Result<(), Error>) -> String {
+    match result {
+        Ok(()) => "ok\n".into(),
+        Err(e) => format!("error: {}\n", e.message),
+    }
+}
+
+fn slice_at(data: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = (offset as usize).min(data.len());
+    let end = start.saturating_add(size as usize).min(data.len());
+    &data[start..end]
+}
+
+impl Filesystem for IifsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // fuser asks for few capabilities: request what the data path needs, one at a time so
+        // a kernel lacking one still mounts.
+        for cap in [
+            InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_BIG_WRITES,
+            InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                log::debug!("kernel lacks FUSE capability {cap:?}");
+            }
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(node) = self.node(parent) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let name = name.to_string_lossy();
+        let found = self
+            .children(&node)
+            .into_iter()
+            .find(|(_, _, n)| *n == name);
+        match found {
+            Some((ino, _, _)) => match self.node(INodeNo(ino)) {
+                Some(child) => reply.entry(&TTL, &self.attr(ino, &child), Generation(0)),
+                None => reply.error(Errno::ENOENT),
+            },
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino) {
+            Some(node) => reply.attr(&TTL, &self.attr(ino.0, &node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let attr = self.attr(ino.0, &node);
+        // Volumes behave like block devices: O_TRUNC is ignored, a real resize refused.
+        if let (Some(size), Node::Set(_, SetFile::Master | SetFile::Shadow | SetFile::Bitmap)) =
+            (size, &node)
+        {
+            if size != attr.size && size != 0 {
+                return reply.error(Errno::EINVAL);
+            }
+        }
+        reply.attr(&TTL, &attr)
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let direct = FopenFlags::FOPEN_DIRECT_IO;
+        let handle = match &node {
+            Node::Set(name, file @ (SetFile::Master | SetFile::Shadow | SetFile::Bitmap)) => {
+                let Some(set) = self.set(name) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                match file {
+                    SetFile::Master => Handle::Master(set),
+                    SetFile::Shadow => Handle::Shadow(set),
+                    _ if writing => return reply.error(Errno::EACCES),
+                    _ => Handle::Bitmap(set),
+                }
+            }
+            Node::Ctl => Handle::Ctl(None, Mutex::new(String::new())),
+            Node::Set(name, SetFile::Ctl) => {
+                Handle::Ctl(Some(name.clone()), Mutex::new(String::new()))
+            }
+            Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => {
+                return reply.error(Errno::EISDIR)
+            }
+            other => {
+                if writing {
+                    return reply.error(Errno::EACCES);
+                }
+                match self.text_for(other) {
+                    Some(t) => Handle::Text(t.into_bytes()),
+                    None => return reply.error(Errno::ENOENT),
+                }
+            }
+        };
+        let fopen = match handle {
+            Handle::Master(_) | Handle::Shadow(_) => {
+                direct | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+            }
+            _ => direct,
+        };
+        reply.opened(self.add_handle(handle), fopen);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(h) = self.handle(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        let volume_read = |len: u64, f: &dyn Fn(&mut [u8], u64) -> Result<(), Error>| {
+            let n = len.saturating_sub(offset).min(size as u64) as usize;
+            let mut buf = vec![0u8; n];
+            f(&mut buf, offset).map(|()| buf)
+        };
+        let result = match h.as_ref() {
+            Handle::Master(s) => volume_read(s.size, &|b, o| s.master.read(b, o)),
+            Handle::Shadow(s) => volume_read(s.size, &|b, o| s.read_shadow(b, o)),
+            Handle::Bitmap(s) => volume_read(s.tracking.vol.len(), &|b, o| {
+                s.tracking
+                    .vol
+                    .read_at(b, o)
+                    .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e))
+            }),
+            Handle::Ctl(_, r) => {
+                let text = r.lock().map(|t| t.clone()).unwrap_or_default();
+                return reply.data(slice_at(text.as_bytes(), offset, size));
+            }
+            Handle::Text(t) => return reply.data(slice_at(t, offset, size)),
+        };
+        match result {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => {
+                log::warn!("read failed: {}", e.message);
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(h) = self.handle(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        let result = match h.as_ref() {
+            Handle::Master(s) => s.master.write(data, offset),
+            Handle::Shadow(s) => s.write_shadow(data, offset),
+            Handle::Bitmap(_) | Handle::Text(_) => return reply.error(Errno::EBADF),
+            Handle::Ctl(scope, _) => {
+                let blocking = scope.is_some()
+                    && matches!(
+                        crate::control::parse_set(data),
+                        Ok(crate::control::SetCommand::Wait)
+                    );
+                let ctl = Arc::clone(&self.ctl);
+                let scope = scope.clone();
+                let len = data.len() as u32;
+                let data = data.to_vec();
+                let handle = Arc::clone(&h);
+                let finish = move |result: Result<(), Error>, reply: ReplyWrite| {
+                    if let Handle::Ctl(_, r) = handle.as_ref() {
+                        if let Ok(mut r) = r.lock() {
+                            *r = reply_text(&result);
+                        }
+                    }
+                    match result {
+                        Ok(()) => reply.written(len),
+                        Err(e) => {
+                            log::warn!("refused: {}", e.message);
+                            reply.error(errno(&e))
+                        }
+                    }
+                };
+                if blocking {
+                    // `wait` may take long: never hold a FUSE thread for it.
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("iifs-wait".into())
+                            .spawn(move || {
+                                let result = IifsFs::run_ctl(&ctl, &scope, &data);
+                                finish(result, reply);
+                            });
+                    if let Err(e) = spawned {
+                        log::error!("cannot start a thread for wait: {e}");
+                    }
+                    return;
+                }
+                let result = IifsFs::run_ctl(&ctl, &scope, &data);
+                if let (Some(name), Ok(crate::control::SetCommand::Disable)) =
+                    (&scope, crate::control::parse_set(&data))
+                {
+                    if result.is_ok() {
+                        self.inodes.forget_set(name);
+                    }
+                }
+                return finish(result, reply);
+            }
+        };
+        match result {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Ok(mut hs) = self.handles.write() {
+            hs.remove(&fh.0);
+        }
+        reply.ok()
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.handle(fh).as_deref() {
+            Some(Handle::Master(s) | Handle::Shadow(s)) => match s.sync_all() {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            },
+            Some(_) => reply.ok(),
+            None => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let parent = match &node {
+            Node::Set(..) => SETS,
+            _ => ROOT,
+        };
+        let mut entries = vec![
+            (ino.0, FileType::Directory, ".".to_string()),
+            (parent, FileType::Directory, "..".to_string()),
+        ];
+        entries.extend(self.children(&node));
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(h) = self.handle(fh) else {
+            return reply.error(Errno::EBADF);
+        };
+        let set = match h.as_ref() {
+            Handle::Master(s) | Handle::Shadow(s) => s.clone(),
+            _ => return reply.error(Errno::EOPNOTSUPP),
+        };
+        let discard = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
+        if mode & discard == 0 {
+            // Plain allocation: the volume is already as large as it will ever be.
+            return if offset.saturating_add(length) <= set.size {
+                reply.ok()
+            } else {
+                reply.error(Errno::ENOSPC)
+            };
+        }
+        // A discard is a write of zeros as far as the point in time is concerned.
+        let end = offset.saturating_add(length).min(set.size);
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            let r = match h.as_ref() {
+                Handle::Master(s) => s.master.write(&zeros[..n], at),
+                _ => set.write_shadow(&zeros[..n], at),
+            };
+            if let Err(e) = r {
+                return reply.error(errno(&e));
+            }
+            at += n as u64;
+        }
+        reply.ok()
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA))
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0)
+        } else {
+            reply.data(&[])
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self.node(ino) {
+            Some(_) => reply.ok(),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+}

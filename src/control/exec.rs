@@ -1,0 +1,125 @@
+//! Runs parsed commands against the engine and keeps the registry in step with the set list.
+
+use crate::engine::error::{Error, Result};
+use crate::engine::{Durability, EnableSpec, Engine};
+use crate::registry::Registry;
+
+use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
+
+/// Daemon-wide defaults for new sets.
+#[derive(Debug, Clone, Copy)]
+pub struct SetDefaults {
+    pub chunk_size: u64,
+    pub durability: Durability,
+}
+
+pub struct Controller {
+    pub engine: Engine,
+    registry: Registry,
+    defaults: SetDefaults,
+}
+
+impl Controller {
+    pub fn new(engine: Engine, registry: Registry, defaults: SetDefaults) -> Controller {
+        Controller {
+            engine,
+            registry,
+            defaults,
+        }
+    }
+
+    /// Bring back every set in the registry. Sets that cannot come back are reported and kept
+    /// in the registry, so that fixing the volume and restarting brings them back.
+    pub fn restore_all(&self) -> Vec<(String, Error)> {
+        let mut failures = Vec::new();
+        for rec in self.registry.records() {
+            match self.engine.restore(&rec) {
+                Ok(set) => log::info!("set {} is back ({})", rec.name, set.status().state),
+                Err(e) => {
+                    log::error!("set {} could not be restored: {}", rec.name, e);
+                    failures.push((rec.name.clone(), e));
+                    self.registry.keep_stale(rec);
+                }
+            }
+        }
+        failures
+    }
+
+    pub fn global(&self, input: &[u8]) -> Result<()> {
+        let cmd = parse_global(input)?;
+        log::info!("ctl: {cmd}");
+        match cmd {
+            GlobalCommand::Enable {
+                kind,
+                master,
+                shadow,
+                bitmap,
+                name,
+                chunk_size,
+                durability,
+            } => {
+                let name = match name {
+                    Some(n) => n,
+                    None => std::path::Path::new(&shadow)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
+                let spec = EnableSpec {
+                    kind,
+                    master,
+                    shadow,
+                    bitmap,
+                    name,
+                    chunk_size: chunk_size.unwrap_or(self.defaults.chunk_size),
+                    durability: durability.unwrap_or(self.defaults.durability),
+                };
+                let _lock = self.engine.command_lock();
+                self.engine.enable(&spec)?;
+                if let Err(e) = self.registry.save(&self.engine.records()) {
+                    let _ = self.engine.disable(&spec.name);
+                    return Err(e);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn set_command(&self, name: &str, input: &[u8]) -> Result<()> {
+        let cmd = parse_set(input)?;
+        self.run_set_command(name, &cmd)
+    }
+
+    pub fn run_set_command(&self, name: &str, cmd: &SetCommand) -> Result<()> {
+        log::info!("{name}/ctl: {cmd}");
+        let set = match self.engine.set(name) {
+            Ok(set) => set,
+            // A set that could not be restored at start can still be disabled (forgotten).
+            Err(e) if *cmd == SetCommand::Disable && self.registry.forget(name) => {
+                log::info!("forgot set {name}, which could not be restored ({e})");
+                return self.registry.save(&self.engine.records());
+            }
+            Err(e) => return Err(e),
+        };
+        // `wait` must not hold the command lock: other commands go on meanwhile.
+        if *cmd == SetCommand::Wait {
+            return set.wait_copy();
+        }
+        let _lock = self.engine.command_lock();
+        match cmd {
+            SetCommand::Update(dir) => set.start_copy(*dir, false),
+            SetCommand::Copy(dir) => set.start_copy(*dir, true),
+            SetCommand::Abort => {
+                set.abort_copy();
+                Ok(())
+            }
+            SetCommand::Wait => Ok(()),
+            SetCommand::Reset => set.reset(),
+            SetCommand::Params { delay_ms, units } => set.set_params(*delay_ms, *units),
+            SetCommand::Disable => {
+                self.engine.disable(name)?;
+                self.registry.save(&self.engine.records())
+            }
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Command words <-> typed commands. `Display` of a command prints exactly the words that
+//! `parse_*` reads back.
+
+use std::fmt;
+
+use crate::engine::error::{invalid, Result};
+use crate::engine::{Direction, Durability, SetKind};
+
+/// A command written to the global `ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GlobalCommand {
+    Enable {
+        kind: SetKind,
+        master: String,
+        shadow: String,
+        bitmap: String,
+        name: Option<String>,
+        chunk_size: Option<u64>,
+        durability: Option<Durability>,
+    },
+}
+
+/// A command written to a set's `ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetCommand {
+    Update(Direction),
+    Copy(Direction),
+    Abort,
+    Wait,
+    Reset,
+    Disable,
+    Params { delay_ms: u32, units: u32 },
+}
+
+/// Words the interface reserves for features of later versions.
+const GLOBAL_LATER: &[&str] = &["import", "overflow", "group", "suspend", "resume"];
+const SET_LATER: &[&str] = &[
+    "suspend", "resume", "export", "join", "attach", "detach", "group", "ungroup",
+];
+
+fn words(input: &[u8]) -> Result<Vec<String>> {
+    let text = std::str::from_utf8(input).map_err(|_| invalid("the command is not UTF-8 text"))?;
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if text.contains('\n') {
+        return Err(invalid(
+            "write one command per write(2), without embedded newlines",
+        ));
+    }
+    let w: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    if w.is_empty() {
+        return Err(invalid("empty command"));
+    }
+    Ok(w)
+}
+
+fn later(word: &str) -> crate::engine::Error {
+    invalid(format!(
+        "'{word}' is not supported yet by this version of iifs"
+    ))
+}
+
+pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
+    let w = words(input)?;
+    match w[0].as_str() {
+        "enable" => parse_enable(&w[1..]),
+        x if GLOBAL_LATER.contains(&x) => Err(later(x)),
+        x => Err(invalid(format!(
+            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed]"
+        ))),
+    }
+}
+
+fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
+    let usage = "usage: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed]";
+    let (opts, plain): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.contains('='));
+    if plain.len() < 4 || plain.len() > 5 {
+        return Err(invalid(usage));
+    }
+    let kind = match plain[0].as_str() {
+        "ind" | "independent" => SetKind::Independent,
+        "dep" | "dependent" => SetKind::Dependent,
+        x => {
+            return Err(invalid(format!(
+                "set type must be ind or dep, not '{x}'; {usage}"
+            )))
+        }
+    };
+    let mut chunk_size = None;
+    let mut durability = None;
+    for o in opts {
+        let (k, v) = o.split_once('=').unwrap_or((o, ""));
+        match k {
+            "chunk_size" => {
+                chunk_size = Some(parse_size(v).ok_or_else(|| {
+                    invalid(format!(
+                        "chunk_size '{v}' is not a size in bytes (65536 or 64K)"
+                    ))
+                })?)
+            }
+            "durability" => {
+                durability = Some(Durability::parse(v).ok_or_else(|| {
+                    invalid(format!("durability must be strict or relaxed, not '{v}'"))
+                })?)
+            }
+            _ => return Err(invalid(format!("unknown option '{k}'; {usage}"))),
+        }
+    }
+    Ok(GlobalCommand::Enable {
+        kind,
+        master: plain[1].clone(),
+        shadow: plain[2].clone(),
+        bitmap: plain[3].clone(),
+        name: plain.get(4).map(|s| s.to_string()),
+        chunk_size,
+        durability,
+    })
+}
+
+/// A size in bytes, with an optional K/M suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, mul) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1024),
+        'm' | 'M' => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+fn direction(w: Option<&String>, verb: &str) -> Result<Direction> {
+    match w.map(String::as_str) {
+        Some("shadow") | Some("s") => Ok(Direction::Shadow),
+        Some("master") | Some("m") => Ok(Direction::Master),
+        _ => Err(invalid(format!("usage: {verb} shadow|master"))),
+    }
+}
+
+pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
+    let w = words(input)?;
+    let extra = |n: usize| -> Result<()> {
+        if w.len() > n {
+            Err(invalid(format!("'{}' takes {} argument(s)", w[0], n - 1)))
+        } else {
+            Ok(())
+        }
+    };
+    let cmd = match w[0].as_str() {
+        "update" => {
+            extra(2)?;
+            SetCommand::Update(direction(w.get(1), "update")?)
+        }
+        "copy" => {
+            extra(2)?;
+            SetCommand::Copy(direction(w.get(1), "copy")?)
+        }
+        "abort" => {
+            extra(1)?;
+            SetCommand::Abort
+        }
+        "wait" => {
+            extra(1)?;
+            SetCommand::Wait
+        }
+        "reset" => {
+            extra(1)?;
+            SetCommand::Reset
+        }
+        "disable" => {
+            extra(1)?;
+            SetCommand::Disable
+        }
+        "params" => {
+            let usage = "usage: params DELAY UNITS (DELAY in milliseconds, UNITS in chunks)";
+            if w.len() != 3 {
+                return Err(invalid(usage));
+            }
+            let delay_ms = w[1].parse().map_err(|_| invalid(usage))?;
+            let units = w[2].parse().map_err(|_| invalid(usage))?;
+            SetCommand::Params { delay_ms, units }
+        }
+        x if SET_LATER.contains(&x) => return Err(later(x)),
+        x => {
+            return Err(invalid(format!(
+                "unknown command '{x}'; a set's ctl takes: update shadow|master, copy shadow|master, abort, wait, reset, disable, params DELAY UNITS"
+            )))
+        }
+    };
+    Ok(cmd)
+}
+
+impl fmt::Display for GlobalCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GlobalCommand::Enable {
+                kind,
+                master,
+                shadow,
+                bitmap,
+                name,
+                chunk_size,
+                durability,
+            } => {
+                let k = match kind {
+                    SetKind::Independent => "ind",
+                    SetKind::Dependent => "dep",
+                };
+                write!(f, "enable {k} {master} {shadow} {bitmap}")?;
+                if let Some(n) = name {
+                    write!(f, " {n}")?;
+                }
+                if let Some(c) = chunk_size {
+                    write!(f, " chunk_size={c}")?;
+                }
+                if let Some(d) = durability {
+                    write!(f, " durability={}", d.word())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for SetCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetCommand::Update(d) => write!(f, "update {}", d.word()),
+            SetCommand::Copy(d) => write!(f, "copy {}", d.word()),
+            SetCommand::Abort => f.write_str("abort"),
+            SetCommand::Wait => f.write_str("wait"),
+            SetCommand::Reset => f.write_str("reset"),
+            SetCommand::Disable => f.write_str("disable"),
+            SetCommand::Params { delay_ms, units } => write!(f, "params {delay_ms} {units}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_commands_round_trip() {
+        for text in [
+            "update shadow",
+            "update master",
+            "copy shadow",
+            "copy master",
+            "abort",
+            "wait",
+            "reset",
+            "disable",
+            "params 10 100",
+        ] {
+            let c = parse_set(text.as_bytes()).unwrap();
+            assert_eq!(c.to_string(), text);
+            assert_eq!(parse_set(format!("{c}\n").as_bytes()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn enable_round_trips_with_options() {
+        for text in [
+            "enable dep /a /b /c",
+            "enable ind /a /b /c db",
+            "enable dep /a /b /c db chunk_size=4096 durability=relaxed",
+        ] {
+            let c = parse_global(text.as_bytes()).unwrap();
+            assert_eq!(c.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        assert!(parse_set(b"update sideways")
+            .unwrap_err()
+            .message
+            .contains("update shadow|master"));
+        assert!(parse_set(b"frobnicate")
+            .unwrap_err()
+            .message
+            .contains("unknown command"));
+        assert!(parse_set(b"export")
+            .unwrap_err()
+            .message
+            .contains("not supported yet"));
+        assert!(parse_global(b"enable dep /a /b").is_err());
+        assert!(parse_global(b"enable xyz /a /b /c").is_err());
+        assert!(parse_global(b"").is_err());
+        assert!(parse_set(b"params x 1").is_err());
+        assert!(parse_set(b"wait now").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+    }
+}

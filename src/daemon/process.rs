@@ -1,0 +1,177 @@
+//! Process plumbing: detaching with a readiness pipe, logging, signals, PR_SET_IO_FLUSHER.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use crate::config::Settings;
+
+/// Tells whoever waits for us (the parent process, systemd) that the mount is live or failed.
+pub struct Readiness {
+    pipe: Mutex<Option<File>>,
+}
+
+pub enum Detached {
+    Parent(ExitCode),
+    Child(Readiness),
+}
+
+impl Readiness {
+    pub fn foreground() -> Readiness {
+        Readiness {
+            pipe: Mutex::new(None),
+        }
+    }
+
+    pub fn ready(&self) {
+        self.send(b"ok");
+        sd_notify("READY=1");
+    }
+
+    pub fn failed(&self, message: &str) {
+        self.send(message.as_bytes());
+    }
+
+    fn send(&self, msg: &[u8]) {
+        if let Ok(mut p) = self.pipe.lock() {
+            if let Some(mut f) = p.take() {
+                let _ = f.write_all(msg);
+            }
+        }
+    }
+}
+
+/// Fork; the parent waits for the child's word and exits with it.
+pub fn detach() -> std::io::Result<Detached> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: called before any thread is started, so the child is a full copy.
+    match unsafe { libc::fork() } {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            // SAFETY: fds come from pipe2 above and are owned here.
+            unsafe { libc::close(fds[0]) };
+            let pipe = unsafe { File::from_raw_fd(fds[1]) };
+            // SAFETY: plain system calls on our own process.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::dup2(null, 2);
+                    if null > 2 {
+                        libc::close(null);
+                    }
+                }
+            }
+            let _ = std::env::set_current_dir("/");
+            Ok(Detached::Child(Readiness {
+                pipe: Mutex::new(Some(pipe)),
+            }))
+        }
+        _ => {
+            // SAFETY: as above.
+            unsafe { libc::close(fds[1]) };
+            let mut pipe = unsafe { File::from_raw_fd(fds[0]) };
+            let mut msg = String::new();
+            let _ = pipe.read_to_string(&mut msg);
+            if msg == "ok" {
+                Ok(Detached::Parent(ExitCode::SUCCESS))
+            } else {
+                let msg = if msg.is_empty() {
+                    "the daemon exited before mounting".into()
+                } else {
+                    msg
+                };
+                eprintln!("iifs: {msg}");
+                Ok(Detached::Parent(ExitCode::from(1)))
+            }
+        }
+    }
+}
+
+/// Foreground: stderr. Background: `iifs.log` in the state dir (stderr is /dev/null there).
+pub fn init_logging(settings: &Settings, foreground: bool) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(&settings.log_level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    if !foreground {
+        let _ = std::fs::create_dir_all(&settings.state_dir);
+        if let Ok(f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(settings.state_dir.join("iifs.log"))
+        {
+            b.target(env_logger::Target::Pipe(Box::new(f)));
+        }
+    }
+    let _ = b.try_init();
+}
+
+/// The daemon may serve a loop device: let the kernel treat it as an I/O flusher so memory
+/// reclaim does not wait on itself.
+pub fn become_io_flusher() {
+    const PR_SET_IO_FLUSHER: libc::c_int = 57;
+    // SAFETY: prctl with plain integer arguments.
+    if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
+        log::warn!(
+            "PR_SET_IO_FLUSHER refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Block SIGINT/SIGTERM/SIGHUP in every thread (call before starting any), so one thread can
+/// wait for them and unmount cleanly.
+pub fn block_signals() -> Result<libc::sigset_t, String> {
+    // SAFETY: sigset manipulation on a local, zero-initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err("cannot block signals".into());
+        }
+        Ok(set)
+    }
+}
+
+pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
+    let spawned = std::thread::Builder::new()
+        .name("iifs-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid signal set, `sig` a valid out pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            super::mount::unmount(&mountpoint);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the signal thread: {e}");
+    }
+}
+
+/// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    if let Err(e) = sock.send_to(state.as_bytes(), &path) {
+        log::warn!("sd_notify to {} failed: {e}", path.display());
+    }
+}

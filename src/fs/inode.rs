@@ -1,0 +1,136 @@
+//! Inode numbers of the control tree. Fixed numbers for the top level; each set gets a slot of
+//! numbers when it first appears, never reused while the daemon runs, so a stale inode of a
+//! disabled set can never reach another set.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+pub const ROOT: u64 = 1;
+pub const CTL: u64 = 2;
+pub const STATUS: u64 = 3;
+pub const VERSION: u64 = 4;
+pub const VOLUMES: u64 = 5;
+pub const SETS: u64 = 6;
+
+const SET_BASE: u64 = 1000;
+const SLOT: u64 = 8;
+
+/// The files of a set's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetFile {
+    Dir,
+    Master,
+    Shadow,
+    Bitmap,
+    Ctl,
+    Status,
+}
+
+pub const SET_FILES: &[(&str, SetFile)] = &[
+    ("master", SetFile::Master),
+    ("shadow", SetFile::Shadow),
+    ("bitmap", SetFile::Bitmap),
+    ("ctl", SetFile::Ctl),
+    ("status", SetFile::Status),
+];
+
+impl SetFile {
+    fn index(self) -> u64 {
+        match self {
+            SetFile::Dir => 0,
+            SetFile::Master => 1,
+            SetFile::Shadow => 2,
+            SetFile::Bitmap => 3,
+            SetFile::Ctl => 4,
+            SetFile::Status => 5,
+        }
+    }
+    fn from_index(i: u64) -> Option<SetFile> {
+        Some(match i {
+            0 => SetFile::Dir,
+            1 => SetFile::Master,
+            2 => SetFile::Shadow,
+            3 => SetFile::Bitmap,
+            4 => SetFile::Ctl,
+            5 => SetFile::Status,
+            _ => return None,
+        })
+    }
+}
+
+/// What an inode number stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Root,
+    Ctl,
+    Status,
+    Version,
+    Volumes,
+    Sets,
+    Set(String, SetFile),
+}
+
+#[derive(Default)]
+struct Slots {
+    by_name: BTreeMap<String, u64>,
+    by_slot: HashMap<u64, String>,
+    next: u64,
+}
+
+#[derive(Default)]
+pub struct Inodes {
+    slots: RwLock<Slots>,
+}
+
+impl Inodes {
+    /// The slot of a set's name, allocating one the first time.
+    pub fn ino(&self, set: &str, file: SetFile) -> u64 {
+        if let Ok(s) = self.slots.read() {
+            if let Some(slot) = s.by_name.get(set) {
+                return SET_BASE + slot * SLOT + file.index();
+            }
+        }
+        let mut s = match self.slots.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let slot = match s.by_name.get(set) {
+            Some(slot) => *slot,
+            None => {
+                let slot = s.next;
+                s.next += 1;
+                s.by_name.insert(set.to_string(), slot);
+                s.by_slot.insert(slot, set.to_string());
+                slot
+            }
+        };
+        SET_BASE + slot * SLOT + file.index()
+    }
+
+    /// Forget a removed set: its inode numbers stop resolving.
+    pub fn forget_set(&self, set: &str) {
+        if let Ok(mut s) = self.slots.write() {
+            if let Some(slot) = s.by_name.remove(set) {
+                s.by_slot.remove(&slot);
+            }
+        }
+    }
+
+    pub fn node(&self, ino: u64) -> Option<Node> {
+        Some(match ino {
+            ROOT => Node::Root,
+            CTL => Node::Ctl,
+            STATUS => Node::Status,
+            VERSION => Node::Version,
+            VOLUMES => Node::Volumes,
+            SETS => Node::Sets,
+            n if n >= SET_BASE => {
+                let slot = (n - SET_BASE) / SLOT;
+                let file = SetFile::from_index((n - SET_BASE) % SLOT)?;
+                let s = self.slots.read().ok()?;
+                Node::Set(s.by_slot.get(&slot)?.clone(), file)
+            }
+            _ => return None,
+        })
+    }
+}
