@@ -57,6 +57,7 @@ impl Controller {
                 name,
                 chunk_size,
                 durability,
+                params,
             } => {
                 let name = match name {
                     Some(n) => n,
@@ -75,7 +76,8 @@ impl Controller {
                     durability: durability.unwrap_or(self.defaults.durability),
                 };
                 let _lock = self.engine.command_lock();
-                self.engine.enable(&spec)?;
+                let (delay_ms, units) = params.unwrap_or((0, crate::engine::set::DEFAULT_UNITS));
+                self.engine.enable_throttled(&spec, delay_ms, units)?;
                 if let Err(e) = self.registry.save(&self.engine.records()) {
                     let _ = self.engine.disable(&spec.name);
                     return Err(e);

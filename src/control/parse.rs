@@ -17,6 +17,8 @@ pub enum GlobalCommand {
         name: Option<String>,
         chunk_size: Option<u64>,
         durability: Option<Durability>,
+        /// Copy throttle from the start (`delay=MS units=N`), as `params` sets it later.
+        params: Option<(u32, u32)>,
     },
 }
 
@@ -65,13 +67,13 @@ pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
         "enable" => parse_enable(&w[1..]),
         x if GLOBAL_LATER.contains(&x) => Err(later(x)),
         x => Err(invalid(format!(
-            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed]"
+            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N]"
         ))),
     }
 }
 
 fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
-    let usage = "usage: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed]";
+    let usage = "usage: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N]";
     let (opts, plain): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.contains('='));
     if plain.len() < 4 || plain.len() > 5 {
         return Err(invalid(usage));
@@ -87,6 +89,8 @@ fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
     };
     let mut chunk_size = None;
     let mut durability = None;
+    let mut delay = None;
+    let mut units = None;
     for o in opts {
         let (k, v) = o.split_once('=').unwrap_or((o, ""));
         match k {
@@ -102,6 +106,18 @@ fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
                     invalid(format!("durability must be strict or relaxed, not '{v}'"))
                 })?)
             }
+            "delay" => {
+                delay =
+                    Some(v.parse::<u32>().map_err(|_| {
+                        invalid(format!("delay '{v}' is not a number of milliseconds"))
+                    })?)
+            }
+            "units" => {
+                units = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| invalid(format!("units '{v}' is not a number of chunks")))?,
+                )
+            }
             _ => return Err(invalid(format!("unknown option '{k}'; {usage}"))),
         }
     }
@@ -113,6 +129,13 @@ fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
         name: plain.get(4).map(|s| s.to_string()),
         chunk_size,
         durability,
+        params: match (delay, units) {
+            (None, None) => None,
+            (d, u) => Some((
+                d.unwrap_or(0),
+                u.unwrap_or(crate::engine::set::DEFAULT_UNITS),
+            )),
+        },
     })
 }
 
@@ -198,6 +221,7 @@ impl fmt::Display for GlobalCommand {
                 name,
                 chunk_size,
                 durability,
+                params,
             } => {
                 let k = match kind {
                     SetKind::Independent => "ind",
@@ -212,6 +236,9 @@ impl fmt::Display for GlobalCommand {
                 }
                 if let Some(d) = durability {
                     write!(f, " durability={}", d.word())?;
+                }
+                if let Some((d, u)) = params {
+                    write!(f, " delay={d} units={u}")?;
                 }
                 Ok(())
             }
@@ -262,6 +289,7 @@ mod tests {
             "enable dep /a /b /c",
             "enable ind /a /b /c db",
             "enable dep /a /b /c db chunk_size=4096 durability=relaxed",
+            "enable ind /a /b /c db delay=10 units=1",
         ] {
             let c = parse_global(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);

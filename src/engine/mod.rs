@@ -256,6 +256,18 @@ impl Engine {
 
     /// Create a set. Nothing is written to any volume until every check has passed.
     pub fn enable(&self, spec: &EnableSpec) -> Result<Arc<Set>> {
+        self.enable_throttled(spec, 0, set::DEFAULT_UNITS)
+    }
+
+    /// `enable` with a copy throttle in force from the start (an independent set's first copy
+    /// starts at once): sleep `delay_ms` after every `units` chunks.
+    pub fn enable_throttled(
+        &self,
+        spec: &EnableSpec,
+        delay_ms: u32,
+        units: u32,
+    ) -> Result<Arc<Set>> {
+        set::check_params(delay_ms, units)?;
         check_set_name(&spec.name)?;
         check_chunk_size(spec.chunk_size)?;
         if self.tables().sets.contains_key(&spec.name) {
@@ -321,8 +333,8 @@ impl Engine {
             } else {
                 0
             },
-            throttle_delay_ms: 0,
-            throttle_units: set::DEFAULT_UNITS,
+            throttle_delay_ms: delay_ms,
+            throttle_units: units,
             pit_time: set::now_secs(),
             durability: spec.durability,
             name: spec.name.clone(),

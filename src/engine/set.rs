@@ -118,6 +118,15 @@ pub struct Status {
     pub pit_time: u64,
 }
 
+pub fn check_params(delay_ms: u32, units: u32) -> Result<()> {
+    if delay_ms > MAX_DELAY_MS || units == 0 || units > MAX_UNITS {
+        return Err(invalid(format!(
+            "the copy throttle takes DELAY in milliseconds (0..{MAX_DELAY_MS}) and UNITS in chunks (1..{MAX_UNITS})"
+        )));
+    }
+    Ok(())
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -643,14 +652,18 @@ impl Set {
             )));
         }
         match (dir, self.direction()) {
-            (Direction::Master, Some(Direction::Shadow)) => return Err(busy(format!(
+            (Direction::Master, Some(Direction::Shadow)) => {
+                return Err(busy(format!(
                 "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
                 self.name
-            ))),
-            (Direction::Shadow, Some(Direction::Master)) => return Err(busy(format!(
+            )))
+            }
+            (Direction::Shadow, Some(Direction::Master)) => {
+                return Err(busy(format!(
                 "set {} has an unfinished copy to the master; finish it with 'update master' first",
                 self.name
-            ))),
+            )))
+            }
             _ => {}
         }
         if dir == Direction::Master {
@@ -739,11 +752,7 @@ impl Set {
     }
 
     pub fn set_params(&self, delay_ms: u32, units: u32) -> Result<()> {
-        if delay_ms > MAX_DELAY_MS || units == 0 || units > MAX_UNITS {
-            return Err(invalid(format!(
-                "params takes DELAY in milliseconds (0..{MAX_DELAY_MS}) and UNITS in chunks (1..{MAX_UNITS})"
-            )));
-        }
+        check_params(delay_ms, units)?;
         self.tracking
             .update_header(|h| {
                 h.throttle_delay_ms = delay_ms;

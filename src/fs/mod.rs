@@ -33,9 +33,17 @@ enum Handle {
     Shadow(Arc<Set>),
     Bitmap(Arc<Set>),
     /// A ctl file: `None` for the global one. Holds the reply to the last command.
-    Ctl(Option<String>, Mutex<String>),
+    Ctl(Option<String>, Mutex<Reply>),
     /// A status-like file: content generated at open.
     Text(Vec<u8>),
+}
+
+/// The transaction reply of a ctl handle and how much of it was read. Reads ignore the file
+/// offset (a write moved it past the command), so `exec 3<>ctl; echo cmd >&3; cat <&3` works.
+#[derive(Default)]
+struct Reply {
+    text: String,
+    read: usize,
 }
 
 pub struct IifsFs {
@@ -296,10 +304,8 @@ impl Filesystem for IifsFs {
                     _ => Handle::Bitmap(set),
                 }
             }
-            Node::Ctl => Handle::Ctl(None, Mutex::new(String::new())),
-            Node::Set(name, SetFile::Ctl) => {
-                Handle::Ctl(Some(name.clone()), Mutex::new(String::new()))
-            }
+            Node::Ctl => Handle::Ctl(None, Mutex::default()),
+            Node::Set(name, SetFile::Ctl) => Handle::Ctl(Some(name.clone()), Mutex::default()),
             Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => {
                 return reply.error(Errno::EISDIR)
             }
@@ -351,8 +357,13 @@ impl Filesystem for IifsFs {
                     .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e))
             }),
             Handle::Ctl(_, r) => {
-                let text = r.lock().map(|t| t.clone()).unwrap_or_default();
-                return reply.data(slice_at(text.as_bytes(), offset, size));
+                let Ok(mut r) = r.lock() else {
+                    return reply.error(Errno::EIO);
+                };
+                let start = r.read;
+                let chunk = slice_at(r.text.as_bytes(), start as u64, size).to_vec();
+                r.read += chunk.len();
+                return reply.data(&chunk);
             }
             Handle::Text(t) => return reply.data(slice_at(t, offset, size)),
         };
@@ -398,7 +409,10 @@ impl Filesystem for IifsFs {
                 let finish = move |result: Result<(), Error>, reply: ReplyWrite| {
                     if let Handle::Ctl(_, r) = handle.as_ref() {
                         if let Ok(mut r) = r.lock() {
-                            *r = reply_text(&result);
+                            *r = Reply {
+                                text: reply_text(&result),
+                                read: 0,
+                            };
                         }
                     }
                     match result {
