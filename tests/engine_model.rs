@@ -1164,44 +1164,60 @@ fn restart_resumes_an_interrupted_copy() {
 
 /// `update shadow` of a set makes its shadow the master as it reads now. While a sibling set's
 /// update of the master is pending (running or aborted), the master reads as that sibling's
-/// shadow for chunks not yet copied; the new point in time must include them.
-#[test]
-fn sibling_update_shadow_while_other_set_updates_master() {
-    for kind in [SetKind::Dependent, SetKind::Independent] {
-        let mut r = Rig::new();
-        let n = 16 * C;
-        let m0 = pattern(n, 11);
-        r.add("/m", m0.clone());
-        for p in ["/s1", "/s2", "/b1", "/b2"] {
-            r.add(p, vec![0; if p.starts_with("/s") { n } else { BITMAP_LEN }]);
-        }
-        let a = r.enable(SetKind::Independent, "/m", "/s1", "/b1", "a");
-        let b = r.enable(kind, "/m", "/s2", "/b2", "b");
-        a.wait_copy().unwrap();
-        b.wait_copy().unwrap();
-        a.write_shadow(&vec![0xaa; n], 0).unwrap();
-        a.set_params(1000, 1).unwrap();
-        a.start_copy(Direction::Master, false).unwrap();
+/// shadow for chunks not yet copied; the new point in time must include them, and keep them
+/// after the sibling's update of the master ends.
+fn sibling_update_shadow_while_other_set_updates_master(kind: SetKind, abort: bool) {
+    let mut r = Rig::new();
+    let n = 16 * C;
+    let m0 = pattern(n, 11);
+    r.add("/m", m0.clone());
+    for p in ["/s1", "/s2", "/b1", "/b2"] {
+        r.add(p, vec![0; if p.starts_with("/s") { n } else { BITMAP_LEN }]);
+    }
+    let a = r.enable(SetKind::Independent, "/m", "/s1", "/b1", "a");
+    let b = r.enable(kind, "/m", "/s2", "/b2", "b");
+    a.wait_copy().unwrap();
+    b.wait_copy().unwrap();
+    a.write_shadow(&vec![0xaa; n], 0).unwrap();
+    a.set_params(1000, 1).unwrap();
+    a.start_copy(Direction::Master, false).unwrap();
+    if abort {
         a.abort_copy();
         assert_eq!(a.status().state, "aborted");
-        let master_now = read_master(&a);
-        b.start_copy(Direction::Shadow, false).unwrap();
-        b.wait_copy().unwrap();
-        assert_same(
-            &format!("{} shadow right after its update", kind.word()),
-            &read_shadow(&b),
-            &master_now,
-        );
-        a.set_params(0, 100).unwrap();
-        a.start_copy(Direction::Master, false).unwrap();
-        a.wait_copy().unwrap();
-        assert_same(
-            &format!(
-                "{} shadow after the sibling's update of the master ended",
-                kind.word()
-            ),
-            &read_shadow(&b),
-            &master_now,
-        );
     }
+    let master_now = read_master(&a);
+    assert_same("master reads as a's shadow", &master_now, &vec![0xaa; n]);
+    b.start_copy(Direction::Shadow, false).unwrap();
+    b.wait_copy().unwrap();
+    let what = format!("{} shadow of b right after its update", kind.word());
+    assert_same(&what, &read_shadow(&b), &master_now);
+    a.abort_copy();
+    a.set_params(0, 100).unwrap();
+    a.start_copy(Direction::Master, false).unwrap();
+    a.wait_copy().unwrap();
+    let what = format!(
+        "{} shadow of b after a's update of the master ended",
+        kind.word()
+    );
+    assert_same(&what, &read_shadow(&b), &master_now);
+}
+
+#[test]
+fn dependent_update_shadow_while_sibling_update_master_is_aborted() {
+    sibling_update_shadow_while_other_set_updates_master(SetKind::Dependent, true);
+}
+
+#[test]
+fn independent_update_shadow_while_sibling_update_master_is_aborted() {
+    sibling_update_shadow_while_other_set_updates_master(SetKind::Independent, true);
+}
+
+#[test]
+fn dependent_update_shadow_while_sibling_updates_master() {
+    sibling_update_shadow_while_other_set_updates_master(SetKind::Dependent, false);
+}
+
+#[test]
+fn independent_update_shadow_while_sibling_updates_master() {
+    sibling_update_shadow_while_other_set_updates_master(SetKind::Independent, false);
 }
