@@ -167,11 +167,15 @@ impl Settings {
     }
 }
 
-/// A `-o` list split into settings (key, value) and the config file it names, if any.
-/// Generic mount options are accepted and ignored; anything else is an error.
-pub fn split_mount_options(
-    opts: &[String],
-) -> Result<(Vec<(String, String)>, Option<PathBuf>), String> {
+/// What a `-o` list holds for iifs: settings as (key, value) and the config file it names.
+#[derive(Debug, Default, PartialEq)]
+pub struct MountOptions {
+    pub settings: Vec<(String, String)>,
+    pub config: Option<PathBuf>,
+}
+
+/// Split `-o` lists. Generic mount options are accepted and ignored; anything else is an error.
+pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, String> {
     let mut settings = Vec::new();
     let mut config = None;
     for list in opts {
@@ -201,7 +205,7 @@ pub fn split_mount_options(
             }
         }
     }
-    Ok((settings, config))
+    Ok(MountOptions { settings, config })
 }
 
 #[cfg(test)]
@@ -232,9 +236,11 @@ mod tests {
 
     #[test]
     fn mount_options_split() {
-        let (s, c) =
-            split_mount_options(&["rw,nosuid,chunk_size=4096,config=/x.yaml,allow_other".into()])
-                .unwrap();
+        let MountOptions {
+            settings: s,
+            config: c,
+        } = split_mount_options(&["rw,nosuid,chunk_size=4096,config=/x.yaml,allow_other".into()])
+            .unwrap();
         assert_eq!(
             s,
             vec![

@@ -165,6 +165,7 @@ mod tests {
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(Registry::FILE), "sets: []\nbogus: 1\n").unwrap();
-        assert!(Registry::open(dir.path()).unwrap_err().contains("bogus"));
+        let err = Registry::open(dir.path()).err().unwrap();
+        assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -148,7 +148,7 @@ impl World {
             .log
             .iter()
             .rev()
-            .take(25)
+            .take(60)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
@@ -159,6 +159,16 @@ impl World {
             self.seed,
             self.log.len()
         );
+        for m in &self.sets {
+            s.push_str(&format!(
+                "  [{} {} on m{}, chunk {}, model copy {:?}]\n",
+                m.name,
+                m.kind.word(),
+                m.master,
+                m.chunk,
+                m.copy
+            ));
+        }
         for l in tail {
             s.push_str("  ");
             s.push_str(l);

@@ -64,11 +64,11 @@ pub fn settings(args: &Args) -> Result<Settings, String> {
     if system.exists() {
         s.apply_file(system)?;
     }
-    let (opts, opt_config) = split_mount_options(&args.options)?;
-    if let Some(c) = args.config.as_ref().or(opt_config.as_ref()) {
+    let mount_opts = split_mount_options(&args.options)?;
+    if let Some(c) = args.config.as_ref().or(mount_opts.config.as_ref()) {
         s.apply_file(c)?;
     }
-    for (k, v) in &opts {
+    for (k, v) in &mount_opts.settings {
         s.set(k, v)?;
     }
     let flags = [

@@ -92,7 +92,7 @@ mod tests {
             t.join().unwrap();
         }
         let n = syncs.load(Ordering::SeqCst);
-        assert!(n >= 50 && n < 400, "syncs = {n}");
+        assert!((50..400).contains(&n), "syncs = {n}");
     }
 
     #[test]

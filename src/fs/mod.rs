@@ -25,6 +25,9 @@ use crate::control::Controller;
 use crate::engine::{Error, Set};
 use inode::{Inodes, Node, SetFile, CTL, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES};
 
+/// A read of a volume's bytes into a buffer at an offset.
+type VolumeRead<'a> = dyn Fn(&mut [u8], u64) -> Result<(), Error> + 'a;
+
 const TTL: Duration = Duration::from_secs(1);
 
 /// What an open file handle refers to, fixed at open.
@@ -342,7 +345,7 @@ impl Filesystem for IifsFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        let volume_read = |len: u64, f: &dyn Fn(&mut [u8], u64) -> Result<(), Error>| {
+        let volume_read = |len: u64, f: &VolumeRead<'_>| {
             let n = len.saturating_sub(offset).min(size as u64) as usize;
             let mut buf = vec![0u8; n];
             f(&mut buf, offset).map(|()| buf)

@@ -194,8 +194,12 @@ impl Mount {
             .write(true)
             .open(self.path(rel))
             .expect("open ctl");
+        // One write(2): a command is one write; a short write would be a daemon bug.
         match f.write(cmd.as_bytes()) {
-            Ok(_) => Ok(()),
+            Ok(n) => {
+                assert_eq!(n, cmd.len(), "short write of a ctl command");
+                Ok(())
+            }
             Err(e) => {
                 let mut reply = String::new();
                 let _ = f.read_to_string(&mut reply);
