@@ -19,7 +19,9 @@
 //! Environment: `IIFS_MODEL_SEEDS` (number of seeds, default 60), `IIFS_MODEL_STEPS` (steps
 //! per seed, default 60), `IIFS_MODEL_SEED` (run only this seed),
 //! `IIFS_MODEL_SIBLING_RESTORE=1` (also issue update/copy shadow on a set while a sibling set on
-//! the same master has an update of the master pending: see `sibling_update_shadow_while_other_set_updates_master`).
+//! the same master has an update of the master pending: see `sibling_update_shadow_while_other_set_updates_master`),
+//! `IIFS_MODEL_MIXED_CHUNKS=1` (sets on one master may have different chunk sizes: see
+//! `master_write_that_pushes_a_larger_sibling_chunk_preserves_what_it_overwrites`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +136,13 @@ struct World {
     sibling_restore: bool,
 }
 
+/// Which known engine problems the random runs may run into (see the module comment).
+#[derive(Clone, Copy)]
+struct Hazards {
+    sibling_restore: bool,
+    mixed_chunks: bool,
+}
+
 fn fresh_opener(volumes: &[(String, Arc<dyn Volume>)]) -> MapOpener {
     let o = MapOpener::new();
     for (p, v) in volumes {
@@ -195,7 +204,7 @@ impl World {
             .collect()
     }
 
-    fn new(seed: u64, sibling_restore: bool) -> World {
+    fn new(seed: u64, hz: Hazards) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
         let n_masters = rng.gen_range(1..=2usize);
         let n_sets = rng.gen_range(n_masters..=3usize);
@@ -225,9 +234,13 @@ impl World {
             masters,
             sets: Vec::new(),
             log: Vec::new(),
-            sibling_restore,
+            sibling_restore: hz.sibling_restore,
         };
         w.engine = Some(Engine::new(Box::new(fresh_opener(&w.volumes))));
+        let sizes = [4096usize, 4096, 4096, 8192, 16384];
+        let per_master: Vec<usize> = (0..n_masters)
+            .map(|_| *sizes.choose(&mut w.rng).unwrap())
+            .collect();
         for i in 0..n_sets {
             // Every master gets at least one set.
             let m = if i < n_masters {
@@ -240,9 +253,11 @@ impl World {
             } else {
                 SetKind::Dependent
             };
-            let chunk = *[4096usize, 4096, 4096, 8192, 16384]
-                .choose(&mut w.rng)
-                .unwrap();
+            let chunk = if hz.mixed_chunks {
+                *sizes.choose(&mut w.rng).unwrap()
+            } else {
+                per_master[m]
+            };
             w.enable(i, m, kind, chunk);
         }
         w
@@ -343,7 +358,16 @@ impl World {
     /// Learn which running copies ended meanwhile, and check every set's status against the model.
     fn sync_status(&mut self) {
         for si in 0..self.sets.len() {
-            let st = self.set(si).status();
+            let set = self.set(si);
+            let mut st = set.status();
+            // Tolerate the torn status snapshot of `status_is_one_consistent_snapshot`.
+            for _ in 0..100 {
+                let active = st.state == "copying" || st.state == "updating";
+                if !(active && st.direction == "-") {
+                    break;
+                }
+                st = set.status();
+            }
             let model = self.sets[si].copy;
             let ok = match (model, st.state) {
                 (None, "idle") => true,
@@ -724,8 +748,8 @@ impl World {
     }
 }
 
-fn run_seed(seed: u64, steps: usize, sibling_restore: bool) {
-    let mut w = World::new(seed, sibling_restore);
+fn run_seed(seed: u64, steps: usize, hz: Hazards) {
+    let mut w = World::new(seed, hz);
     w.check_all();
     for _ in 0..steps {
         w.step();
@@ -746,15 +770,18 @@ fn run_seed(seed: u64, steps: usize, sibling_restore: bool) {
 #[test]
 fn random_sequences_match_the_model() {
     let steps = env_u64("IIFS_MODEL_STEPS").unwrap_or(60) as usize;
-    let sibling = std::env::var("IIFS_MODEL_SIBLING_RESTORE").is_ok_and(|v| v == "1");
+    let hz = Hazards {
+        sibling_restore: std::env::var("IIFS_MODEL_SIBLING_RESTORE").is_ok_and(|v| v == "1"),
+        mixed_chunks: std::env::var("IIFS_MODEL_MIXED_CHUNKS").is_ok_and(|v| v == "1"),
+    };
     if let Some(seed) = env_u64("IIFS_MODEL_SEED") {
-        run_seed(seed, steps, sibling);
+        run_seed(seed, steps, hz);
         return;
     }
     let seeds = env_u64("IIFS_MODEL_SEEDS").unwrap_or(60);
     let t = Instant::now();
     for seed in 0..seeds {
-        run_seed(seed, steps, sibling);
+        run_seed(seed, steps, hz);
     }
     eprintln!("{seeds} seeds x {steps} steps in {:?}", t.elapsed());
 }
@@ -798,6 +825,18 @@ impl Rig {
     }
 
     fn enable(&self, kind: SetKind, m: &str, s: &str, b: &str, name: &str) -> Arc<Set> {
+        self.enable_chunk(kind, m, s, b, name, C)
+    }
+
+    fn enable_chunk(
+        &self,
+        kind: SetKind,
+        m: &str,
+        s: &str,
+        b: &str,
+        name: &str,
+        chunk: usize,
+    ) -> Arc<Set> {
         self.engine
             .enable(&EnableSpec {
                 kind,
@@ -805,7 +844,7 @@ impl Rig {
                 shadow: s.into(),
                 bitmap: b.into(),
                 name: name.into(),
-                chunk_size: C as u64,
+                chunk_size: chunk as u64,
                 durability: Durability::Strict,
             })
             .unwrap()
@@ -1230,4 +1269,90 @@ fn dependent_update_shadow_while_sibling_updates_master() {
 #[test]
 fn independent_update_shadow_while_sibling_updates_master() {
     sibling_update_shadow_while_other_set_updates_master(SetKind::Independent, false);
+}
+
+/// Two sets on one master with different chunk sizes: `a` (8 KiB chunks) has an update of the
+/// master pending (aborted) for its chunk 3; `b` (dependent, 4 KiB chunks) has not preserved
+/// its chunks 6 and 7 yet. A one-byte master write into b's chunk 7 makes `a` push its whole
+/// chunk 3 (b's chunks 6 and 7) onto the master first; b must preserve both, not only chunk 7.
+fn larger_sibling_chunk_push(abort: bool) {
+    {
+        let mut r = Rig::new();
+        let n = 8 * C;
+        let m0 = pattern(n, 12);
+        r.add("/m", m0.clone());
+        for p in ["/s1", "/s2", "/b1", "/b2"] {
+            r.add(p, vec![0; if p.starts_with("/s") { n } else { BITMAP_LEN }]);
+        }
+        let a = r.enable_chunk(SetKind::Independent, "/m", "/s1", "/b1", "a", 2 * C);
+        a.wait_copy().unwrap();
+        let b = r.enable_chunk(SetKind::Dependent, "/m", "/s2", "/b2", "b", C);
+        a.write_shadow(&vec![0xaa; n], 0).unwrap();
+        a.set_params(1000, 1).unwrap();
+        a.start_copy(Direction::Master, false).unwrap();
+        if abort {
+            a.abort_copy();
+            assert_eq!(a.status().state, "aborted");
+        }
+        // At most one chunk (a's chunk 0) was copied before the pause or the abort.
+        assert!(a.status().chunks_to_copy >= 3);
+        a.master.write(&[0x01], 7 * C as u64 + 10).unwrap();
+        assert_same(
+            &format!("b's shadow (a's update of the master aborted: {abort})"),
+            &read_shadow(&b),
+            &m0,
+        );
+        drop((a, b));
+    }
+}
+
+#[test]
+fn master_write_that_pushes_a_larger_sibling_chunk_preserves_what_it_overwrites() {
+    larger_sibling_chunk_push(true);
+}
+
+#[test]
+fn master_write_that_pushes_a_larger_sibling_chunk_preserves_what_it_overwrites_while_copying() {
+    larger_sibling_chunk_push(false);
+}
+
+/// `status()` is one snapshot: a copy that is copying or updating has a direction.
+#[test]
+fn status_is_one_consistent_snapshot() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut r = Rig::new();
+    let n = 16 * C;
+    r.add("/m", pattern(n, 13));
+    r.add("/s", vec![0; n]);
+    r.add("/b", vec![0; BITMAP_LEN]);
+    let set = r.enable(SetKind::Independent, "/m", "/s", "/b", "i");
+    set.wait_copy().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let set = set.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let st = set.status();
+                let active = st.state == "copying" || st.state == "updating";
+                if active == (st.direction == "-") {
+                    return Some(format!(
+                        "state {} with direction {}",
+                        st.state, st.direction
+                    ));
+                }
+            }
+            None
+        })
+    };
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) && !poller.is_finished() {
+        set.master.write(&[1u8; 3 * C], 5 * C as u64).unwrap();
+        set.start_copy(Direction::Shadow, false).unwrap();
+        set.wait_copy().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(torn) = poller.join().unwrap() {
+        panic!("status() returned a torn snapshot: {torn}");
+    }
 }

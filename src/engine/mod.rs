@@ -247,6 +247,9 @@ impl Engine {
                 Kind::NotPermitted,
                 format!("{role} volume {path}: permission denied"),
             ),
+            _ if e.raw_os_error() == Some(libc::EISDIR) => invalid(format!(
+                "{role} volume {path} is a directory, not a regular file or block device"
+            )),
             io::ErrorKind::InvalidInput => invalid(format!(
                 "{role} volume {path} is not a regular file or block device"
             )),

@@ -57,6 +57,9 @@ pub struct IifsFs {
     uid: u32,
     gid: u32,
     started: SystemTime,
+    /// The kernel passes O_TRUNC to open (FUSE_ATOMIC_O_TRUNC): a size-0 setattr is then a
+    /// real truncate, not the side effect of an O_TRUNC open.
+    atomic_o_trunc: bool,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -75,6 +78,7 @@ impl IifsFs {
             uid,
             gid,
             started: SystemTime::now(),
+            atomic_o_trunc: false,
         }
     }
 
@@ -222,8 +226,10 @@ impl Filesystem for IifsFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
-            if config.add_capabilities(cap).is_err() {
-                log::debug!("kernel lacks FUSE capability {cap:?}");
+            match config.add_capabilities(cap) {
+                Ok(()) if cap == InitFlags::FUSE_ATOMIC_O_TRUNC => self.atomic_o_trunc = true,
+                Ok(()) => {}
+                Err(_) => log::debug!("kernel lacks FUSE capability {cap:?}"),
             }
         }
         let _ = config.set_max_write(1 << 20);
@@ -282,7 +288,8 @@ impl Filesystem for IifsFs {
         if let (Some(size), Node::Set(_, SetFile::Master | SetFile::Shadow | SetFile::Bitmap)) =
             (size, &node)
         {
-            if size != attr.size && size != 0 {
+            let o_trunc_side_effect = size == 0 && !self.atomic_o_trunc;
+            if size != attr.size && !o_trunc_side_effect {
                 return reply.error(Errno::EINVAL);
             }
         }

@@ -1,0 +1,1258 @@
+//! Refused commands on a real mount (INTERFACE.md, "Errors"): every errno this version can
+//! produce, with (a) the errno of the write(2), (b) a transaction reply `error: SENTENCE` that
+//! names what is wrong, and (c) nothing changed: the set list, every set's full status, the
+//! global `status` and `volumes` files, the registry file, and the raw bytes of every volume
+//! file involved (a file that did not exist still does not exist).
+//!
+//! A copy that must be "in progress" is throttled with `delay=10000 units=1`: the copier moves
+//! one chunk, then sleeps 10 s, so while a test looks at it nothing moves and the status and the
+//! bytes can be compared whole. Every test finishes well inside that window; shutting the
+//! daemon down wakes the copier at once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{file_bytes, Mount};
+
+const KIB: u64 = 1024;
+/// Small volumes: 256 KiB = 64 chunks of 4 KiB (enough for a throttled copy to be slow).
+const SIZE: u64 = 256 * KIB;
+
+// ------------------------------------------------------------------------------ helpers
+
+/// Everything a refused command must leave as it was.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    sets: Vec<String>,
+    statuses: Vec<(String, HashMap<String, String>)>,
+    global_status: String,
+    volumes: String,
+    registry: Option<Vec<u8>>,
+    files: Vec<(String, Option<Vec<u8>>)>,
+}
+
+fn snapshot(m: &Mount, files: &[&str]) -> Snapshot {
+    let sets = m.set_names();
+    let statuses = sets.iter().map(|s| (s.clone(), m.status(s))).collect();
+    let text = |rel: &str| String::from_utf8(m.read(rel)).expect("utf-8 text");
+    Snapshot {
+        statuses,
+        sets,
+        global_status: text("status"),
+        volumes: text("volumes"),
+        registry: fs::read(m.state.join("iifs.yaml")).ok(),
+        files: files
+            .iter()
+            .map(|f| (f.to_string(), fs::read(f).ok()))
+            .collect(),
+    }
+}
+
+fn assert_same(m: &Mount, before: &Snapshot, after: &Snapshot, what: &str) {
+    assert_eq!(before.sets, after.sets, "{what}: the set list changed");
+    assert_eq!(
+        before.statuses, after.statuses,
+        "{what}: a set's status changed"
+    );
+    assert_eq!(
+        before.global_status, after.global_status,
+        "{what}: global status changed"
+    );
+    assert_eq!(
+        before.volumes, after.volumes,
+        "{what}: the volumes file changed"
+    );
+    assert!(
+        before.registry == after.registry,
+        "{what}: the registry file changed"
+    );
+    for ((path, b), (_, a)) in before.files.iter().zip(&after.files) {
+        match (b, a) {
+            (None, None) => {}
+            (None, Some(_)) => panic!("{what}: {path} was created"),
+            (Some(_), None) => panic!("{what}: {path} was removed"),
+            (Some(b), Some(a)) => {
+                assert_eq!(b.len(), a.len(), "{what}: {path} changed size");
+                if let Some(i) = b.iter().zip(a).position(|(x, y)| x != y) {
+                    panic!("{what}: {path} changed at byte {i}\nlog:\n{}", m.log());
+                }
+            }
+        }
+    }
+}
+
+/// The reply must be one line `error: SENTENCE\n` naming each of `mentions`.
+fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
+    assert!(
+        reply.starts_with("error: "),
+        "{what}: reply {reply:?} does not start with 'error: '"
+    );
+    assert!(
+        reply.ends_with('\n'),
+        "{what}: reply {reply:?} does not end with a newline"
+    );
+    let body = reply["error: ".len()..].trim_end();
+    assert!(
+        !body.contains('\n'),
+        "{what}: reply {reply:?} is more than one line"
+    );
+    assert!(
+        body.len() >= 10,
+        "{what}: reply {reply:?} is not a sentence"
+    );
+    for w in mentions {
+        assert!(
+            reply.contains(w),
+            "{what}: reply {reply:?} does not mention {w:?}"
+        );
+    }
+}
+
+/// A command on `rel` that must be refused with `errno`, a reply naming `mentions`, and no
+/// change to the sets, the registry or the bytes of `files`.
+fn refused(m: &Mount, rel: &str, cmd: &str, errno: i32, mentions: &[&str], files: &[&str]) {
+    let what = format!("'{cmd}' on {rel}");
+    let before = snapshot(m, files);
+    match m.ctl(rel, cmd) {
+        Ok(()) => panic!(
+            "{what} succeeded; expected errno {errno}\nlog:\n{}",
+            m.log()
+        ),
+        Err((e, reply)) => {
+            assert_eq!(
+                e,
+                errno,
+                "{what}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
+                std::io::Error::from_raw_os_error(e),
+                std::io::Error::from_raw_os_error(errno)
+            );
+            assert_reply(&reply, mentions, &what);
+        }
+    }
+    let after = snapshot(m, files);
+    assert_same(m, &before, &after, &what);
+}
+
+fn refused_global(m: &Mount, cmd: &str, errno: i32, mentions: &[&str], files: &[&str]) {
+    refused(m, "ctl", cmd, errno, mentions, files)
+}
+
+fn refused_set(m: &Mount, set: &str, cmd: &str, errno: i32, mentions: &[&str], files: &[&str]) {
+    refused(m, &format!("sets/{set}/ctl"), cmd, errno, mentions, files)
+}
+
+/// Write a command and read the reply back on the same open file.
+fn ctl_reply(m: &Mount, rel: &str, cmd: &str) -> (std::io::Result<usize>, String) {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path(rel))
+        .expect("open ctl");
+    let r = f.write(cmd.as_bytes());
+    let mut reply = String::new();
+    f.read_to_string(&mut reply).expect("read reply");
+    (r, reply)
+}
+
+/// A master with a pattern, an empty shadow of the same size and an empty bitmap file.
+fn trio(m: &Mount, tag: &str, seed: u64) -> (String, String, String) {
+    (
+        m.volume(&format!("{tag}-master"), SIZE, seed),
+        m.volume(&format!("{tag}-shadow"), SIZE, 0),
+        m.volume(&format!("{tag}-bitmap"), 0, 0),
+    )
+}
+
+fn missing(m: &Mount, name: &str) -> String {
+    let p = m.dir.path().join(name);
+    assert!(!p.exists());
+    p.to_string_lossy().into_owned()
+}
+
+fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = m.status(set);
+        if cond(&st) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "set {set}: timed out waiting for {what}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait until the throttled copier of `set` has moved its first chunk and sleeps (10 s).
+fn wait_copy_parked(m: &Mount, set: &str, state: &str) {
+    wait_for(m, set, "the first chunk of the throttled copy", |st| {
+        st["state"] == state && st["progress"].parse::<u64>().unwrap_or(0) >= 1
+    });
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+// ------------------------------------------------------------------------------ ENOENT
+
+#[test]
+fn enoent_enable_with_a_missing_volume() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let nom = missing(&m, "no-master");
+    let nos = missing(&m, "no-shadow");
+    let nob = missing(&m, "no-bitmap");
+    let files = [&*master, &*shadow, &*bitmap, &*nom, &*nos, &*nob];
+
+    refused_global(
+        &m,
+        &format!("enable ind {nom} {shadow} {bitmap} a"),
+        libc::ENOENT,
+        &[&nom, "master"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {nos} {bitmap} a"),
+        libc::ENOENT,
+        &[&nos, "shadow"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable ind {master} {shadow} {nob} a"),
+        libc::ENOENT,
+        &[&nob, "bitmap"],
+        &files,
+    );
+    assert!(m.set_names().is_empty());
+    // The same volumes, all present, are fine.
+    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
+    assert_eq!(m.set_names(), ["a"]);
+}
+
+#[test]
+fn enoent_set_ctl_of_a_missing_set() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
+    let before = snapshot(&m, &[&master, &shadow, &bitmap]);
+    for rel in ["sets/NOPE/ctl", "sets/NOPE/status", "sets/NOPE/master"] {
+        let e = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.path(rel))
+            .expect_err(rel);
+        assert_eq!(e.kind(), ErrorKind::NotFound, "open {rel}: {e}");
+        assert_eq!(errno_of(&e), libc::ENOENT, "open {rel}: {e}");
+    }
+    assert_same(
+        &m,
+        &before,
+        &snapshot(&m, &[&master, &shadow, &bitmap]),
+        "sets/NOPE",
+    );
+
+    // A ctl file opened while its set existed: the set is gone by the time of the write.
+    let (m2, s2, b2) = trio(&m, "b", 2);
+    m.ok("ctl", &format!("enable dep {m2} {s2} {b2} b"));
+    let mut stale = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("sets/b/ctl"))
+        .expect("open ctl of b");
+    m.set_ok("b", "disable");
+    let files = [&*master, &*shadow, &*bitmap, &*m2, &*s2, &*b2];
+    let before = snapshot(&m, &files);
+    let e = stale
+        .write(b"update shadow")
+        .expect_err("command on a disabled set");
+    assert_eq!(errno_of(&e), libc::ENOENT, "{e}");
+    let mut reply = String::new();
+    stale.read_to_string(&mut reply).expect("reply");
+    assert_reply(&reply, &["'b'"], "update shadow on a disabled set");
+    assert_same(
+        &m,
+        &before,
+        &snapshot(&m, &files),
+        "command on a disabled set",
+    );
+}
+
+// ------------------------------------------------------------------------------ EINVAL
+
+#[test]
+fn einval_unknown_command_words() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
+    let files = [&*master, &*shadow, &*bitmap];
+    refused_global(
+        &m,
+        "frobnicate",
+        libc::EINVAL,
+        &["frobnicate", "enable"],
+        &files,
+    );
+    refused_global(
+        &m,
+        "frobnicate now\n",
+        libc::EINVAL,
+        &["frobnicate"],
+        &files,
+    );
+    refused_global(&m, "disable", libc::EINVAL, &["'disable'"], &files);
+    refused_set(
+        &m,
+        "a",
+        "frobnicate",
+        libc::EINVAL,
+        &["frobnicate", "update"],
+        &files,
+    );
+    refused_set(&m, "a", "enable", libc::EINVAL, &["'enable'"], &files);
+    refused_set(&m, "a", "\n", libc::EINVAL, &["empty"], &files);
+    refused_set(
+        &m,
+        "a",
+        "update shadow\nupdate master",
+        libc::EINVAL,
+        &["one command"],
+        &files,
+    );
+}
+
+#[test]
+fn einval_malformed_enable() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let files = [&*master, &*shadow, &*bitmap];
+    refused_global(&m, "enable", libc::EINVAL, &["usage: enable"], &files);
+    refused_global(
+        &m,
+        &format!("enable ind {master} {shadow}"),
+        libc::EINVAL,
+        &["usage: enable"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable ind {master} {shadow} {bitmap} a extra"),
+        libc::EINVAL,
+        &["usage: enable"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable foo {master} {shadow} {bitmap} a"),
+        libc::EINVAL,
+        &["'foo'", "ind or dep"],
+        &files,
+    );
+    // Relative paths, each position in turn (the files exist relative to the test dir).
+    refused_global(
+        &m,
+        &format!("enable dep a-master {shadow} {bitmap} a"),
+        libc::EINVAL,
+        &["a-master", "absolute"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} a-shadow {bitmap} a"),
+        libc::EINVAL,
+        &["a-shadow", "absolute"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {shadow} a-bitmap a"),
+        libc::EINVAL,
+        &["a-bitmap", "absolute"],
+        &files,
+    );
+    // A set name that cannot be a directory name.
+    refused_global(
+        &m,
+        &format!("enable dep {master} {shadow} {bitmap} -x"),
+        libc::EINVAL,
+        &["'-x'"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {shadow} {bitmap} a/b"),
+        libc::EINVAL,
+        &["'a/b'"],
+        &files,
+    );
+    // An unknown option.
+    refused_global(
+        &m,
+        &format!("enable dep {master} {shadow} {bitmap} a colour=red"),
+        libc::EINVAL,
+        &["'colour'"],
+        &files,
+    );
+    // An empty master.
+    let empty = m.volume("empty-master", 0, 0);
+    let mut with_empty = files.to_vec();
+    with_empty.push(&empty);
+    refused_global(
+        &m,
+        &format!("enable dep {empty} {shadow} {bitmap} a"),
+        libc::EINVAL,
+        &[&empty, "empty"],
+        &with_empty,
+    );
+    assert!(m.set_names().is_empty());
+}
+
+/// A directory is not a volume: a malformed argument (EINVAL), not a storage failure (EIO).
+#[test]
+fn einval_directory_as_a_volume() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let dir = m.dir.path().join("adir");
+    fs::create_dir(&dir).unwrap();
+    let dir = dir.to_string_lossy().into_owned();
+    let files = [&*master, &*shadow, &*bitmap];
+    refused_global(
+        &m,
+        &format!("enable dep {dir} {shadow} {bitmap} a"),
+        libc::EINVAL,
+        &[&dir],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {dir} {bitmap} a"),
+        libc::EINVAL,
+        &[&dir],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {shadow} {dir} a"),
+        libc::EINVAL,
+        &[&dir],
+        &files,
+    );
+    assert!(m.set_names().is_empty());
+}
+
+#[test]
+fn einval_one_volume_in_two_roles() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let files = [&*master, &*shadow, &*bitmap];
+    for (mm, ss, bb) in [
+        (&master, &master, &bitmap),
+        (&master, &shadow, &master),
+        (&master, &shadow, &shadow),
+    ] {
+        refused_global(
+            &m,
+            &format!("enable dep {mm} {ss} {bb} a"),
+            libc::EINVAL,
+            &["different"],
+            &files,
+        );
+        refused_global(
+            &m,
+            &format!("enable ind {mm} {ss} {bb} a"),
+            libc::EINVAL,
+            &["different"],
+            &files,
+        );
+    }
+    // The same file under another name (hard link) is the same volume.
+    let link = m.dir.path().join("a-master-link");
+    fs::hard_link(&master, &link).unwrap();
+    let link = link.to_string_lossy().into_owned();
+    refused_global(
+        &m,
+        &format!("enable dep {master} {link} {bitmap} a"),
+        libc::EINVAL,
+        &["different"],
+        &files,
+    );
+    assert!(m.set_names().is_empty());
+}
+
+#[test]
+fn einval_shadow_smaller_than_master() {
+    let m = mount_or_skip!();
+    let master = m.volume("master", SIZE, 1);
+    let small = m.volume("small-shadow", SIZE - 4096, 0);
+    let bitmap = m.volume("bitmap", 0, 0);
+    let files = [&*master, &*small, &*bitmap];
+    refused_global(
+        &m,
+        &format!("enable ind {master} {small} {bitmap} a"),
+        libc::EINVAL,
+        &[&small, "smaller"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {master} {small} {bitmap} a"),
+        libc::EINVAL,
+        &[&small, "smaller", "not supported yet"],
+        &files,
+    );
+    assert!(m.set_names().is_empty());
+}
+
+#[test]
+fn einval_bad_enable_options() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let files = [&*master, &*shadow, &*bitmap];
+    let en = format!("enable ind {master} {shadow} {bitmap} a");
+    for cs in ["3000", "2M", "2048", "2K", "0", "x"] {
+        refused_global(
+            &m,
+            &format!("{en} chunk_size={cs}"),
+            libc::EINVAL,
+            &["chunk"],
+            &files,
+        );
+    }
+    refused_global(
+        &m,
+        &format!("{en} durability=sloppy"),
+        libc::EINVAL,
+        &["durability", "'sloppy'"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("{en} delay=10001 units=1"),
+        libc::EINVAL,
+        &["DELAY"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("{en} delay=1 units=0"),
+        libc::EINVAL,
+        &["UNITS"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("{en} delay=soon"),
+        libc::EINVAL,
+        &["'soon'"],
+        &files,
+    );
+    assert!(m.set_names().is_empty());
+    // The limits themselves are accepted.
+    m.ok("ctl", &format!("{en} chunk_size=1M durability=relaxed"));
+    m.set_ok("a", "wait");
+    assert_eq!(m.status("a")["chunk_size"], "1048576");
+}
+
+#[test]
+fn einval_params_out_of_range() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    m.set_ok("a", "wait");
+    m.set_ok("a", "params 7 9");
+    let files = [&*master, &*shadow, &*bitmap];
+    for p in [
+        "params 10001 1",
+        "params 1 0",
+        "params 1 60001",
+        "params x y",
+        "params 1",
+        "params -1 5",
+        "params 1 2 3",
+    ] {
+        refused_set(&m, "a", p, libc::EINVAL, &["DELAY", "UNITS"], &files);
+    }
+    assert_eq!(m.status("a")["params"], "7 9");
+    m.set_ok("a", "params 10000 60000");
+    assert_eq!(m.status("a")["params"], "10000 60000");
+}
+
+#[test]
+fn einval_bad_direction_and_extra_words() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    m.write_at("sets/a/master", 0, &[9u8; 4096]);
+    let files = [&*master, &*shadow, &*bitmap];
+    refused_set(
+        &m,
+        "a",
+        "update sideways",
+        libc::EINVAL,
+        &["update shadow|master"],
+        &files,
+    );
+    refused_set(
+        &m,
+        "a",
+        "update",
+        libc::EINVAL,
+        &["update shadow|master"],
+        &files,
+    );
+    refused_set(
+        &m,
+        "a",
+        "copy",
+        libc::EINVAL,
+        &["copy shadow|master"],
+        &files,
+    );
+    refused_set(
+        &m,
+        "a",
+        "copy up",
+        libc::EINVAL,
+        &["copy shadow|master"],
+        &files,
+    );
+    refused_set(
+        &m,
+        "a",
+        "update shadow now",
+        libc::EINVAL,
+        &["'update'"],
+        &files,
+    );
+    refused_set(&m, "a", "wait now", libc::EINVAL, &["'wait'"], &files);
+    refused_set(&m, "a", "disable now", libc::EINVAL, &["'disable'"], &files);
+}
+
+#[test]
+fn einval_words_not_supported_yet() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
+    let files = [&*master, &*shadow, &*bitmap];
+    for cmd in [
+        "export", "suspend", "resume", "group x", "ungroup", "join /x", "attach o", "detach",
+    ] {
+        let word = cmd.split(' ').next().unwrap();
+        refused_set(
+            &m,
+            "a",
+            cmd,
+            libc::EINVAL,
+            &["not supported yet", &format!("'{word}'")],
+            &files,
+        );
+    }
+    for cmd in [
+        &*format!("import {shadow} {bitmap}"),
+        "overflow init /x",
+        "overflow delete o",
+        "group create g",
+        "suspend all",
+        "resume all",
+    ] {
+        let word = cmd.split(' ').next().unwrap();
+        refused_global(
+            &m,
+            cmd,
+            libc::EINVAL,
+            &["not supported yet", &format!("'{word}'")],
+            &files,
+        );
+    }
+}
+
+/// `ftruncate` of `sets/NAME/master|shadow` to each of `lens`: EINVAL and nothing changes.
+fn truncates_refused(lens: &[u64]) {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    let files = [&*master, &*shadow, &*bitmap];
+    for rel in ["sets/a/master", "sets/a/shadow"] {
+        let f = OpenOptions::new().write(true).open(m.path(rel)).unwrap();
+        for &len in lens {
+            let before = snapshot(&m, &files);
+            let e = f
+                .set_len(len)
+                .expect_err(&format!("truncate {rel} to {len}"));
+            assert_eq!(errno_of(&e), libc::EINVAL, "truncate {rel} to {len}: {e}");
+            assert_same(
+                &m,
+                &before,
+                &snapshot(&m, &files),
+                &format!("truncate {rel} to {len}"),
+            );
+            assert_eq!(
+                fs::metadata(m.path(rel)).unwrap().len(),
+                SIZE,
+                "{rel} after truncate to {len}"
+            );
+        }
+        // Truncating to its own size is no change at all.
+        f.set_len(SIZE).expect("truncate to the same size");
+    }
+}
+
+#[test]
+fn einval_truncate_of_a_volume_file_to_another_size() {
+    truncates_refused(&[SIZE - 4096, SIZE + 4096, 1]);
+}
+
+/// A block device refuses `ftruncate(fd, 0)` too; only O_TRUNC at open is ignored.
+#[test]
+fn einval_truncate_of_a_volume_file_to_zero() {
+    truncates_refused(&[0]);
+}
+
+#[test]
+fn o_trunc_on_a_volume_file_is_ignored() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+
+    // O_TRUNC (as `dd of=master` or `cat > master` open it) is accepted and ignored.
+    let old_master = file_bytes(&master);
+    let old_shadow_view = m.read("sets/a/shadow");
+    {
+        let f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(m.path("sets/a/master"))
+            .expect("open master with O_TRUNC");
+        f.write_all_at(&[0xabu8; 4096], 8192)
+            .expect("write after O_TRUNC");
+    }
+    assert_eq!(fs::metadata(m.path("sets/a/master")).unwrap().len(), SIZE);
+    let now = file_bytes(&master);
+    assert_eq!(now.len() as u64, SIZE, "backing master changed size");
+    assert_eq!(&now[..8192], &old_master[..8192]);
+    assert!(now[8192..12288].iter().all(|&b| b == 0xab));
+    assert_eq!(&now[12288..], &old_master[12288..]);
+    assert_eq!(m.read("sets/a/master"), now);
+    // The point in time is intact: the shadow still reads as the master did.
+    assert_eq!(m.read("sets/a/shadow"), old_shadow_view);
+    assert_eq!(old_shadow_view, old_master);
+    {
+        let mut f = File::create(m.path("sets/a/shadow")).expect("open shadow with O_TRUNC");
+        f.write_all(&[0xcdu8; 4096]).expect("write after O_TRUNC");
+    }
+    assert_eq!(fs::metadata(m.path("sets/a/shadow")).unwrap().len(), SIZE);
+    assert_eq!(fs::metadata(&shadow).unwrap().len(), SIZE);
+    let view = m.read("sets/a/shadow");
+    assert!(view[..4096].iter().all(|&b| b == 0xcd));
+    assert_eq!(&view[4096..], &old_master[4096..]);
+}
+
+// ------------------------------------------------------------------------------ EEXIST
+
+#[test]
+fn eexist_name_or_volume_taken() {
+    let m = mount_or_skip!();
+    let (ma, sa, ba) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {ma} {sa} {ba} a chunk_size=4096"),
+    );
+    m.write_at("sets/a/master", 4096, &[5u8; 4096]);
+    let (mb, sb, bb) = trio(&m, "b", 2);
+    let nob = missing(&m, "b-bitmap-new");
+    let files = [&*ma, &*sa, &*ba, &*mb, &*sb, &*bb, &*nob];
+
+    // The name is checked before any volume is touched: a missing bitmap stays missing.
+    refused_global(
+        &m,
+        &format!("enable dep {mb} {sb} {nob} a"),
+        libc::EEXIST,
+        &["'a'"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable ind {mb} {sb} {bb} a"),
+        libc::EEXIST,
+        &["'a'"],
+        &files,
+    );
+    // A shadow already used by another set.
+    refused_global(
+        &m,
+        &format!("enable ind {mb} {sa} {bb} b"),
+        libc::EEXIST,
+        &[&sa, "set a"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {mb} {sa} {bb} b"),
+        libc::EEXIST,
+        &[&sa, "set a"],
+        &files,
+    );
+    // A bitmap already used by another set.
+    refused_global(
+        &m,
+        &format!("enable dep {mb} {sb} {ba} b"),
+        libc::EEXIST,
+        &[&ba, "set a"],
+        &files,
+    );
+    // Another set's shadow or bitmap as a master.
+    refused_global(
+        &m,
+        &format!("enable dep {sa} {sb} {bb} b"),
+        libc::EEXIST,
+        &[&sa, "set a"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable ind {ba} {sb} {bb} b"),
+        libc::EEXIST,
+        &[&ba, "set a"],
+        &files,
+    );
+    // Another set's master as a shadow or bitmap.
+    refused_global(
+        &m,
+        &format!("enable dep {mb} {ma} {bb} b"),
+        libc::EEXIST,
+        &[&ma, "master"],
+        &files,
+    );
+    refused_global(
+        &m,
+        &format!("enable dep {mb} {sb} {ma} b"),
+        libc::EEXIST,
+        &[&ma, "master"],
+        &files,
+    );
+    assert_eq!(m.set_names(), ["a"]);
+    // Sharing the master itself is allowed.
+    m.ok("ctl", &format!("enable dep {ma} {sb} {bb} b"));
+    assert_eq!(m.set_names(), ["a", "b"]);
+}
+
+// ------------------------------------------------------------------------------ EBUSY
+
+/// An independent set whose first copy runs throttled (one chunk, then 10 s asleep).
+fn slow_copy(m: &Mount, tag: &str) -> (String, String, String) {
+    let (master, shadow, bitmap) = trio(m, tag, 3);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {shadow} {bitmap} {tag} chunk_size=4096 delay=10000 units=1"),
+    );
+    wait_copy_parked(m, tag, "copying");
+    (master, shadow, bitmap)
+}
+
+#[test]
+fn ebusy_commands_while_a_copy_runs() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = slow_copy(&m, "a");
+    let files = [&*master, &*shadow, &*bitmap];
+    for cmd in [
+        "update shadow",
+        "copy shadow",
+        "update master",
+        "copy master",
+    ] {
+        refused_set(&m, "a", cmd, libc::EBUSY, &["in progress", "set a"], &files);
+    }
+    refused_set(
+        &m,
+        "a",
+        "disable",
+        libc::EBUSY,
+        &["set a", "copying"],
+        &files,
+    );
+    assert_eq!(m.set_names(), ["a"]);
+    assert_eq!(m.status("a")["state"], "copying");
+    // Options given at enable are the set's throttle.
+    assert_eq!(m.status("a")["params"], "10000 1");
+    // Once stopped, it can be disabled.
+    m.set_ok("a", "abort");
+    m.set_ok("a", "disable");
+    assert!(m.set_names().is_empty());
+}
+
+#[test]
+fn ebusy_update_master_after_abort_of_the_copy_to_the_shadow() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = slow_copy(&m, "a");
+    let t = Instant::now();
+    m.set_ok("a", "abort");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "abort waited for the throttle"
+    );
+    let st = m.status("a");
+    assert_eq!(st["state"], "aborted");
+    assert_eq!(st["direction"], "shadow");
+    let files = [&*master, &*shadow, &*bitmap];
+    for cmd in ["update master", "copy master"] {
+        refused_set(
+            &m,
+            "a",
+            cmd,
+            libc::EBUSY,
+            &["set a", "unfinished", "update shadow"],
+            &files,
+        );
+    }
+    // Finishing the copy to the shadow is what the reply suggests, and it is allowed.
+    m.set_ok("a", "params 0 100");
+    m.set_ok("a", "update shadow");
+    m.set_ok("a", "wait");
+    assert_eq!(m.status("a")["state"], "idle");
+    assert_eq!(file_bytes(&shadow), file_bytes(&master));
+}
+
+#[test]
+fn ebusy_second_set_updates_a_master_being_updated() {
+    let m = mount_or_skip!();
+    let (master, sa, ba) = trio(&m, "a", 4);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {sa} {ba} a chunk_size=4096"),
+    );
+    m.set_ok("a", "wait");
+    let sb = m.volume("b-shadow", SIZE, 0);
+    let bb = m.volume("b-bitmap", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {sb} {bb} b chunk_size=4096"),
+    );
+    let sc = m.volume("c-shadow", SIZE, 0);
+    let bc = m.volume("c-bitmap", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {sc} {bc} c chunk_size=4096"),
+    );
+    m.set_ok("c", "wait");
+    // Give a's shadow other content, then copy it back onto the master, throttled.
+    m.write_at("sets/a/shadow", 0, &common::pattern(SIZE as usize, 99));
+    m.set_ok("a", "params 10000 1");
+    m.set_ok("a", "copy master");
+    wait_copy_parked(&m, "a", "copying");
+    assert_eq!(m.status("a")["direction"], "master");
+    let files = [&*master, &*sa, &*ba, &*sb, &*bb, &*sc, &*bc];
+    for set in ["b", "c"] {
+        for cmd in ["update master", "copy master"] {
+            refused_set(&m, set, cmd, libc::EBUSY, &["set a", &master], &files);
+        }
+    }
+    m.set_ok("a", "abort");
+}
+
+// ------------------------------------------------------------------------------ ENOSPC
+
+#[test]
+fn enospc_write_past_the_end_of_a_volume_file() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    let files = [&*master, &*shadow, &*bitmap];
+    for rel in ["sets/a/master", "sets/a/shadow"] {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.path(rel))
+            .unwrap();
+        let view = m.read(rel);
+        for (off, len) in [
+            (SIZE, 4096usize),
+            (SIZE, 1),
+            (SIZE - 1, 2),
+            (SIZE + 65536, 512),
+        ] {
+            let what = format!("pwrite of {len} bytes at {off} on {rel}");
+            let before = snapshot(&m, &files);
+            let e = f.write_at(&vec![0x77u8; len], off).expect_err(&what);
+            assert_eq!(errno_of(&e), libc::ENOSPC, "{what}: {e}");
+            assert_same(&m, &before, &snapshot(&m, &files), &what);
+        }
+        // Allocation past the end is refused the same way; within the volume it is a no-op.
+        let before = snapshot(&m, &files);
+        // SAFETY: fallocate on an open descriptor with plain integer arguments.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, (SIZE - 4096) as i64, 8192) };
+        let e = std::io::Error::last_os_error();
+        assert_eq!(rc, -1, "fallocate past the end of {rel} succeeded");
+        assert_eq!(
+            errno_of(&e),
+            libc::ENOSPC,
+            "fallocate past the end of {rel}: {e}"
+        );
+        // SAFETY: as above.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, SIZE as i64) };
+        assert_eq!(
+            rc,
+            0,
+            "fallocate within {rel}: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_same(
+            &m,
+            &before,
+            &snapshot(&m, &files),
+            &format!("fallocate on {rel}"),
+        );
+        assert_eq!(m.read(rel), view);
+        // The last byte itself is writable.
+        f.write_at(&[1u8], SIZE - 1)
+            .expect("write of the last byte");
+        assert_eq!(fs::metadata(m.path(rel)).unwrap().len(), SIZE);
+    }
+}
+
+// ------------------------------------------------------------------------------ EACCES / EBADF
+
+#[test]
+fn bitmap_file_is_read_only() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    let files = [&*master, &*shadow, &*bitmap];
+    let before = snapshot(&m, &files);
+    for opts in [
+        OpenOptions::new().write(true).clone(),
+        OpenOptions::new().read(true).write(true).clone(),
+        OpenOptions::new().append(true).clone(),
+    ] {
+        match opts.open(m.path("sets/a/bitmap")) {
+            Err(e) => assert!(
+                [libc::EACCES, libc::EBADF, libc::EPERM].contains(&errno_of(&e)),
+                "open of the bitmap for writing: {e}"
+            ),
+            Ok(f) => {
+                let e = f.write_at(b"x", 0).expect_err("write to the bitmap");
+                assert!(
+                    [libc::EACCES, libc::EBADF].contains(&errno_of(&e)),
+                    "write to the bitmap: {e}"
+                );
+            }
+        }
+    }
+    let e = fs::write(m.path("sets/a/bitmap"), b"x").expect_err("fs::write of the bitmap");
+    assert!(
+        [libc::EACCES, libc::EBADF, libc::EPERM].contains(&errno_of(&e)),
+        "{e}"
+    );
+    assert_same(
+        &m,
+        &before,
+        &snapshot(&m, &files),
+        "writing the bitmap file",
+    );
+    // Reading it gives the bitmap volume's bytes.
+    assert_eq!(m.read("sets/a/bitmap"), file_bytes(&bitmap));
+}
+
+// ------------------------------------------------------------------------------ EIO and EPERM
+
+/// A tiny tmpfs, unmounted (lazily, the daemon may still hold a file on it) when dropped.
+struct Tiny(std::path::PathBuf);
+
+impl Tiny {
+    fn mount(dir: &Path, size: &str) -> Option<Tiny> {
+        let p = dir.join("tiny");
+        fs::create_dir_all(&p).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(Tiny(p))
+    }
+}
+
+impl Drop for Tiny {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A shadow on a file system too small for it: the first copy fails with a backing I/O error,
+/// the set goes offline (EIO, reason in last_error), and copies are then refused (EPERM).
+#[test]
+fn eio_and_eperm_when_the_shadow_storage_fails() {
+    let m = mount_or_skip!();
+    let Some(tiny) = Tiny::mount(m.dir.path(), "64k") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("cannot mount a tmpfs for the failing shadow");
+        }
+        eprintln!("SKIPPED: cannot mount a tmpfs for the failing shadow");
+        return;
+    };
+    let master = m.volume("master", SIZE, 6);
+    let shadow = tiny.0.join("shadow");
+    File::create(&shadow).unwrap().set_len(SIZE).unwrap(); // sparse: room for 64 KiB only
+    let shadow = shadow.to_string_lossy().into_owned();
+    let bitmap = m.volume("bitmap", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {shadow} {bitmap} off chunk_size=4096"),
+    );
+
+    // `wait` reports the failure.
+    let (r, reply) = ctl_reply(&m, "sets/off/ctl", "wait");
+    let e = r.expect_err("wait on a failing copy");
+    assert_eq!(errno_of(&e), libc::EIO, "{e}; reply {reply:?}");
+    assert_reply(
+        &reply,
+        &["off", "offline", "reset"],
+        "wait on a set gone offline",
+    );
+    let st = m.status("off");
+    assert_eq!(st["state"], "offline", "{st:?}");
+    assert!(
+        st["last_error"].contains(&shadow),
+        "last_error does not name the shadow: {st:?}"
+    );
+
+    // Reads of the untrustworthy shadow fail; nothing silently returns wrong data.
+    let mut buf = vec![0u8; 4096];
+    let e = File::open(m.path("sets/off/shadow"))
+        .unwrap()
+        .read_exact(&mut buf)
+        .expect_err("read of an offline shadow");
+    assert_eq!(errno_of(&e), libc::EIO, "{e}");
+
+    // The state forbids copies: EPERM, nothing changed.
+    let files = [&*master, &*shadow, &*bitmap];
+    for cmd in [
+        "update shadow",
+        "copy shadow",
+        "update master",
+        "copy master",
+    ] {
+        refused_set(
+            &m,
+            "off",
+            cmd,
+            libc::EPERM,
+            &["off", "offline", "reset"],
+            &files,
+        );
+    }
+    // The master stays usable.
+    assert_eq!(m.read("sets/off/master"), file_bytes(&master));
+    drop(tiny);
+}
+
+// ------------------------------------------------------------------------------ harmless commands
+
+#[test]
+fn wait_abort_and_reset_with_nothing_to_do() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096"),
+    );
+    m.write_at("sets/a/master", 4096, &[3u8; 8192]);
+    let (mi, si, bi) = trio(&m, "i", 2);
+    m.ok(
+        "ctl",
+        &format!("enable ind {mi} {si} {bi} i chunk_size=4096"),
+    );
+    m.set_ok("i", "wait");
+    let files = [&*master, &*shadow, &*bitmap, &*mi, &*si, &*bi];
+    for set in ["a", "i"] {
+        for cmd in ["wait", "abort", "reset", "wait\n", "abort\n", "reset\n"] {
+            let before = snapshot(&m, &files);
+            let t = Instant::now();
+            let (r, reply) = ctl_reply(&m, &format!("sets/{set}/ctl"), cmd);
+            let took = t.elapsed();
+            assert_eq!(
+                r.expect(cmd),
+                cmd.len(),
+                "{cmd:?} on {set}: reply {reply:?}"
+            );
+            assert_eq!(reply, "ok\n", "{cmd:?} on {set}");
+            assert!(
+                took < Duration::from_secs(1),
+                "{cmd:?} on {set} took {took:?}"
+            );
+            assert_same(
+                &m,
+                &before,
+                &snapshot(&m, &files),
+                &format!("{cmd:?} on {set}"),
+            );
+        }
+        assert_eq!(m.status(set)["state"], "idle");
+    }
+}
+
+#[test]
+fn reply_of_a_successful_command_is_ok() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "a", 1);
+    let cmd = format!("enable dep {master} {shadow} {bitmap} a chunk_size=4096\n");
+    let (r, reply) = ctl_reply(&m, "ctl", &cmd);
+    assert_eq!(r.expect("enable"), cmd.len());
+    assert_eq!(reply, "ok\n");
+    let (r, reply) = ctl_reply(&m, "sets/a/ctl", "params 5 6");
+    assert_eq!(r.expect("params"), 10);
+    assert_eq!(reply, "ok\n");
+    assert_eq!(m.status("a")["params"], "5 6");
+
+    // One open file, several commands: each reply replaces the last one.
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("sets/a/ctl"))
+        .unwrap();
+    f.write_all(b"update shadow").unwrap();
+    let mut reply = String::new();
+    f.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ok\n");
+    let e = f.write(b"update sideways").expect_err("bad direction");
+    assert_eq!(errno_of(&e), libc::EINVAL);
+    let mut reply = String::new();
+    f.read_to_string(&mut reply).unwrap();
+    assert_reply(
+        &reply,
+        &["update shadow|master"],
+        "second command on one open file",
+    );
+    f.write_all(b"wait").unwrap();
+    let mut reply = String::new();
+    f.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ok\n");
+}
