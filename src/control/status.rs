@@ -8,7 +8,7 @@ pub fn set_status(s: &Status) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nchunks_to_copy: {}\nparams: {} {}\ndurability: {}\npit_time: {}\nlast_error: {}\n",
+        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nparams: {} {}\nlast_error: {}\ndurability: {}\nchunks_to_copy: {}\npit_time: {}\n",
         s.name,
         s.kind.word(),
         s.state,
@@ -21,12 +21,12 @@ pub fn set_status(s: &Status) -> String {
         s.chunk_size,
         s.chunks,
         s.chunks_differ,
-        s.chunks_to_copy,
         s.delay_ms,
         s.units,
-        s.durability.word(),
-        s.pit_time,
         s.last_error.as_deref().unwrap_or("-"),
+        s.durability.word(),
+        s.chunks_to_copy,
+        s.pit_time,
     );
     out
 }
@@ -52,4 +52,45 @@ pub fn volumes(vols: &[VolumeUse]) -> String {
         let _ = writeln!(out, "{} {} {} {}", v.path, v.size, v.role, v.set);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::set::Paths;
+    use crate::engine::{Durability, SetKind};
+
+    #[test]
+    fn set_status_has_the_interface_keys_in_order() {
+        let s = Status {
+            name: "db".into(),
+            kind: SetKind::Dependent,
+            state: "idle",
+            direction: "-",
+            progress: 100,
+            paths: Paths { master: "/m".into(), shadow: "/s".into(), bitmap: "/b".into() },
+            size: 1 << 20,
+            chunk_size: 65536,
+            chunks: 16,
+            chunks_differ: 3,
+            chunks_to_copy: 0,
+            delay_ms: 0,
+            units: 100,
+            durability: Durability::Strict,
+            last_error: None,
+            pit_time: 7,
+        };
+        let text = set_status(&s);
+        let keys: Vec<&str> = text.lines().filter_map(|l| l.split_once(": ")).map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "name", "type", "state", "direction", "progress", "master", "shadow", "bitmap",
+                "overflow", "group", "size", "chunk_size", "chunks", "chunks_differ", "params",
+                "last_error", "durability", "chunks_to_copy", "pit_time"
+            ]
+        );
+        assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));
+        assert_eq!(global_status(&[s]), "db dependent idle 100\n");
+    }
 }
