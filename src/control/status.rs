@@ -68,7 +68,11 @@ mod tests {
             state: "idle",
             direction: "-",
             progress: 100,
-            paths: Paths { master: "/m".into(), shadow: "/s".into(), bitmap: "/b".into() },
+            paths: Paths {
+                master: "/m".into(),
+                shadow: "/s".into(),
+                bitmap: "/b".into(),
+            },
             size: 1 << 20,
             chunk_size: 65536,
             chunks: 16,
@@ -81,13 +85,33 @@ mod tests {
             pit_time: 7,
         };
         let text = set_status(&s);
-        let keys: Vec<&str> = text.lines().filter_map(|l| l.split_once(": ")).map(|(k, _)| k).collect();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(
             keys,
             [
-                "name", "type", "state", "direction", "progress", "master", "shadow", "bitmap",
-                "overflow", "group", "size", "chunk_size", "chunks", "chunks_differ", "params",
-                "last_error", "durability", "chunks_to_copy", "pit_time"
+                "name",
+                "type",
+                "state",
+                "direction",
+                "progress",
+                "master",
+                "shadow",
+                "bitmap",
+                "overflow",
+                "group",
+                "size",
+                "chunk_size",
+                "chunks",
+                "chunks_differ",
+                "params",
+                "last_error",
+                "durability",
+                "chunks_to_copy",
+                "pit_time"
             ]
         );
         assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));

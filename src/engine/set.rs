@@ -431,40 +431,36 @@ impl Set {
             return Err(self.offline_error());
         }
         let _gate = self.gate_read();
-        let mut at = 0usize;
-        while at < buf.len() {
-            let off = offset + at as u64;
-            let c = off / self.chunk_size;
-            let chunk_end = ((c + 1) * self.chunk_size).min(self.size);
-            let n = ((chunk_end - off) as usize).min(buf.len() - at);
-            let piece = &mut buf[at..at + n];
-            loop {
-                if self.shadow_reads_master(c) {
-                    self.master.vol.read_at(piece, off).map_err(|e| {
-                        Error::io(format!("read of master {}", self.paths.master), &e)
-                    })?;
-                    // A master write to this chunk first moves the bit; if it moved while we
-                    // read, the old data is now on the shadow: read it there.
-                    if self.shadow_reads_master(c) {
-                        break;
-                    }
-                } else {
-                    self.shadow.read_at(piece, off).map_err(|e| {
-                        self.fail(Error::io(
-                            format!("read of shadow {}", self.paths.shadow),
-                            &e,
-                        ))
-                    })?;
-                    break;
-                }
-            }
-            at += n;
-        }
-        Ok(())
+        let shadow = (self.shadow.as_ref(), self.paths.shadow.as_str());
+        let master = (self.master.vol.as_ref(), self.paths.master.as_str());
+        self.read_redirected(buf, offset, shadow, master, |c| self.shadow_reads_master(c))
+            .map_err(|e| self.fail(e))
     }
 
     /// A master read while this set updates the master: chunks not yet copied come from the shadow.
     pub fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
+        let home = (master.vol.as_ref(), self.paths.master.as_str());
+        let shadow = (self.shadow.as_ref(), self.paths.shadow.as_str());
+        self.read_redirected(buf, offset, home, shadow, |c| {
+            self.is_copying_to_master() && self.tracking.test(Map::Copy, c)
+        })
+    }
+
+    /// Read chunk by chunk from `home`, or from `elsewhere` for chunks where `redirected` says
+    /// the content lives there now. A writer moves the bit before it changes `elsewhere`, so a
+    /// redirected read that sees the bit moved afterwards is done again from `home`.
+    fn read_redirected(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        home: (&dyn Volume, &str),
+        elsewhere: (&dyn Volume, &str),
+        redirected: impl Fn(u64) -> bool,
+    ) -> Result<()> {
+        let read = |(vol, path): (&dyn Volume, &str), piece: &mut [u8], off: u64| {
+            vol.read_at(piece, off)
+                .map_err(|e| Error::io(format!("read of {path}"), &e))
+        };
         let mut at = 0usize;
         while at < buf.len() {
             let off = offset + at as u64;
@@ -473,18 +469,12 @@ impl Set {
             let n = ((chunk_end - off) as usize).min(buf.len() - at);
             let piece = &mut buf[at..at + n];
             loop {
-                let pending = self.is_copying_to_master() && self.tracking.test(Map::Copy, c);
-                if pending {
-                    self.shadow.read_at(piece, off).map_err(|e| {
-                        Error::io(format!("read of shadow {}", self.paths.shadow), &e)
-                    })?;
-                    if self.is_copying_to_master() && self.tracking.test(Map::Copy, c) {
-                        break;
-                    }
-                } else {
-                    master.vol.read_at(piece, off).map_err(|e| {
-                        Error::io(format!("read of master {}", self.paths.master), &e)
-                    })?;
+                if !redirected(c) {
+                    read(home, piece, off)?;
+                    break;
+                }
+                read(elsewhere, piece, off)?;
+                if redirected(c) {
                     break;
                 }
             }

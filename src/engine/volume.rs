@@ -24,14 +24,7 @@ pub trait Volume: Send + Sync {
     fn sync(&self) -> io::Result<()>;
     /// Discard a range (reads return zeros afterwards).
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        let zeros = vec![0u8; len.min(1 << 20) as usize];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(zeros.len() as u64);
-            self.write_at(&zeros[..n as usize], offset + done)?;
-            done += n;
-        }
-        Ok(())
+        write_zeros(self, offset, len)
     }
     /// The file descriptor, where the volume is a file: lets copies use `copy_file_range`.
     fn raw_fd(&self) -> Option<RawFd> {
@@ -41,6 +34,18 @@ pub trait Volume: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Write `len` zero bytes at `offset`, in pieces of at most 1 MiB.
+pub fn write_zeros<V: Volume + ?Sized>(vol: &V, offset: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; len.min(1 << 20) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64);
+        vol.write_at(&zeros[..n as usize], offset + done)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Copy `len` bytes at `offset` from `src` to the same offset of `dst`, in kernel where possible.
@@ -204,17 +209,8 @@ impl Volume for FileVolume {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EOPNOTSUPP | libc::ENODEV) => {
-                // Block devices and file systems without holes: write zeros instead.
-                let zeros = vec![0u8; len.min(1 << 20) as usize];
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(zeros.len() as u64);
-                    self.write_at(&zeros[..n as usize], offset + done)?;
-                    done += n;
-                }
-                Ok(())
-            }
+            // Block devices and file systems without holes: write zeros instead.
+            Some(libc::EOPNOTSUPP | libc::ENODEV) => write_zeros(self, offset, len),
             _ => Err(err),
         }
     }
