@@ -62,6 +62,14 @@ impl Master {
         sets.len()
     }
 
+    /// The set (other than `except`) whose shadow is being copied onto this master, if any.
+    pub fn copying_to_master(&self, except: Option<&str>) -> Option<String> {
+        self.sets()
+            .iter()
+            .find(|s| Some(s.name.as_str()) != except && s.is_copying_to_master())
+            .map(|s| s.name.clone())
+    }
+
     pub fn lock_region(&self, offset: u64) -> MutexGuard<'_, ()> {
         let i = (offset >> REGION_SHIFT) as usize % STRIPES;
         match self.stripes[i].lock() {
@@ -103,6 +111,16 @@ impl Master {
     /// caller holds the region's stripe lock and the sets' gates. A set that fails here goes
     /// offline; the master write itself proceeds (a production volume keeps working).
     pub fn prepare_change(&self, sets: &[Arc<Set>], offset: u64, len: u64, writer: Option<&Set>) {
+        // A set updating the master pushes whole chunks of its own shadow first; with a larger
+        // chunk than a sibling's, that overwrites more than the write: preserve all of it.
+        let (offset, len) = sets
+            .iter()
+            .filter(|s| !writer.is_some_and(|w| std::ptr::eq(w, s.as_ref())))
+            .filter_map(|s| s.push_span(offset, len))
+            .fold((offset, len), |(o, l), (po, pl)| {
+                let start = o.min(po);
+                (start, (o + l).max(po + pl) - start)
+            });
         let mut preserve: Vec<(&Arc<Set>, Work)> = Vec::new();
         let mut push: Vec<(&Arc<Set>, Work)> = Vec::new();
         for set in sets {

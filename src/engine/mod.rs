@@ -309,6 +309,14 @@ impl Engine {
                 )));
             }
         }
+        if let Some(m) = self.tables().masters.get(&mid) {
+            if let Some(other) = m.copying_to_master(None) {
+                return Err(error::busy(format!(
+                    "set {other} is copying its shadow onto master {}; wait for it first",
+                    spec.master
+                )));
+            }
+        }
         if master.is_empty() {
             return Err(invalid(format!("master volume {} is empty", spec.master)));
         }
@@ -359,6 +367,12 @@ impl Engine {
                 )));
             }
             bitmap = self.open_volume("bitmap", &spec.bitmap)?;
+        }
+        // The master's content now is the point in time: under strict durability, on disk first.
+        if spec.durability == Durability::Strict {
+            master
+                .sync()
+                .map_err(|e| Error::io(format!("sync of master {}", spec.master), &e))?;
         }
         let tracking = Tracking::create(bitmap, header)
             .map_err(|e| Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e))?;

@@ -118,6 +118,17 @@ pub struct Status {
     pub pit_time: u64,
 }
 
+/// The copy direction recorded in a set of state flags.
+fn direction_of(f: u32) -> Option<Direction> {
+    if f & flags::TO_SHADOW != 0 {
+        Some(Direction::Shadow)
+    } else if f & flags::TO_MASTER != 0 {
+        Some(Direction::Master)
+    } else {
+        None
+    }
+}
+
 pub fn check_params(delay_ms: u32, units: u32) -> Result<()> {
     if delay_ms > MAX_DELAY_MS || units == 0 || units > MAX_UNITS {
         return Err(invalid(format!(
@@ -201,14 +212,7 @@ impl Set {
     }
 
     pub fn direction(&self) -> Option<Direction> {
-        let f = self.flags();
-        if f & flags::TO_SHADOW != 0 {
-            Some(Direction::Shadow)
-        } else if f & flags::TO_MASTER != 0 {
-            Some(Direction::Master)
-        } else {
-            None
-        }
+        direction_of(self.flags())
     }
 
     pub(super) fn gate_read(&self) -> RwLockReadGuard<'_, ()> {
@@ -309,6 +313,22 @@ impl Set {
             }
         }
         (preserve, push)
+    }
+
+    /// The byte span of the chunks this set would push onto the master before bytes
+    /// `[offset, offset+len)` change (chunks an update of the master has not reached yet).
+    pub fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+        if !self.is_copying_to_master() || self.is_offline() {
+            return None;
+        }
+        let pushed: Vec<u64> = self
+            .chunks_of(offset, len)
+            .filter(|&c| self.tracking.test(Map::Copy, c))
+            .collect();
+        let (first, last) = (*pushed.first()?, *pushed.last()?);
+        let start = first * self.chunk_size;
+        let (last_off, last_len) = self.chunk_span(last);
+        Some((start, last_off + last_len - start))
     }
 
     /// Carry out planned work: move data, make it durable, persist the bits, make them durable,
@@ -580,6 +600,18 @@ impl Set {
         let _gate = self.gate_write();
         // Re-check under the gate: another command may have started meanwhile.
         self.check_can_copy(dir)?;
+        // The source's content now becomes the target's: under strict durability it must be
+        // on disk first, or a power loss could take back writes the new image already shows.
+        // The gate holds writers back meanwhile.
+        if self.strict() {
+            let (source, path) = match dir {
+                Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master),
+                Direction::Master => (self.shadow.as_ref(), &self.paths.shadow),
+            };
+            source
+                .sync()
+                .map_err(|e| self.fail(Error::io(format!("sync of {path}"), &e)))?;
+        }
         let dep = self.is_dependent();
         let pit = now_secs();
         let result = match (dir, dep, full) {
@@ -595,6 +627,7 @@ impl Set {
                     flags::PENDING_OR_COPY
                 } | flags::PENDING_CLEAR_SHADOW,
                 |h| {
+                    h.flags &= !FULL_COPY;
                     h.flags |= flags::TO_SHADOW | flags::ACTIVE | if full { FULL_COPY } else { 0 };
                     h.pit_time = pit;
                 },
@@ -602,6 +635,7 @@ impl Set {
             // A dependent shadow's unchanged chunks are the master's: copy = update, and the
             // differ bits stay until each chunk is back on the master.
             (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
+                h.flags &= !FULL_COPY;
                 h.flags |= flags::TO_MASTER | flags::ACTIVE;
             }),
             (Direction::Master, false, _) => self.tracking.bulk(
@@ -610,7 +644,10 @@ impl Set {
                 } else {
                     flags::PENDING_OR_COPY
                 } | flags::PENDING_CLEAR_SHADOW,
-                |h| h.flags |= flags::TO_MASTER | flags::ACTIVE | if full { FULL_COPY } else { 0 },
+                |h| {
+                    h.flags &= !FULL_COPY;
+                    h.flags |= flags::TO_MASTER | flags::ACTIVE | if full { FULL_COPY } else { 0 };
+                },
             ),
         };
         result.map_err(|e| {
@@ -656,18 +693,13 @@ impl Set {
             }
             _ => {}
         }
-        if dir == Direction::Master {
-            if let Some(other) = self
-                .master
-                .sets()
-                .iter()
-                .find(|s| s.name != self.name && s.is_copying_to_master())
-            {
-                return Err(busy(format!(
-                    "set {} is already copying onto master {}; wait for it first",
-                    other.name, self.paths.master
-                )));
-            }
+        // While another set copies its shadow onto this master, the master's bytes are not yet
+        // what the master reads as: no other set may take them as a point in time or write them.
+        if let Some(other) = self.master.copying_to_master(Some(&self.name)) {
+            return Err(busy(format!(
+                "set {other} is copying its shadow onto master {}; wait for it (or finish its update) first",
+                self.paths.master
+            )));
         }
         Ok(())
     }
@@ -770,6 +802,13 @@ impl Set {
         let pit = now_secs();
         let clear =
             flags::OFFLINE | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
+        if self.strict() && self.is_dependent() {
+            // The master as it is now becomes the point in time: on disk first.
+            self.master
+                .vol
+                .sync()
+                .map_err(|e| Error::io(format!("sync of master {}", self.paths.master), &e))?;
+        }
         let result = if self.is_dependent() {
             self.tracking.reset_all(|h| {
                 h.flags &= !clear;
@@ -830,7 +869,7 @@ impl Set {
             name: self.name.clone(),
             kind: self.kind,
             state,
-            direction: self.direction().map(|d| d.word()).unwrap_or("-"),
+            direction: direction_of(f).map(|d| d.word()).unwrap_or("-"),
             progress,
             paths: self.paths.clone(),
             size: self.size,
