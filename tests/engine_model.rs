@@ -315,10 +315,8 @@ impl World {
             drop(old);
             let engine = Engine::new(Box::new(fresh_opener(&self.volumes)));
             recs.shuffle(&mut self.rng);
-            for r in &recs {
-                if let Err(e) = engine.restore(r) {
-                    panic!("restore {r:?}: {e}\n{}", self.ctx());
-                }
+            if let Some((r, e)) = engine.restore_all(&recs).into_iter().next() {
+                panic!("restore {r:?}: {e}\n{}", self.ctx());
             }
             self.engine = Some(engine);
         } else {
@@ -779,9 +777,7 @@ impl Rig {
         let fresh = Engine::new(Box::new(fresh_opener(&self.vols)));
         let old = std::mem::replace(&mut self.engine, fresh);
         drop(old);
-        for r in &recs {
-            self.engine.restore(r).unwrap();
-        }
+        assert!(self.engine.restore_all(&recs).is_empty());
     }
 
     fn enable(&self, kind: SetKind, m: &str, s: &str, b: &str, name: &str) -> Arc<Set> {

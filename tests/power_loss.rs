@@ -233,10 +233,8 @@ fn run_seed(seed: u64, fsync_before_pit: bool) -> Outcome {
     let disks = Disks::new(&images, &switch);
     let engine = disks.engine();
     records.shuffle(&mut rng);
-    for r in &records {
-        engine
-            .restore(r)
-            .unwrap_or_else(|e| panic!("restore before the cut: {e}\n{}", ctx(&log)));
+    if let Some((_, e)) = engine.restore_all(&records).into_iter().next() {
+        panic!("restore before the cut: {e}\n{}", ctx(&log));
     }
     log.push(format!("phase 2: budget {budget}"));
     if rng.gen_bool(0.7) {
@@ -350,10 +348,8 @@ fn run_seed(seed: u64, fsync_before_pit: bool) -> Outcome {
     let switch = TripSwitch::new(i64::MAX);
     let disks = Disks::new(&after, &switch);
     let engine = disks.engine();
-    for r in &records {
-        engine
-            .restore(r)
-            .unwrap_or_else(|e| panic!("restore after the cut: {e}\n{}", ctx(&log)));
+    if let Some((_, e)) = engine.restore_all(&records).into_iter().next() {
+        panic!("restore after the cut: {e}\n{}", ctx(&log));
     }
     for r in &records {
         let set = engine.set(&r.name).unwrap();
@@ -505,7 +501,8 @@ fn update_shadow_over_unsynced_master_writes(kind: SetKind) {
     let after = disks.after_cut(&mut || false);
     let disks = Disks::new(&after, &TripSwitch::new(i64::MAX));
     let engine = disks.engine();
-    let set = engine.restore(&records[0]).unwrap();
+    assert!(engine.restore_all(&records[..1]).is_empty());
+    let set = engine.set(&records[0].name).unwrap();
     set.set_params(0, 100).unwrap();
     set.wait_copy().unwrap();
     let mut got = vec![0u8; n];

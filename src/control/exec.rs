@@ -31,18 +31,20 @@ impl Controller {
     /// Bring back every set in the registry. Sets that cannot come back are reported and kept
     /// in the registry, so that fixing the volume and restarting brings them back.
     pub fn restore_all(&self) -> Vec<(String, Error)> {
-        let mut failures = Vec::new();
-        for rec in self.registry.records() {
-            match self.engine.restore(&rec) {
-                Ok(set) => log::info!("set {} is back ({})", rec.name, set.status().state),
-                Err(e) => {
-                    log::error!("set {} could not be restored: {}", rec.name, e);
-                    failures.push((rec.name.clone(), e));
-                    self.registry.keep_stale(rec);
-                }
-            }
+        let records = self.registry.records();
+        let failed = self.engine.restore_all(&records);
+        for set in self.engine.sets() {
+            log::info!("set {} is back ({})", set.name, set.status().state);
         }
-        failures
+        failed
+            .into_iter()
+            .map(|(rec, e)| {
+                log::error!("set {} could not be restored: {}", rec.name, e);
+                let name = rec.name.clone();
+                self.registry.keep_stale(rec);
+                (name, e)
+            })
+            .collect()
     }
 
     pub fn global(&self, input: &[u8]) -> Result<()> {

@@ -377,11 +377,14 @@ impl Engine {
         let tracking = Tracking::create(bitmap, header)
             .map_err(|e| Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e))?;
         let set = self.install(master, shadow, tracking);
+        if set.copy_active() {
+            set.spawn_copier();
+        }
         log::info!("enabled {} set {}", spec.kind.word(), spec.name);
         Ok(set)
     }
 
-    /// Add a set to the tables and its master; start a recorded copy.
+    /// Add a set to the tables and its master.
     fn install(
         &self,
         master: Arc<dyn Volume>,
@@ -402,16 +405,30 @@ impl Engine {
         let set = Arc::new(Set::new(m.clone(), shadow, tracking));
         m.attach(set.clone());
         t.sets.insert(h.name.clone(), set.clone());
-        drop(t);
-        if set.copy_active() && !set.is_offline() {
-            set.spawn_copier();
-        }
         set
     }
 
-    /// Bring back a set recorded in the registry, from its bitmap volume. An interrupted
-    /// bulk change is rolled forward and an interrupted copy resumes.
-    pub fn restore(&self, rec: &SetRecord) -> Result<Arc<Set>> {
+    /// Bring back the sets recorded in the registry, then resume their interrupted copies.
+    /// Copies start only once every set is back: a copy onto a master must find all the sets
+    /// whose points in time it has to preserve. Returns the records that could not come back.
+    pub fn restore_all(&self, records: &[SetRecord]) -> Vec<(SetRecord, Error)> {
+        let mut failed = Vec::new();
+        for rec in records {
+            if let Err(e) = self.restore(rec) {
+                failed.push((rec.clone(), e));
+            }
+        }
+        for set in self.sets() {
+            if set.copy_active() && !set.is_offline() {
+                set.spawn_copier();
+            }
+        }
+        failed
+    }
+
+    /// Bring back one set from its bitmap volume (an interrupted bulk change is rolled
+    /// forward); its recorded copy resumes with `restore_all`.
+    fn restore(&self, rec: &SetRecord) -> Result<Arc<Set>> {
         let bitmap = self.open_volume("bitmap", &rec.bitmap)?;
         let tracking = Tracking::open(bitmap)
             .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
