@@ -1,13 +1,23 @@
 //! iifs: instant point-in-time images of volumes, served through a FUSE control tree.
 //!
 //! ```text
-//!  presentation   fs/ (FUSE, the only user of fuser)   bin/iifs.rs (daemon)
+//!  presentation   fs/ (FUSE, the only user of fuser)   daemon/ + bin/iifs.rs (the daemon)
 //!        |
 //!  management     control/ (command words <-> commands, status text)   registry.rs   config.rs
 //!        |
 //!  engine         engine/ (volumes, bitmap volume, sets, copy-on-write, copier, group commit)
 //! ```
 //! Each tier depends only on the tiers below it.
+//!
+//! Commands are words; their `Display` is exactly what the parser reads back:
+//! ```
+//! use iifs::control::{parse_set, SetCommand};
+//! use iifs::engine::Direction;
+//!
+//! let cmd = parse_set(b"update shadow\n").unwrap();
+//! assert_eq!(cmd, SetCommand::Update(Direction::Shadow));
+//! assert_eq!(cmd.to_string(), "update shadow");
+//! ```
 
 pub mod config;
 pub mod control;
