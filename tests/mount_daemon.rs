@@ -29,7 +29,7 @@ fn daemon_pid(mnt: &Path) -> Option<i32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("iifs")) && args.iter().any(|a| *a == needle) {
+        if args.first().is_some_and(|a| a.ends_with("iifs")) && args.contains(&needle) {
             return Some(pid);
         }
     }
