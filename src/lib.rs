@@ -19,6 +19,7 @@
 //! assert_eq!(cmd.to_string(), "update shadow");
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,0 +1,164 @@
+//! iiadm's options: the classic Instant Image letters with long names (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser};
+
+/// Administer iifs point-in-time copy sets.
+///
+/// iiadm drives a running iifs through its control tree (MOUNTPOINT/ctl and
+/// MOUNTPOINT/sets/SET/ctl), exactly as a script writing words into those files would.
+/// The mount is taken from --mount, or IIFS_MOUNT, or the only iifs mount.
+/// Exit status: 0 success, 1 the daemon refused or failed, 2 usage error.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "iiadm",
+    disable_version_flag = true,
+    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json",
+    group(ArgGroup::new("action").multiple(false))
+)]
+pub struct Args {
+    /// Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name
+    #[arg(short = 'e', long = "enable", num_args = 4..=5, group = "action",
+          value_names = ["ind|dep", "MASTER", "SHADOW", "BITMAP", "SET"])]
+    pub enable: Option<Vec<String>>,
+    /// Disable (remove) a set
+    #[arg(short = 'd', long = "disable", value_name = "SET", group = "action")]
+    pub disable: Option<String>,
+    /// Update: copy the chunks that differ to the shadow (s) or the master (m)
+    #[arg(short = 'u', long = "update", num_args = 2, value_names = ["s|m", "SET"], group = "action")]
+    pub update: Option<Vec<String>>,
+    /// Copy every chunk to the shadow (s) or the master (m)
+    #[arg(short = 'c', long = "copy", num_args = 2, value_names = ["s|m", "SET"], group = "action")]
+    pub copy: Option<Vec<String>>,
+    /// Abort the copy in progress
+    #[arg(short = 'a', long = "abort", value_name = "SET", group = "action")]
+    pub abort: Option<String>,
+    /// Wait for the copy in progress to end (a progress bar on a terminal)
+    #[arg(short = 'w', long = "wait", value_name = "SET", group = "action")]
+    pub wait: Option<String>,
+    /// Show the status of a set, or of all sets
+    #[arg(short = 'i', long = "status", num_args = 0..=1, default_missing_value = "all",
+          value_name = "SET|all", group = "action")]
+    pub status: Option<String>,
+    /// List the sets, one line each
+    #[arg(short = 'l', long = "list", group = "action")]
+    pub list: bool,
+    /// Reset a set that went offline, once its volume is fixed
+    #[arg(short = 'R', long = "reset", value_name = "SET", group = "action")]
+    pub reset: Option<String>,
+    /// Suspend a set, or all sets
+    #[arg(
+        short = 's',
+        long = "suspend",
+        value_name = "SET|all",
+        group = "action"
+    )]
+    pub suspend: Option<String>,
+    /// Resume a set, or all sets
+    #[arg(short = 'r', long = "resume", value_name = "SET|all", group = "action")]
+    pub resume: Option<String>,
+    /// Export an independent set's shadow to another host
+    #[arg(short = 'E', long = "export", value_name = "SET", group = "action")]
+    pub export: Option<String>,
+    /// Import a shadow exported by another host
+    #[arg(short = 'I', long = "import", num_args = 2..=3, value_names = ["SHADOW", "BITMAP", "SET"],
+          group = "action")]
+    pub import: Option<Vec<String>>,
+    /// Join an exported shadow back, merging the bitmap that tracked it elsewhere
+    #[arg(short = 'J', long = "join", num_args = 2, value_names = ["SET", "BITMAP"], group = "action")]
+    pub join: Option<Vec<String>>,
+    /// Initialise an overflow volume
+    #[arg(
+        short = 'O',
+        long = "overflow-init",
+        value_name = "VOL",
+        group = "action"
+    )]
+    pub overflow_init: Option<String>,
+    /// Attach an overflow volume to a compact set
+    #[arg(short = 'A', long = "attach", num_args = 2, value_names = ["SET", "OVF"], group = "action")]
+    pub attach: Option<Vec<String>>,
+    /// Detach a set's overflow volume
+    #[arg(short = 'D', long = "detach", value_name = "SET", group = "action")]
+    pub detach: Option<String>,
+    /// Show an overflow volume's status
+    #[arg(
+        short = 'Q',
+        long = "overflow-status",
+        value_name = "OVF",
+        group = "action"
+    )]
+    pub overflow_status: Option<String>,
+    /// List the overflow volumes
+    #[arg(short = 'L', long = "overflow-list", group = "action")]
+    pub overflow_list: bool,
+    /// Delete an overflow volume
+    #[arg(
+        short = 'Z',
+        long = "overflow-delete",
+        value_name = "OVF",
+        group = "action"
+    )]
+    pub overflow_delete: Option<String>,
+    /// Set the copy throttle (sleep DELAY ms after every UNITS chunks), or show it with SET alone
+    #[arg(short = 'P', long = "params", num_args = 1..=3, value_names = ["DELAY", "UNITS", "SET"],
+          group = "action")]
+    pub params: Option<Vec<String>>,
+    /// Create a group
+    #[arg(
+        short = 'C',
+        long = "group-create",
+        value_name = "GROUP",
+        group = "action"
+    )]
+    pub group_create: Option<String>,
+    /// Move a set into a group
+    #[arg(short = 'M', long = "group-add", num_args = 2, value_names = ["SET", "GROUP"], group = "action")]
+    pub group_add: Option<Vec<String>>,
+    /// Take a set out of its group
+    #[arg(
+        short = 'B',
+        long = "group-remove",
+        value_name = "SET",
+        group = "action"
+    )]
+    pub group_remove: Option<String>,
+    /// Rename a group
+    #[arg(short = 'N', long = "group-rename", num_args = 2, value_names = ["GROUP", "NEW"],
+          group = "action")]
+    pub group_rename: Option<Vec<String>>,
+    /// Delete a group
+    #[arg(
+        short = 'X',
+        long = "group-delete",
+        value_name = "GROUP",
+        group = "action"
+    )]
+    pub group_delete: Option<String>,
+    /// List the groups
+    #[arg(short = 'G', long = "group-list", group = "action")]
+    pub group_list: bool,
+    /// Print the version of iiadm (and of the daemon, when one is mounted)
+    #[arg(short = 'v', long = "version", group = "action")]
+    pub version: bool,
+
+    /// Do not ask for confirmation before overwriting a master (-u m, -c m)
+    #[arg(short = 'n', long = "no-confirm")]
+    pub no_confirm: bool,
+    /// Print -i and -l output as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// The iifs mount to talk to
+    #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
+    pub mount: Option<PathBuf>,
+    /// Run the same command on HOST over ssh
+    #[arg(short = 'H', long = "host", value_name = "HOST")]
+    pub host: Option<String>,
+    /// With -e: the set's chunk size (4K..1M, a power of two)
+    #[arg(long, value_name = "BYTES")]
+    pub chunk_size: Option<String>,
+    /// With -e: strict or relaxed durability
+    #[arg(long, value_name = "MODE")]
+    pub durability: Option<String>,
+}

@@ -1,0 +1,390 @@
+//! iiadm: the administrator's command. It talks to a running iifs only through the control
+//! tree, so it behaves exactly like a script writing the same words into the ctl files.
+
+pub mod args;
+pub mod mount;
+pub mod show;
+pub mod tree;
+pub mod wait;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::Args;
+use tree::Tree;
+
+/// Why a command failed, as one line for the user (exit status 1).
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+        }
+    }
+}
+
+/// A usage error (exit status 2), printed with a pointer to --help.
+struct Usage(String);
+
+enum Outcome {
+    Done,
+    Failed(Failure),
+    Usage(Usage),
+}
+
+pub fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let args = match Args::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if let Some(host) = &args.host {
+        return on_host(host, &argv);
+    }
+    match run(&args) {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Failed(f) => {
+            eprintln!("iiadm: {}", f.message);
+            ExitCode::from(1)
+        }
+        Outcome::Usage(Usage(m)) => {
+            eprintln!(
+                "iiadm: {m}\n\nUsage: iiadm [OPTIONS]\nFor more information, try 'iiadm --help'."
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh.
+fn on_host(host: &str, argv: &[String]) -> ExitCode {
+    let mut rest = Vec::new();
+    let mut skip = false;
+    for a in argv.iter().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        match a.as_str() {
+            "-H" | "--host" => skip = true,
+            _ if a.starts_with("--host=") => {}
+            _ if a.starts_with("-H") && a.len() > 2 => {}
+            _ => rest.push(shell_quote(a)),
+        }
+    }
+    let status = std::process::Command::new("ssh")
+        .arg("--")
+        .arg(host)
+        .arg(format!("iiadm {}", rest.join(" ")))
+        .status();
+    match status {
+        Ok(s) => ExitCode::from(s.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("iiadm: cannot run ssh to {host}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn run(args: &Args) -> Outcome {
+    if args.version {
+        println!("iiadm {}", env!("CARGO_PKG_VERSION"));
+        if let Ok(root) = mount::find(args.mount.as_deref()) {
+            if let Ok(v) = std::fs::read_to_string(root.join("version")) {
+                println!("daemon: {} at {}", v.trim_end(), root.display());
+            }
+        }
+        return Outcome::Done;
+    }
+    let tree = match mount::find(args.mount.as_deref()) {
+        Ok(root) => Tree::new(root),
+        Err(f) => return Outcome::Failed(f),
+    };
+    match dispatch(args, &tree) {
+        Ok(()) => Outcome::Done,
+        Err(Error::Failed(f)) => Outcome::Failed(f),
+        Err(Error::Usage(m)) => Outcome::Usage(Usage(m)),
+    }
+}
+
+enum Error {
+    Failed(Failure),
+    Usage(String),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        Error::Failed(f)
+    }
+}
+
+fn usage<T>(m: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Usage(m.into()))
+}
+
+/// `s`/`m` as iiadm spells directions, to the control tree's words.
+fn direction(word: &str, option: &str) -> Result<&'static str, Error> {
+    match word {
+        "s" | "shadow" => Ok("shadow"),
+        "m" | "master" => Ok("master"),
+        _ => usage(format!(
+            "{option} takes s or m (shadow or master), not '{word}'"
+        )),
+    }
+}
+
+/// Relative volume paths are taken from the current directory, as a shell user means them.
+fn absolute(path: &str) -> Result<String, Error> {
+    std::path::absolute(Path::new(path))
+        .map(|p| p.to_string_lossy().into_owned())
+        .map_err(|e| Error::Failed(Failure::new(format!("cannot resolve {path}: {e}"))))
+}
+
+fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
+    if let Some(v) = &a.enable {
+        let kind = match v[0].as_str() {
+            "ind" | "dep" => v[0].as_str(),
+            other => return usage(format!("-e takes ind or dep first, not '{other}'")),
+        };
+        let mut cmd = format!(
+            "enable {kind} {} {} {}",
+            absolute(&v[1])?,
+            absolute(&v[2])?,
+            absolute(&v[3])?
+        );
+        if let Some(name) = v.get(4) {
+            cmd.push(' ');
+            cmd.push_str(name);
+        }
+        if let Some(c) = &a.chunk_size {
+            cmd.push_str(&format!(" chunk_size={c}"));
+        }
+        if let Some(d) = &a.durability {
+            cmd.push_str(&format!(" durability={d}"));
+        }
+        return Ok(t.global(&cmd)?);
+    }
+    if a.chunk_size.is_some() || a.durability.is_some() {
+        return usage("--chunk-size and --durability go with -e");
+    }
+    if let Some(set) = &a.disable {
+        return Ok(t.set(set, "disable")?);
+    }
+    for (opt, verb, v) in [("-u", "update", &a.update), ("-c", "copy", &a.copy)] {
+        if let Some(v) = v {
+            let dir = direction(&v[0], opt)?;
+            if dir == "master" {
+                confirm(a, t, &v[1])?;
+            }
+            return Ok(t.set(&v[1], &format!("{verb} {dir}"))?);
+        }
+    }
+    if let Some(set) = &a.abort {
+        return Ok(t.set(set, "abort")?);
+    }
+    if let Some(set) = &a.wait {
+        return Ok(wait::wait(t, set)?);
+    }
+    if let Some(which) = &a.status {
+        return status(a, t, which);
+    }
+    if let Some(set) = &a.reset {
+        return Ok(t.set(set, "reset")?);
+    }
+    if let Some(v) = &a.params {
+        return params(t, v);
+    }
+    if later_feature(a, t)? {
+        return Ok(());
+    }
+    // No action: list, as the original did.
+    list(a, t)
+}
+
+/// `-u m` / `-c m` overwrite the master: ask on a terminal unless -n.
+fn confirm(a: &Args, t: &Tree, set: &str) -> Result<(), Error> {
+    if a.no_confirm || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let s = t.status(set)?;
+    eprint!(
+        "Overwrite master {} of set {set} with its shadow {}? [y/N] ",
+        tree::get(&s, "master"),
+        tree::get(&s, "shadow")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Failed(Failure::new(
+            "not confirmed; nothing was done",
+        )))
+    }
+}
+
+fn status(a: &Args, t: &Tree, which: &str) -> Result<(), Error> {
+    let names = if which == "all" {
+        t.sets()?
+    } else {
+        vec![which.to_string()]
+    };
+    let all: Vec<tree::StatusLines> = names
+        .iter()
+        .map(|n| t.status(n))
+        .collect::<Result<_, _>>()?;
+    if a.json {
+        let value = if which == "all" {
+            serde_json::Value::Array(all.iter().map(show::json).collect())
+        } else {
+            all.first().map(show::json).unwrap_or_default()
+        };
+        println!("{value:#}");
+    } else if all.is_empty() {
+        println!("no sets are configured");
+    } else {
+        let blocks: Vec<String> = all.iter().map(show::block).collect();
+        print!("{}", blocks.join("\n"));
+    }
+    Ok(())
+}
+
+fn list(a: &Args, t: &Tree) -> Result<(), Error> {
+    let all: Vec<tree::StatusLines> = t
+        .sets()?
+        .iter()
+        .map(|n| t.status(n))
+        .collect::<Result<_, _>>()?;
+    if a.json {
+        let rows: Vec<serde_json::Value> = all
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": tree::get(s, "name"),
+                    "type": tree::get(s, "type"),
+                    "master": tree::get(s, "master"),
+                    "shadow": tree::get(s, "shadow"),
+                    "bitmap": tree::get(s, "bitmap"),
+                    "state": tree::get(s, "state"),
+                })
+            })
+            .collect();
+        println!("{:#}", serde_json::Value::Array(rows));
+    } else {
+        for s in &all {
+            println!("{}", show::line(s));
+        }
+    }
+    Ok(())
+}
+
+/// `-P DELAY UNITS SET` sets the throttle; `-P SET` shows it.
+fn params(t: &Tree, v: &[String]) -> Result<(), Error> {
+    match v {
+        [set] => {
+            let s = t.status(set)?;
+            let (delay, units) = tree::get(&s, "params")
+                .split_once(' ')
+                .unwrap_or(("0", "100"));
+            println!("{set}: copy delay {delay} ms, copy unit {units} chunks");
+            Ok(())
+        }
+        [delay, units, set] => Ok(t.set(set, &format!("params {delay} {units}"))?),
+        _ => usage("-P takes DELAY UNITS SET to set the throttle, or SET to show it"),
+    }
+}
+
+/// Options for what later iifs versions offer: sent to the daemon as the interface's words, so
+/// the daemon itself says whether it offers them. Returns false when none was given.
+fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
+    let one = |set: &str| {
+        if set == "all" {
+            None
+        } else {
+            Some(set.to_string())
+        }
+    };
+    if let Some(s) = &a.suspend {
+        match one(s) {
+            Some(set) => t.set(&set, "suspend")?,
+            None => t.global("suspend all")?,
+        }
+    } else if let Some(s) = &a.resume {
+        match one(s) {
+            Some(set) => t.set(&set, "resume")?,
+            None => t.global("resume all")?,
+        }
+    } else if let Some(set) = &a.export {
+        t.set(set, "export")?
+    } else if let Some(v) = &a.import {
+        let mut cmd = format!("import {} {}", absolute(&v[0])?, absolute(&v[1])?);
+        if let Some(name) = v.get(2) {
+            cmd.push_str(&format!(" {name}"));
+        }
+        t.global(&cmd)?
+    } else if let Some(v) = &a.join {
+        t.set(&v[0], &format!("join {}", absolute(&v[1])?))?
+    } else if let Some(vol) = &a.overflow_init {
+        t.global(&format!("overflow init {}", absolute(vol)?))?
+    } else if let Some(v) = &a.attach {
+        t.set(&v[0], &format!("attach {}", v[1]))?
+    } else if let Some(set) = &a.detach {
+        t.set(set, "detach")?
+    } else if let Some(ovf) = &a.overflow_delete {
+        t.global(&format!("overflow delete {ovf}"))?
+    } else if let Some(ovf) = &a.overflow_status {
+        if !t.root.join("overflow").is_dir() {
+            return Err(t.not_offered("overflow volume").into());
+        }
+        print!("{}", t.read(&format!("overflow/{ovf}/status"))?);
+    } else if a.overflow_list {
+        if !t.root.join("overflow").is_dir() {
+            return Err(t.not_offered("overflow volume").into());
+        }
+        for n in t.names("overflow")? {
+            println!("{n}");
+        }
+    } else if let Some(g) = &a.group_create {
+        t.global(&format!("group create {g}"))?
+    } else if let Some(v) = &a.group_add {
+        t.set(&v[0], &format!("group {}", v[1]))?
+    } else if let Some(set) = &a.group_remove {
+        t.set(set, "ungroup")?
+    } else if let Some(v) = &a.group_rename {
+        t.other("groups", "group", &v[0], &format!("rename {}", v[1]))?
+    } else if let Some(g) = &a.group_delete {
+        t.other("groups", "group", g, "delete")?
+    } else if a.group_list {
+        if !t.root.join("groups").is_dir() {
+            return Err(t.not_offered("group").into());
+        }
+        for n in t.names("groups")? {
+            println!("{n}");
+        }
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
