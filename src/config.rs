@@ -61,6 +61,20 @@ const GENERIC_MOUNT_OPTIONS: &[&str] = &[
     "_netdev",
     "nofail",
     "default_permissions",
+    "sync",
+    "dirsync",
+    "lazytime",
+    "nolazytime",
+    "strictatime",
+    "nostrictatime",
+    "silent",
+    "loud",
+    "iversion",
+    "noiversion",
+    "mand",
+    "nomand",
+    "owner",
+    "group",
 ];
 
 pub fn default_state_dir() -> PathBuf {
@@ -181,7 +195,13 @@ pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, String> {
     for list in opts {
         for item in list.split(',').filter(|s| !s.is_empty()) {
             let (k, v) = item.split_once('=').unwrap_or((item, ""));
-            if k == "config" {
+            if k == "ro" {
+                return Err(
+                    "iifs cannot be mounted read-only ('ro'): its control tree takes commands; \
+                     use 'rw' or leave it out"
+                        .to_string(),
+                );
+            } else if k == "config" {
                 config = Some(PathBuf::from(v));
             } else if GENERIC_MOUNT_OPTIONS.contains(&k)
                 || k.starts_with("x-")
@@ -249,6 +269,10 @@ mod tests {
             ]
         );
         assert_eq!(c, Some(PathBuf::from("/x.yaml")));
+        assert!(split_mount_options(&["ro".into()])
+            .unwrap_err()
+            .contains("read-only"));
+        assert!(split_mount_options(&["sync,lazytime,silent".into()]).is_ok());
         assert!(split_mount_options(&["bogus=1".into()])
             .unwrap_err()
             .contains("bogus"));

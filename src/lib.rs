@@ -23,6 +23,8 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod docs;
 pub mod engine;
 pub mod fs;
+pub mod mounts;
 pub mod registry;

@@ -35,7 +35,7 @@ pub fn mount(
     let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
     let target = c(mountpoint.as_os_str().as_bytes())?;
     let source = c(b"iifs")?;
-    let fstype = c(b"fuse.iifs")?;
+    let fstype = c(crate::mounts::FSTYPE.as_bytes())?;
     let data = c(data.as_bytes())?;
     // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
     let rc = unsafe {

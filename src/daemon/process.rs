@@ -90,7 +90,7 @@ pub fn detach() -> std::io::Result<Detached> {
                 } else {
                     msg
                 };
-                eprintln!("iifs: {msg}");
+                report_error(&msg);
                 Ok(Detached::Parent(ExitCode::from(1)))
             }
         }
@@ -98,6 +98,9 @@ pub fn detach() -> std::io::Result<Detached> {
 }
 
 /// Foreground: stderr. Background: `iifs.log` in the state dir (stderr is /dev/null there).
+/// When stderr is the journal (run by systemd), every line carries its syslog priority
+/// (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace) and no timestamp: journald
+/// takes the priority from the prefix and adds its own time.
 pub fn init_logging(settings: &Settings, foreground: bool) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(&settings.log_level);
@@ -113,8 +116,82 @@ pub fn init_logging(settings: &Settings, foreground: bool) {
         {
             b.target(env_logger::Target::Pipe(Box::new(f)));
         }
+    } else if stderr_is_journal() {
+        b.write_style(env_logger::WriteStyle::Never);
+        b.format(|buf, record| {
+            let line = journal_line(record.level(), &record.args().to_string());
+            buf.write_all(line.as_bytes())
+        });
     }
     let _ = b.try_init();
+}
+
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM=DEV:INODE` of the stream it
+/// connects to stdout/stderr; it must be stderr itself (not a stream inherited by a child whose
+/// stderr has since been redirected).
+pub fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let v = v.to_string_lossy();
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.trim().parse::<u64>(), ino.trim().parse::<u64>()) else {
+        return false;
+    };
+    // SAFETY: libc::stat is plain data; all zeroes is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of fd 2 into a properly sized stat buffer.
+    if unsafe { libc::fstat(2, &mut st) } != 0 {
+        return false;
+    }
+    st.st_dev as u64 == dev && st.st_ino as u64 == ino
+}
+
+/// syslog priority of a log level, as sd-daemon(3) prefixes expect it.
+fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// One message as journal stream lines: every line gets the prefix (the journal makes an
+/// entry of each line).
+fn journal_line(level: log::Level, message: &str) -> String {
+    let prio = syslog_priority(level);
+    let mut out = String::new();
+    let mut lines = message.lines().peekable();
+    if lines.peek().is_none() {
+        out.push_str(&format!("<{prio}>\n"));
+    }
+    for l in lines {
+        out.push_str(&format!("<{prio}>{l}\n"));
+    }
+    out
+}
+
+/// A warning said before logging is set up: like `report_error`, at warning priority.
+pub fn report_warning(message: &str) {
+    report(log::Level::Warn, message);
+}
+
+/// An error said before logging is set up (or by the waiting parent): `iifs: MESSAGE` on
+/// stderr, as an error-priority line when stderr is the journal.
+pub fn report_error(message: &str) {
+    report(log::Level::Error, message);
+}
+
+fn report(level: log::Level, message: &str) {
+    let message = format!("iifs: {message}");
+    if stderr_is_journal() {
+        eprint!("{}", journal_line(level, &message));
+    } else {
+        eprintln!("{message}");
+    }
 }
 
 /// The daemon may serve a loop device: let the kernel treat it as an I/O flusher so memory
@@ -155,6 +232,7 @@ pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
             // SAFETY: `set` is a valid signal set, `sig` a valid out pointer.
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
+            notify_stopping();
             super::mount::unmount(&mountpoint);
         });
     if let Err(e) = spawned {
@@ -162,16 +240,44 @@ pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
     }
 }
 
-/// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET.
+/// Tell systemd the daemon is stopping (after a signal, or once the mount is gone).
+pub fn notify_stopping() {
+    sd_notify("STOPPING=1");
+}
+
+/// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET (a path, or `@name` for an
+/// abstract socket).
 fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+    let Ok(sock) = UnixDatagram::unbound() else {
         return;
     };
-    let path = PathBuf::from(path);
-    if let Err(e) = sock.send_to(state.as_bytes(), &path) {
-        log::warn!("sd_notify to {} failed: {e}", path.display());
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| sock.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        log::warn!("sd_notify to {} failed: {e}", path.to_string_lossy());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lines_carry_syslog_priorities() {
+        assert_eq!(journal_line(log::Level::Error, "boom"), "<3>boom\n");
+        assert_eq!(journal_line(log::Level::Warn, "w"), "<4>w\n");
+        assert_eq!(journal_line(log::Level::Info, "a\nb"), "<6>a\n<6>b\n");
+        assert_eq!(journal_line(log::Level::Debug, "d"), "<7>d\n");
+        assert_eq!(journal_line(log::Level::Trace, ""), "<7>\n");
     }
 }

@@ -1,0 +1,287 @@
+//! Generated documentation: the manual pages iifs(8) and iiadm(8) and the bash, zsh and fish
+//! completions of both commands, rendered from their clap definitions.
+//!
+//! The rendered files are committed (`man/`, `contrib/completions/`); `tests/generated_docs.rs`
+//! fails when they differ from what the code renders, and
+//! `IIFS_UPDATE_DOCS=1 cargo test --test generated_docs` rewrites them.
+//! The output is deterministic: no date, nothing from the environment.
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+use clap_mangen::roff::{bold, italic, roman, Inline, Roff};
+use clap_mangen::Man;
+
+/// Every generated file as (path relative to the repository root, contents).
+pub fn generated_files() -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![
+        ("man/iifs.8".to_string(), iifs_man_page()),
+        ("man/iiadm.8".to_string(), iiadm_man_page()),
+    ];
+    files.extend(completions(crate::cli::Args::command(), "iiadm"));
+    files.extend(completions(crate::daemon::Args::command(), "iifs"));
+    files
+}
+
+/// Where the completion for `shell` of command `name` goes, as distributions expect the names:
+/// `NAME.bash`, `_NAME` (zsh), `NAME.fish`.
+fn completion_path(shell: Shell, name: &str) -> String {
+    let file = match shell {
+        Shell::Bash => format!("{name}.bash"),
+        Shell::Zsh => format!("_{name}"),
+        Shell::Fish => format!("{name}.fish"),
+        other => format!("{name}.{other}"),
+    };
+    format!("contrib/completions/{file}")
+}
+
+/// The bash, zsh and fish completions of one command.
+pub fn completions(cmd: clap::Command, name: &str) -> Vec<(String, Vec<u8>)> {
+    [Shell::Bash, Shell::Zsh, Shell::Fish]
+        .into_iter()
+        .map(|shell| {
+            let mut cmd = cmd.clone();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, name, &mut out);
+            (completion_path(shell, name), out)
+        })
+        .collect()
+}
+
+/// iifs(8): the daemon's options from clap, then how to mount, settings, files and so on.
+pub fn iifs_man_page() -> Vec<u8> {
+    let mut extra = Roff::new();
+
+    section(&mut extra, "SETTINGS");
+    text(
+        &mut extra,
+        "Each setting is taken from the first of these that gives it: a command line flag; \
+         an -o option; the file named by --config FILE (or -o config=FILE); \
+         /etc/iifs/iifs.yaml, when it exists; the built-in default. \
+         iifs runs without any configuration file.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "The files are YAML mappings with the keys state_dir, chunk_size, durability, threads, \
+         allow_other and log_level, the same names as the -o options; the daemon settings are \
+         described in iifs(7). A key iifs does not know, in a file or in -o, is an error that \
+         names it (and the file), and iifs exits with status 2.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "Generic mount options that mount(8) and fstab(5) pass along (rw, nosuid, nodev, \
+         defaults, noauto, nofail, _netdev, x-*, ...) are accepted and ignored.",
+    );
+
+    section(&mut extra, "MOUNTING");
+    text(
+        &mut extra,
+        "Without -f, iifs returns only once the mount is live, so a script can use the tree \
+         right after it. The mount shows up as type fuse.iifs, so mount(8) and fstab(5) can \
+         start it through mount.fuse3(8), which runs iifs none MOUNTPOINT -o OPTS (iifs must be \
+         in the PATH of mount(8), e.g. /usr/local/bin or /usr/bin):",
+    );
+    example(
+        &mut extra,
+        &[
+            "mount -t fuse.iifs none /mnt/ii -o state_dir=/var/lib/iifs",
+            "# /etc/fstab:",
+            "none /mnt/ii fuse.iifs defaults 0 0",
+        ],
+    );
+    text(
+        &mut extra,
+        "Unmount with umount MOUNTPOINT or fusermount3 -u MOUNTPOINT; SIGTERM, SIGINT and \
+         SIGHUP also unmount cleanly. The daemon exits once the mount is gone.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "Under systemd run it in the foreground (-f) as a Type=notify service: it sends \
+         READY=1 once the mount is live. An example unit is contrib/iifs.service in the \
+         source tree.",
+    );
+
+    section(&mut extra, "LOGGING");
+    text(
+        &mut extra,
+        "iifs logs at the level of the log_level setting (RUST_LOG, when set, overrides it). \
+         In the foreground it logs to standard error, with a timestamp; when standard error is \
+         the journal (systemd sets JOURNAL_STREAM), each line carries its syslog priority \
+         instead and the journal adds the time. In the background it logs to iifs.log in the \
+         state directory.",
+    );
+
+    section(&mut extra, "ENVIRONMENT");
+    for (name, what) in [
+        (
+            "RUST_LOG",
+            "Log filter (env_logger syntax), applied over log_level.",
+        ),
+        (
+            "NOTIFY_SOCKET",
+            "Set by systemd: where READY=1 is sent once the mount is live.",
+        ),
+        (
+            "JOURNAL_STREAM",
+            "Set by systemd when standard error is the journal: log lines then carry syslog \
+             priority prefixes and no timestamp.",
+        ),
+    ] {
+        extra.control("TP", []);
+        extra.text([bold(name)]);
+        text(&mut extra, what);
+    }
+
+    section(&mut extra, "FILES");
+    for (name, what) in [
+        (
+            "/etc/iifs/iifs.yaml",
+            "System settings, read when it exists.",
+        ),
+        (
+            "STATE_DIR/iifs.yaml",
+            "The set registry: every set, group and overflow volume, rewritten atomically on \
+             every change and read back at start.",
+        ),
+        (
+            "STATE_DIR/iifs.log",
+            "The log of a daemon in the background.",
+        ),
+    ] {
+        extra.control("TP", []);
+        extra.text([italic(name)]);
+        text(&mut extra, what);
+    }
+
+    section(&mut extra, "EXIT STATUS");
+    for (code, what) in [
+        ("0", "The mount was live (in the foreground: it has ended)."),
+        (
+            "1",
+            "The daemon could not start or mount, or its session failed.",
+        ),
+        (
+            "2",
+            "A usage error: a bad argument, option, setting or configuration file.",
+        ),
+    ] {
+        extra.control("TP", []);
+        extra.text([bold(code)]);
+        text(&mut extra, what);
+    }
+
+    section(&mut extra, "EXAMPLES");
+    example(
+        &mut extra,
+        &[
+            "iifs none /mnt/ii",
+            "iifs /mnt/ii -f --state-dir /srv/iifs --log-level debug",
+            "iifs none /mnt/ii -o chunk_size=4K,durability=relaxed",
+            "umount /mnt/ii",
+        ],
+    );
+
+    see_also(
+        &mut extra,
+        &[
+            ("iifs", "7"),
+            ("iiadm", "8"),
+            ("mount.fuse3", "8"),
+            ("fstab", "5"),
+            ("systemd.service", "5"),
+        ],
+    );
+    man_page(crate::daemon::Args::command(), &extra)
+}
+
+/// iiadm(8): the options from clap, its examples, and where to read on.
+pub fn iiadm_man_page() -> Vec<u8> {
+    let cmd = crate::cli::Args::command();
+    let mut extra = Roff::new();
+    if let Some(after) = cmd.get_after_long_help().or_else(|| cmd.get_after_help()) {
+        let after = after.to_string();
+        let (heading, body) = match after.strip_prefix("Examples:\n") {
+            Some(rest) => ("EXAMPLES", rest.to_string()),
+            None => ("NOTES", after.clone()),
+        };
+        section(&mut extra, heading);
+        let lines: Vec<&str> = body.lines().map(str::trim).collect();
+        example(&mut extra, &lines);
+    }
+    see_also(&mut extra, &[("iifs", "7"), ("iifs", "8"), ("ssh", "1")]);
+    man_page(cmd, &extra)
+}
+
+/// clap_mangen's title, name, synopsis, description and options sections, then `extra`.
+/// (Not its VERSION section: the version is in the title line already.)
+fn man_page(cmd: clap::Command, extra: &Roff) -> Vec<u8> {
+    let name = cmd.get_name().to_string();
+    let version = cmd
+        .get_version()
+        .unwrap_or(env!("CARGO_PKG_VERSION"))
+        .to_string();
+    let man = Man::new(cmd).section("8");
+    // Every rendered piece starts with the same roff preamble; keep it once.
+    let preamble = Roff::new().render();
+    let mut out = format!(
+        ".\\\" {name}(8). Generated from the clap definitions by src/docs.rs: do not edit;\n\
+         .\\\" run IIFS_UPDATE_DOCS=1 cargo test --test generated_docs\n\
+         {preamble}\
+         .TH {title} 8 \"\" \"{name} {version}\" \"{name} manual\"\n",
+        title = name.to_uppercase(),
+    );
+    // The title line is written above: clap_mangen drops the quotes of an empty date, which
+    // shifts the other fields, and a date would change on every run.
+    type Part = fn(&Man, &mut dyn std::io::Write) -> std::io::Result<()>;
+    let parts: [Part; 4] = [
+        Man::render_name_section,
+        Man::render_synopsis_section,
+        Man::render_description_section,
+        Man::render_options_section,
+    ];
+    for part in parts {
+        let mut buf = Vec::new();
+        part(&man, &mut buf).expect("render to memory");
+        let s = String::from_utf8(buf).expect("roff is UTF-8");
+        out.push_str(s.strip_prefix(&preamble).unwrap_or(&s));
+    }
+    let e = extra.render();
+    out.push_str(e.strip_prefix(&preamble).unwrap_or(&e));
+    out.into_bytes()
+}
+
+fn section(r: &mut Roff, heading: &str) {
+    r.control("SH", [heading]);
+}
+
+fn text(r: &mut Roff, s: &str) {
+    r.text([roman(s)]);
+}
+
+/// Literal lines, indented and not filled.
+fn example(r: &mut Roff, lines: &[&str]) {
+    r.control("PP", []);
+    r.control("RS", ["4"]);
+    r.control("nf", []);
+    for l in lines {
+        r.text([roman(*l)]);
+    }
+    r.control("fi", []);
+    r.control("RE", []);
+    r.control("PP", []);
+}
+
+fn see_also(r: &mut Roff, pages: &[(&str, &str)]) {
+    section(r, "SEE ALSO");
+    let mut inlines: Vec<Inline> = Vec::new();
+    for (i, (page, sect)) in pages.iter().enumerate() {
+        if i > 0 {
+            inlines.push(roman(", "));
+        }
+        inlines.push(bold(*page));
+        inlines.push(roman(format!("({sect})")));
+    }
+    r.text(inlines);
+}

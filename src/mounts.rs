@@ -1,0 +1,73 @@
+//! Reading /proc/self/mounts: which mountpoints carry an iifs control tree.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+
+/// The file system type iifs mounts with (mount(8) and iiadm look for it).
+pub const FSTYPE: &str = "fuse.iifs";
+
+/// The mountpoints of type `fuse.iifs` in a /proc/self/mounts text.
+pub fn iifs_mounts(mounts: &str) -> Vec<PathBuf> {
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let (_src, target, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == FSTYPE).then(|| PathBuf::from(OsString::from_vec(unescape(target))))
+        })
+        .collect()
+}
+
+/// The iifs mountpoints of this system now (none when /proc cannot be read).
+pub fn current() -> std::io::Result<Vec<PathBuf>> {
+    Ok(iifs_mounts(&std::fs::read_to_string("/proc/self/mounts")?))
+}
+
+/// /proc/self/mounts escapes space, tab, newline and backslash as \ooo (octal).
+fn unescape(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c));
+        if octal {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_iifs_mounts_only_and_unescapes_spaces() {
+        let text = "iifs /mnt/ii fuse.iifs rw,nosuid,nodev 0 0\n\
+                    proc /proc proc rw 0 0\n\
+                    iifs /mnt/with\\040space fuse.iifs rw 0 0\n\
+                    other /x fuse.sshfs rw 0 0\n";
+        assert_eq!(
+            iifs_mounts(text),
+            vec![PathBuf::from("/mnt/ii"), PathBuf::from("/mnt/with space")]
+        );
+        assert!(iifs_mounts("").is_empty());
+    }
+
+    #[test]
+    fn fields_are_unescaped() {
+        assert_eq!(unescape("/mnt/ii"), b"/mnt/ii");
+        assert_eq!(unescape("/mnt/a\\040b\\134c"), b"/mnt/a b\\c");
+        assert_eq!(unescape("/x\\04"), b"/x\\04");
+    }
+}
