@@ -11,7 +11,7 @@ use super::set::Set;
 use super::tracking::Map;
 
 /// Chunks moved between two bitmap updates: big enough for large sequential extents.
-const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_BYTES: u64 = 32 << 20;
 
 pub fn run(set: Arc<Set>) {
     let Some(dir) = set.direction() else {
@@ -53,15 +53,24 @@ pub fn run(set: Arc<Set>) {
             let sets = set.master.sets();
             let _gates = gates(&sets);
             let _stripe = set.master.lock_region(c * set.chunk_size);
+            // Runs of marked chunks go as one extent each; clean chunks are skipped.
             while c < end && (c * set.chunk_size) >> REGION_SHIFT == region {
-                if set.tracking.test(Map::Copy, c) {
-                    if let Err(e) = set.copy_chunk(&sets, c, dir) {
+                let run_start = c;
+                while c < end
+                    && (c * set.chunk_size) >> REGION_SHIFT == region
+                    && set.tracking.test(Map::Copy, c)
+                {
+                    c += 1;
+                }
+                if c > run_start {
+                    if let Err(e) = set.copy_run(&sets, run_start, c - run_start, dir) {
                         failed = Some(e);
                         break;
                     }
-                    copied.push(c);
+                    copied.extend(run_start..c);
+                } else {
+                    c += 1;
                 }
-                c += 1;
             }
         }
         if failed.is_none() {

@@ -514,10 +514,9 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
         let t = self.tables();
+        // Masters and sets refer to each other: break the cycle.
         for m in t.masters.values() {
-            for s in m.sets() {
-                m.detach(&s.name);
-            }
+            m.detach_all();
         }
     }
 }

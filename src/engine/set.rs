@@ -315,6 +315,19 @@ impl Set {
         (preserve, push)
     }
 
+    /// True when a change of master bytes `[offset, offset+len)` needs nothing from this set:
+    /// no copy in either direction is recorded and every chunk is already marked.
+    pub fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool {
+        let f = self.flags();
+        if f & flags::OFFLINE != 0 {
+            return true;
+        }
+        f & (flags::TO_SHADOW | flags::TO_MASTER) == 0
+            && self
+                .chunks_of(offset, len)
+                .all(|c| self.tracking.test(Map::Shadow, c))
+    }
+
     /// The byte span of the chunks this set would push onto the master before bytes
     /// `[offset, offset+len)` change (chunks an update of the master has not reached yet).
     pub fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
@@ -515,21 +528,40 @@ impl Set {
     // ---------------------------------------------------------------- the copier's steps
 
     /// Copy chunk `c` in the current direction (caller holds the stripe lock and the gates).
-    pub(super) fn copy_chunk(&self, sets: &[Arc<Set>], c: u64, dir: Direction) -> Result<()> {
-        let (off, len) = self.chunk_span(c);
-        match dir {
-            Direction::Shadow => {
-                copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len).map_err(|e| {
-                    Error::io(format!("copy of chunk {c} to {}", self.paths.shadow), &e)
-                })
-            }
+    /// Copy chunks `first..first+count` (contiguous, in one stripe region) in the current
+    /// direction, as one extent (caller holds the stripe lock and the gates).
+    pub(super) fn copy_run(
+        &self,
+        sets: &[Arc<Set>],
+        first: u64,
+        count: u64,
+        dir: Direction,
+    ) -> Result<()> {
+        let off = first * self.chunk_size;
+        let (last_off, last_len) = self.chunk_span(first + count - 1);
+        let len = last_off + last_len - off;
+        let (from, to, path): (&dyn Volume, &dyn Volume, &str) = match dir {
+            Direction::Shadow => (
+                self.master.vol.as_ref(),
+                self.shadow.as_ref(),
+                &self.paths.shadow,
+            ),
             Direction::Master => {
+                // The master's bytes change: the other sets preserve what they need first.
                 self.master.prepare_change(sets, off, len, Some(self));
-                copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len).map_err(|e| {
-                    Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e)
-                })
+                (
+                    self.shadow.as_ref(),
+                    self.master.vol.as_ref(),
+                    &self.paths.master,
+                )
             }
-        }
+        };
+        copy_range(from, to, off, len).map_err(|e| {
+            Error::io(
+                format!("copy of chunks {first}..{} to {path}", first + count),
+                &e,
+            )
+        })
     }
 
     /// After a batch of copied chunks is durable: clear their copy bits, unless a writer

@@ -28,6 +28,10 @@ use inode::{Inodes, Node, SetFile, CTL, ROOT, SETS, SET_FILES, STATUS, VERSION, 
 /// A read of a volume's bytes into a buffer at an offset.
 type VolumeRead<'a> = dyn Fn(&mut [u8], u64) -> Result<(), Error> + 'a;
 
+thread_local! {
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 const TTL: Duration = Duration::from_secs(1);
 
 /// What an open file handle refers to, fixed at open.
@@ -352,20 +356,16 @@ impl Filesystem for IifsFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
-        let volume_read = |len: u64, f: &VolumeRead<'_>| {
-            let n = len.saturating_sub(offset).min(size as u64) as usize;
-            let mut buf = vec![0u8; n];
-            f(&mut buf, offset).map(|()| buf)
+        let bitmap_read = |s: &Set, b: &mut [u8], o: u64| {
+            s.tracking
+                .vol
+                .read_at(b, o)
+                .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e))
         };
-        let result = match h.as_ref() {
-            Handle::Master(s) => volume_read(s.size, &|b, o| s.master.read(b, o)),
-            Handle::Shadow(s) => volume_read(s.size, &|b, o| s.read_shadow(b, o)),
-            Handle::Bitmap(s) => volume_read(s.tracking.vol.len(), &|b, o| {
-                s.tracking
-                    .vol
-                    .read_at(b, o)
-                    .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e))
-            }),
+        let (len, read): (u64, &VolumeRead<'_>) = match h.as_ref() {
+            Handle::Master(s) => (s.size, &|b, o| s.master.read(b, o)),
+            Handle::Shadow(s) => (s.size, &|b, o| s.read_shadow(b, o)),
+            Handle::Bitmap(s) => (s.tracking.vol.len(), &|b, o| bitmap_read(s, b, o)),
             Handle::Ctl(_, r) => {
                 let Ok(mut r) = r.lock() else {
                     return reply.error(Errno::EIO);
@@ -377,13 +377,22 @@ impl Filesystem for IifsFs {
             }
             Handle::Text(t) => return reply.data(slice_at(t, offset, size)),
         };
-        match result {
-            Ok(buf) => reply.data(&buf),
-            Err(e) => {
-                log::warn!("read failed: {}", e.message);
-                reply.error(errno(&e))
+        let n = len.saturating_sub(offset).min(size as u64) as usize;
+        // One buffer per FUSE thread: a fresh 1 MiB allocation per read costs page faults.
+        // Volume reads fill every byte they are given (zeros past the end), so nothing stale
+        // from an earlier read can leak.
+        READ_BUFFER.with_borrow_mut(|buf| {
+            if buf.len() < n {
+                buf.resize(n, 0);
             }
-        }
+            match read(&mut buf[..n], offset) {
+                Ok(()) => reply.data(&buf[..n]),
+                Err(e) => {
+                    log::warn!("read failed: {}", e.message);
+                    reply.error(errno(&e))
+                }
+            }
+        })
     }
 
     fn write(
