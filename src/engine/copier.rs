@@ -45,6 +45,7 @@ pub fn run(set: Arc<Set>) {
             batch_chunks
         };
         let end = (first + batch).min(set.chunks);
+
         let mut copied = Vec::new();
         let mut c = first;
         let mut failed = None;

@@ -11,7 +11,7 @@ use super::error::{busy, invalid, not_permitted, Error, Result};
 use super::header::{flags, Durability, Header, SetKind};
 use super::master::{check_range, gates, regions, Master};
 use super::tracking::{Map, Tracking};
-use super::volume::{copy_range, Volume};
+use super::volume::{copy_range, Access, Volume};
 
 /// Which way a copy or update moves data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +349,14 @@ impl Set {
     pub fn apply(&self, work: Work) -> Result<()> {
         for &c in &work.to_shadow {
             let (off, len) = self.chunk_span(c);
-            copy_range(self.master.vol.as_ref(), self.shadow.as_ref(), off, len).map_err(|e| {
+            copy_range(
+                self.master.vol.as_ref(),
+                self.shadow.as_ref(),
+                off,
+                len,
+                Access::Random,
+            )
+            .map_err(|e| {
                 Error::io(
                     format!("copy-on-write of chunk {c} to {}", self.paths.shadow),
                     &e,
@@ -358,9 +365,14 @@ impl Set {
         }
         for &c in &work.to_master {
             let (off, len) = self.chunk_span(c);
-            copy_range(self.shadow.as_ref(), self.master.vol.as_ref(), off, len).map_err(|e| {
-                Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e)
-            })?;
+            copy_range(
+                self.shadow.as_ref(),
+                self.master.vol.as_ref(),
+                off,
+                len,
+                Access::Random,
+            )
+            .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))?;
         }
         if self.strict() {
             if !work.to_shadow.is_empty() {
@@ -556,7 +568,7 @@ impl Set {
                 )
             }
         };
-        copy_range(from, to, off, len).map_err(|e| {
+        copy_range(from, to, off, len, Access::Sequential).map_err(|e| {
             Error::io(
                 format!("copy of chunks {first}..{} to {path}", first + count),
                 &e,

@@ -30,6 +30,11 @@ pub trait Volume: Send + Sync {
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
+    /// A descriptor for long sequential reads (the background copier), with the kernel's
+    /// readahead on; the default is the ordinary one.
+    fn sequential_fd(&self) -> Option<RawFd> {
+        self.raw_fd()
+    }
     fn id(&self) -> VolumeId;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -48,9 +53,26 @@ pub fn write_zeros<V: Volume + ?Sized>(vol: &V, offset: u64, len: u64) -> io::Re
     Ok(())
 }
 
+/// How a copy reads its source: one chunk here and there, or a long sequential sweep.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    Random,
+    Sequential,
+}
+
 /// Copy `len` bytes at `offset` from `src` to the same offset of `dst`, in kernel where possible.
-pub fn copy_range(src: &dyn Volume, dst: &dyn Volume, offset: u64, len: u64) -> io::Result<()> {
-    if let (Some(sfd), Some(dfd)) = (src.raw_fd(), dst.raw_fd()) {
+pub fn copy_range(
+    src: &dyn Volume,
+    dst: &dyn Volume,
+    offset: u64,
+    len: u64,
+    access: Access,
+) -> io::Result<()> {
+    let sfd = match access {
+        Access::Random => src.raw_fd(),
+        Access::Sequential => src.sequential_fd(),
+    };
+    if let (Some(sfd), Some(dfd)) = (sfd, dst.raw_fd()) {
         if copy_file_range_all(sfd, dfd, offset, len)? {
             return Ok(());
         }
@@ -119,6 +141,9 @@ fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
 /// A volume backed by a regular file or a block device.
 pub struct FileVolume {
     file: File,
+    /// The same file opened again with normal readahead, for the copier's sweeps: readahead
+    /// advice belongs to an open file, and `file` has random-access advice.
+    sequential: File,
     len: u64,
     id: VolumeId,
 }
@@ -127,6 +152,7 @@ impl FileVolume {
     /// Open read-write. The client's O_DIRECT is never passed on: backing I/O uses the page cache.
     pub fn open(path: &Path) -> io::Result<FileVolume> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        let sequential = OpenOptions::new().read(true).open(path)?;
         let meta = file.metadata()?;
         if !(meta.file_type().is_file()
             || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()))
@@ -148,7 +174,12 @@ impl FileVolume {
         unsafe {
             libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
         }
-        Ok(FileVolume { file, len, id })
+        Ok(FileVolume {
+            file,
+            sequential,
+            len,
+            id,
+        })
     }
 
     /// Grow a regular file to at least `len` bytes (used for bitmap volumes).
@@ -217,6 +248,10 @@ impl Volume for FileVolume {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
+    }
+
+    fn sequential_fd(&self) -> Option<RawFd> {
+        Some(self.sequential.as_raw_fd())
     }
 
     fn id(&self) -> VolumeId {

@@ -1,0 +1,775 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of iifs against the raw backing file and qemu-storage-daemon (issue 5).
+#
+#   bash benches/fio.sh                      # SIZE=512M RUNTIME=10: about 12 minutes
+#   RUNTIME=2 SIZE=128M bash benches/fio.sh  # smoke run, about 3 minutes
+#
+# Environment:
+#   SIZE=512M        file size of every target (K/M/G suffixes are binary; a multiple of 1 MiB)
+#   RUNTIME=10       seconds per fio job (time-based jobs; one-pass jobs stop at the end of the
+#                    file or after RUNTIME, whichever comes first)
+#   WORKDIR=DIR      where the files go (default: a fresh mktemp directory under /var/tmp);
+#                    must be absent or empty, on a real disk (not tmpfs); removed at exit
+#   KEEP=1           keep WORKDIR (fio JSON, logs, report.md) instead of removing it
+#   NO_BUILD=1       do not run `cargo build --release` (use the existing target/release/iifs)
+#   DROP_CACHES=0    do not `sync; echo 3 > /proc/sys/vm/drop_caches` before each job
+#
+# Needs root, /dev/fuse, python3, fio and qemu-utils (installed with apt-get when missing).
+# The report (Markdown, ready to paste into README.md) goes to stdout; progress to stderr.
+# Everything is measured in one run on one machine: compare ratios, not absolute figures.
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SIZE_ARG=${SIZE:-512M}
+RUNTIME=${RUNTIME:-10}
+KEEP=${KEEP:-0}
+NO_BUILD=${NO_BUILD:-0}
+DROP_CACHES=${DROP_CACHES:-1}
+START=$EPOCHREALTIME
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+log() { printf '[%6.1fs] %s\n' "$(awk -v a="$START" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" >&2; }
+die() {
+    printf 'fio.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+now() { printf '%s' "$EPOCHREALTIME"; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b-a}'; }
+
+# CPU seconds (utime + stime, all threads) of a process; 0 without a process.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local pid=$1 stat
+    [ -n "$pid" ] || {
+        echo 0
+        return
+    }
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || die "process $pid is gone (did the daemon crash?)"
+    # Fields after the command name, which may contain spaces: utime and stime are 14 and 15.
+    stat=${stat##*") "}
+    awk '{print $12 + $13}' <<<"$stat"
+}
+cpu_seconds() { awk -v a="$1" -v b="$2" -v t="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/t}'; }
+
+drop_caches() {
+    sync
+    if [ "$DROP_CACHES" = 1 ]; then
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# checks and tools
+
+[ "$(id -u)" = 0 ] || die "run as root (FUSE mounts, drop_caches)"
+[ -c /dev/fuse ] || die "/dev/fuse is missing (modprobe fuse?)"
+command -v python3 >/dev/null || die "python3 is needed to parse fio's JSON"
+[[ $RUNTIME =~ ^[0-9]+$ ]] && [ "$RUNTIME" -ge 1 ] || die "RUNTIME must be a whole number of seconds >= 1, not '$RUNTIME'"
+
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v qemu-storage-daemon >/dev/null || need+=(qemu-utils)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v fusermount3 >/dev/null || need+=(fuse3)
+if [ ${#need[@]} -gt 0 ]; then
+    mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+    log "installing missing packages with apt-get: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed"
+    apt-get install -y -qq "${need[@]}" >&2 || die "apt-get install ${need[*]} failed"
+fi
+ldd "$(command -v qemu-storage-daemon)" | grep -q libfuse3 ||
+    die "this qemu-storage-daemon is built without FUSE export support"
+
+SIZE_BYTES=$(numfmt --from=iec "$SIZE_ARG" 2>/dev/null) || die "SIZE='$SIZE_ARG' is not a size (e.g. 512M, 1G)"
+[ $((SIZE_BYTES % 1048576)) = 0 ] && [ "$SIZE_BYTES" -ge $((16 << 20)) ] ||
+    die "SIZE must be a multiple of 1 MiB and at least 16M, not '$SIZE_ARG'"
+
+if [ "$NO_BUILD" != 1 ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release >&2) || die "cargo build --release failed"
+fi
+IIFS=$ROOT/target/release/iifs
+[ -x "$IIFS" ] || die "$IIFS is missing (run cargo build --release, or unset NO_BUILD)"
+IIFS=$(readlink -f "$IIFS")
+
+# ---------------------------------------------------------------------------------------------
+# work directory and cleanup
+
+WD_CREATED=0
+if [ -z "${WORKDIR:-}" ]; then
+    WORKDIR=$(mktemp -d /var/tmp/iifs-fio.XXXXXX) || die "mktemp under /var/tmp failed"
+    WD_CREATED=1
+elif [ ! -e "$WORKDIR" ]; then
+    mkdir -p "$WORKDIR" || die "cannot create WORKDIR=$WORKDIR"
+    WD_CREATED=1
+else
+    [ -d "$WORKDIR" ] || die "WORKDIR=$WORKDIR is not a directory"
+    [ -z "$(ls -A "$WORKDIR")" ] || die "WORKDIR=$WORKDIR is not empty (it is removed at exit: give an absent or empty directory)"
+fi
+WORKDIR=$(cd "$WORKDIR" && pwd -P)
+[[ $WORKDIR =~ ^/[A-Za-z0-9._/+-]+$ ]] || die "WORKDIR=$WORKDIR: use a path without spaces or special characters"
+[ "$WORKDIR" != / ] || die "WORKDIR=/ ?"
+
+MNT=$WORKDIR/mnt
+IIFS_PID=
+QSD_PIDFILE=
+QSD_EXPORT=
+
+stop_qsd() {
+    local pid
+    if [ -n "$QSD_PIDFILE" ] && [ -s "$QSD_PIDFILE" ]; then
+        pid=$(cat "$QSD_PIDFILE")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            [ -d "/proc/$pid" ] || break
+            sleep 0.1
+        done
+        [ -d "/proc/$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    fi
+    if [ -n "$QSD_EXPORT" ] && grep -q " $QSD_EXPORT " /proc/mounts; then
+        umount "$QSD_EXPORT" 2>/dev/null || umount -l "$QSD_EXPORT" 2>/dev/null || true
+    fi
+    QSD_PIDFILE=
+    QSD_EXPORT=
+}
+
+stop_iifs() {
+    if grep -q " $MNT fuse.iifs " /proc/mounts; then
+        umount "$MNT" 2>/dev/null || {
+            sleep 1
+            umount "$MNT" 2>/dev/null
+        } || umount -l "$MNT" 2>/dev/null || true
+    fi
+    if [ -n "$IIFS_PID" ]; then
+        for _ in $(seq 200); do
+            [ -d "/proc/$IIFS_PID" ] || break
+            sleep 0.1
+        done
+        if [ -d "/proc/$IIFS_PID" ]; then
+            echo "fio.sh: iifs ($IIFS_PID) did not exit after umount; killing it" >&2
+            kill "$IIFS_PID" 2>/dev/null || true
+        fi
+    fi
+    IIFS_PID=
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_qsd
+    stop_iifs
+    if [ "$KEEP" = 1 ]; then
+        echo "fio.sh: kept $WORKDIR" >&2
+    elif [ -n "${WORKDIR:-}" ] && [ -d "$WORKDIR" ]; then
+        if grep -q " $WORKDIR/" /proc/mounts; then
+            echo "fio.sh: something is still mounted under $WORKDIR; not removing it" >&2
+        elif [ "$WD_CREATED" = 1 ]; then
+            rm -rf "$WORKDIR"
+        else
+            find "$WORKDIR" -mindepth 1 -delete
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+FSTYPE=$(findmnt -no FSTYPE -T "$WORKDIR")
+case $FSTYPE in
+tmpfs | ramfs | fuse* | squashfs) die "WORKDIR=$WORKDIR is on $FSTYPE; put it on a real disk (WORKDIR=/var/tmp/...)" ;;
+esac
+AVAIL=$(df -B1 --output=avail "$WORKDIR" | tail -1 | tr -d ' ')
+NEED=$((SIZE_BYTES * 9))
+[ "$AVAIL" -ge "$NEED" ] || die "WORKDIR=$WORKDIR has $((AVAIL >> 20)) MiB free; the run needs about $((NEED >> 20)) MiB (9 x SIZE)"
+
+mkdir -p "$WORKDIR"/{json,log,mnt,state,iolog}
+RESULTS=$WORKDIR/results.tsv # target workload value bytes cpu_s seconds note
+OPS=$WORKDIR/ops.tsv         # name seconds bytes cpu_s note
+: >"$RESULTS"
+: >"$OPS"
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+
+WORKLOADS=(seqwrite seqread randwrite randread randwrite16 randread16 randrw fsyncwrite)
+WRITE_WORKLOADS=(seqwrite randwrite randwrite16 randrw fsyncwrite)
+
+wl_args() {
+    case $1 in
+    seqwrite) echo "--rw=write --bs=1M --ioengine=psync" ;;
+    seqread) echo "--rw=read --bs=1M --ioengine=psync" ;;
+    randwrite) echo "--rw=randwrite --bs=4k --direct=1 --ioengine=psync" ;;
+    randread) echo "--rw=randread --bs=4k --direct=1 --ioengine=psync" ;;
+    randwrite16) echo "--rw=randwrite --bs=4k --direct=1 --ioengine=libaio --iodepth=16" ;;
+    randread16) echo "--rw=randread --bs=4k --direct=1 --ioengine=libaio --iodepth=16" ;;
+    randrw) echo "--rw=randrw --rwmixread=70 --bs=4k --direct=1 --ioengine=psync" ;;
+    fsyncwrite) echo "--rw=randwrite --bs=4k --fsync=1 --ioengine=psync" ;;
+    *) die "unknown workload $1" ;;
+    esac
+}
+
+# An fio v2 iolog: LEN-byte writes at the start of chunks, for replay with --read_iolog.
+#   mkiolog OUT CHUNK LEN STRIDE ORDER(seq|random) SYNC(0|1)
+mkiolog() {
+    python3 - "$@" "$SIZE_BYTES" <<'EOF'
+import random, sys
+out, chunk, length, stride, order, sync, size = sys.argv[1:8]
+chunk, length, stride, size = int(chunk), int(length), int(stride), int(size)
+idx = list(range(0, size // chunk, stride))
+if order == "random":
+    random.Random(5).shuffle(idx)
+with open(out, "w") as f:
+    f.write("fio version 2 iolog\nfile add\nfile open\n")
+    for i in idx:
+        f.write(f"file write {i * chunk} {length}\n")
+        if sync == "1":
+            f.write("file sync 0 0\n")
+    f.write("file close\n")
+print(len(idx))
+EOF
+}
+
+# Summarise one fio JSON: value (MB/s for 1 MiB jobs, IOPS otherwise) and bytes moved.
+fio_summary() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+path, wl = sys.argv[1:3]
+with open(path) as f:
+    text = f.read()
+# fio may print warnings before the JSON document.
+doc = json.loads(text[text.index("{"):])
+job = doc["jobs"][0]
+if job.get("error", 0):
+    sys.exit(f"fio reported error {job['error']}")
+r, w = job["read"], job["write"]
+if wl.startswith("seq"):
+    value = (r["bw_bytes"] + w["bw_bytes"]) / 1e6
+else:
+    value = r["iops"] + w["iops"]
+nbytes = r["io_bytes"] + w["io_bytes"]
+print(f"{value:.1f} {nbytes} {job['job_runtime'] / 1000:.2f}")
+EOF
+}
+
+# run_fio TARGET WORKLOAD FILE PID MODE [NOTE]
+#   MODE timed: time-based for RUNTIME over the whole file
+#        pass:  one pass over the file, stopped after RUNTIME
+#        iolog=FILE: replay FILE (4 KiB first writes), stopped after RUNTIME
+run_fio() {
+    local target=$1 wl=$2 file=$3 pid=$4 mode=$5 note=${6:-}
+    local json=$WORKDIR/json/$target.$wl.json err=$WORKDIR/log/$target.$wl.fio.err
+    local -a args common
+    read -ra args <<<"$(wl_args "$wl")"
+    common=(--name="$target-$wl" --filename="$file" --size="$SIZE_BYTES" --runtime="$RUNTIME"
+        --fallocate=none --output-format=json --output="$json")
+    case $mode in
+    timed) common+=(--time_based) ;;
+    pass) ;;
+    iolog=*)
+        common+=(--read_iolog="${mode#iolog=}" --replay_redirect="$file")
+        # rw and bs come from the log; keep the engine, depth, O_DIRECT.
+        local -a keep=()
+        for a in "${args[@]}"; do
+            case $a in --rw=* | --bs=* | --fsync=*) ;; *) keep+=("$a") ;; esac
+        done
+        args=("${keep[@]}")
+        ;;
+    *) die "run_fio: mode $mode" ;;
+    esac
+    drop_caches
+    log "$target $wl ($mode)"
+    local c0 c1 t0 t1 sum
+    c0=$(cpu_ticks "$pid")
+    t0=$(now)
+    if ! fio "${common[@]}" "${args[@]}" >"$err" 2>&1; then
+        cat "$err" >&2
+        die "fio failed: target $target, workload $wl, file $file (see above)"
+    fi
+    t1=$(now)
+    c1=$(cpu_ticks "$pid")
+    sum=$(fio_summary "$json" "$wl") || die "cannot read fio's result $json"
+    local value nbytes secs
+    read -r value nbytes secs <<<"$sum"
+    local cpu=-
+    [ -n "$pid" ] && cpu=$(cpu_seconds "$c0" "$c1")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$wl" "$value" "$nbytes" "$cpu" "$secs" "$note" >>"$RESULTS"
+    log "  -> $value $([[ $wl == seq* ]] && echo MB/s || echo IOPS), daemon CPU ${cpu}s, wall $(elapsed "$t0" "$t1")s"
+}
+
+# Untimed preparation writes (not recorded).
+prep_fio() {
+    local what=$1 file=$2
+    shift 2
+    log "prepare: $what"
+    fio --name=prep --filename="$file" --size="$SIZE_BYTES" --fallocate=none --ioengine=psync \
+        --output-format=json --output="$WORKDIR/log/prep.json" "$@" >"$WORKDIR/log/prep.err" 2>&1 || {
+        cat "$WORKDIR/log/prep.err" >&2
+        die "fio failed preparing: $what"
+    }
+}
+
+record_op() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$OPS"; }
+
+# ---------------------------------------------------------------------------------------------
+# qemu-storage-daemon
+
+# start_qsd NAME EXPORT_NODE BLOCKDEV...: export the node on $WORKDIR/NAME.export (a regular file)
+start_qsd() {
+    local name=$1 node=$2
+    shift 2
+    local -a bd=()
+    for b in "$@"; do bd+=(--blockdev "$b"); done
+    QSD_EXPORT=$WORKDIR/$name.export
+    QSD_PIDFILE=$WORKDIR/$name.qsd.pid
+    : >"$QSD_EXPORT"
+    rm -f "$QSD_PIDFILE"
+    log "qemu-storage-daemon: export $node on $QSD_EXPORT"
+    qemu-storage-daemon --daemonize --pidfile "$QSD_PIDFILE" "${bd[@]}" \
+        --export "type=fuse,id=e0,node-name=$node,mountpoint=$QSD_EXPORT,writable=on" \
+        >"$WORKDIR/log/$name.qsd.log" 2>&1 || {
+        cat "$WORKDIR/log/$name.qsd.log" >&2
+        die "qemu-storage-daemon failed to start (export $name)"
+    }
+    for _ in $(seq 100); do
+        grep -q " $QSD_EXPORT fuse" /proc/mounts && [ -s "$QSD_PIDFILE" ] && break
+        sleep 0.1
+    done
+    grep -q " $QSD_EXPORT fuse" /proc/mounts || die "qemu-storage-daemon's FUSE export $QSD_EXPORT is not mounted after 10 s"
+    [ -s "$QSD_PIDFILE" ] || die "qemu-storage-daemon wrote no pid file"
+    QSD_PID=$(cat "$QSD_PIDFILE")
+    local sz
+    sz=$(stat -c %s "$QSD_EXPORT")
+    [ "$sz" = "$SIZE_BYTES" ] || die "the export $QSD_EXPORT has size $sz, expected $SIZE_BYTES"
+}
+
+# ---------------------------------------------------------------------------------------------
+# iifs
+
+# ctl FILE WORDS...: one command; on refusal, print the daemon's reply
+ctl() {
+    local f=$1 fd reply
+    shift
+    exec {fd}<>"$f" || die "cannot open $f"
+    if ! printf '%s\n' "$*" >&"$fd" 2>/dev/null; then
+        reply=$(cat <&"$fd" 2>/dev/null || true)
+        exec {fd}>&-
+        die "iifs refused '$*' on $f: ${reply:-no reply}"
+    fi
+    exec {fd}>&-
+}
+
+status_val() { awk -v k="$2:" '$1 == k {print $2}' "$MNT/sets/$1/status"; }
+
+start_iifs() {
+    log "iifs: mount $MNT"
+    "$IIFS" none "$MNT" -o "state_dir=$WORKDIR/state" >"$WORKDIR/log/iifs.start" 2>&1 || {
+        cat "$WORKDIR/log/iifs.start" "$WORKDIR/state/iifs.log" >&2 2>/dev/null || true
+        die "iifs failed to mount $MNT"
+    }
+    grep -q " $MNT fuse.iifs " /proc/mounts || die "iifs returned but $MNT is not mounted"
+    local p found=()
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/exe" 2>/dev/null)" = "$IIFS" ] || continue
+        tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF "$MNT" && found+=("${p#/proc/}")
+    done
+    [ ${#found[@]} = 1 ] || die "cannot tell the iifs daemon's pid (found: ${found[*]:-none})"
+    IIFS_PID=${found[0]}
+    log "iifs: pid $IIFS_PID"
+}
+
+# new_set KIND MASTER NAME: enable a set on MASTER with a fresh sparse shadow and empty bitmap
+new_set() {
+    local kind=$1 master=$2 name=$3
+    truncate -s "$SIZE_BYTES" "$WORKDIR/$name.shadow"
+    : >"$WORKDIR/$name.bitmap"
+    ctl "$MNT/ctl" enable "$kind" "$master" "$WORKDIR/$name.shadow" "$WORKDIR/$name.bitmap" "$name"
+}
+
+drop_set() {
+    ctl "$MNT/sets/$1/ctl" disable
+    rm -f "$WORKDIR/$1.shadow" "$WORKDIR/$1.bitmap"
+}
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+log "work dir $WORKDIR ($FSTYPE), SIZE=$SIZE_BYTES bytes, RUNTIME=${RUNTIME}s"
+log "template: $((SIZE_BYTES >> 20)) MiB of random data"
+head -c "$SIZE_BYTES" /dev/urandom >"$WORKDIR/template.img" || die "cannot write $WORKDIR/template.img"
+copy_template() { cp --reflink=never "$WORKDIR/template.img" "$1" || die "cannot copy the template to $1"; }
+
+# --- raw: the backing file itself
+copy_template "$WORKDIR/raw.img"
+for wl in "${WORKLOADS[@]}"; do run_fio raw "$wl" "$WORKDIR/raw.img" "" timed; done
+rm -f "$WORKDIR/raw.img"
+
+# --- qsd-raw: qemu-storage-daemon's FUSE export of a raw file
+copy_template "$WORKDIR/qsdraw.img"
+start_qsd qsdraw f0 "driver=file,node-name=f0,filename=$WORKDIR/qsdraw.img"
+for wl in "${WORKLOADS[@]}"; do run_fio qsd-raw "$wl" "$QSD_EXPORT" "$QSD_PID" timed; done
+stop_qsd
+rm -f "$WORKDIR/qsdraw.img"
+
+# Chunk size of iifs sets (the daemon's default); qcow2 clusters are made the same size.
+CHUNK=65536
+CHUNKS=$((SIZE_BYTES / CHUNK))
+FIRST_LOG=$WORKDIR/iolog/first.iolog
+FIRST_SYNC_LOG=$WORKDIR/iolog/first-sync.iolog
+mkiolog "$FIRST_LOG" "$CHUNK" 4096 1 random 0 >/dev/null
+mkiolog "$FIRST_SYNC_LOG" "$CHUNK" 4096 1 random 1 >/dev/null
+
+# first-write variants: 1 MiB sequential one pass; 4 KiB writes, one at the start of every
+# chunk in random order (so every write is the first to its chunk), at QD1, QD16, and + fsync
+first_write() { # TARGET FILE PID WORKLOAD
+    case $4 in
+    seqwrite) run_fio "$1" seqwrite "$2" "$3" pass ;;
+    randwrite | randwrite16) run_fio "$1" "$4" "$2" "$3" "iolog=$FIRST_LOG" ;;
+    fsyncwrite) run_fio "$1" fsyncwrite "$2" "$3" "iolog=$FIRST_SYNC_LOG" ;;
+    esac
+}
+FIRST_WORKLOADS=(seqwrite randwrite randwrite16 fsyncwrite)
+
+# --- qsd-qcow2-first: a fresh qcow2 overlay (cluster = chunk size) per workload
+copy_template "$WORKDIR/base.img"
+for wl in "${FIRST_WORKLOADS[@]}"; do
+    rm -f "$WORKDIR/ovl.qcow2"
+    qemu-img create -q -f qcow2 -o "cluster_size=$CHUNK" -b "$WORKDIR/base.img" -F raw "$WORKDIR/ovl.qcow2" ||
+        die "qemu-img create of the qcow2 overlay failed"
+    start_qsd qcow2 q0 "driver=file,node-name=f0,filename=$WORKDIR/ovl.qcow2" "driver=qcow2,node-name=q0,file=f0"
+    first_write qsd-qcow2-first "$QSD_EXPORT" "$QSD_PID" "$wl"
+    stop_qsd
+done
+
+# --- qsd-qcow2: an overlay whose clusters were all allocated by one sequential pass
+rm -f "$WORKDIR/ovl.qcow2"
+qemu-img create -q -f qcow2 -o "cluster_size=$CHUNK" -b "$WORKDIR/base.img" -F raw "$WORKDIR/ovl.qcow2" ||
+    die "qemu-img create of the qcow2 overlay failed"
+start_qsd qcow2 q0 "driver=file,node-name=f0,filename=$WORKDIR/ovl.qcow2" "driver=qcow2,node-name=q0,file=f0"
+prep_fio "allocate every qcow2 cluster (one 1 MiB sequential pass)" "$QSD_EXPORT" --rw=write --bs=1M
+for wl in "${WORKLOADS[@]}"; do run_fio qsd-qcow2 "$wl" "$QSD_EXPORT" "$QSD_PID" timed; done
+stop_qsd
+rm -f "$WORKDIR/ovl.qcow2" "$WORKDIR/base.img"
+
+# --- iifs
+start_iifs
+RSS0=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$IIFS_PID/status")
+
+# enable of a 1 TiB sparse dependent set, and the daemon's RSS with it
+truncate -s 1T "$WORKDIR/big.master" "$WORKDIR/big.shadow"
+: >"$WORKDIR/big.bitmap"
+sync
+t0=$(now)
+ctl "$MNT/ctl" enable dep "$WORKDIR/big.master" "$WORKDIR/big.shadow" "$WORKDIR/big.bitmap" big
+t1=$(now)
+RSS1=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$IIFS_PID/status")
+record_op enable-1T "$(elapsed "$t0" "$t1")" 0 - "rss_before_kib=$RSS0 rss_after_kib=$RSS1"
+log "enable of a 1 TiB dependent set: $(elapsed "$t0" "$t1")s, RSS $RSS0 -> $RSS1 KiB"
+ctl "$MNT/sets/big/ctl" disable
+rm -f "$WORKDIR/big.master" "$WORKDIR/big.shadow" "$WORKDIR/big.bitmap"
+
+# independent full copy vs cp: both from a cold cache, both ending with an fsync of the copy
+copy_template "$WORKDIR/ind.master"
+drop_caches
+log "cp --reflink=never of $((SIZE_BYTES >> 20)) MiB + sync"
+t0=$(now)
+cp --reflink=never "$WORKDIR/ind.master" "$WORKDIR/cp.copy" || die "cp failed"
+sync "$WORKDIR/cp.copy"
+t1=$(now)
+record_op cp "$(elapsed "$t0" "$t1")" "$SIZE_BYTES" - ""
+rm -f "$WORKDIR/cp.copy"
+drop_caches
+log "iifs independent set: enable + wait + sync of the shadow"
+c0=$(cpu_ticks "$IIFS_PID")
+t0=$(now)
+new_set ind "$WORKDIR/ind.master" noset
+ctl "$MNT/sets/noset/ctl" wait
+sync "$WORKDIR/noset.shadow"
+t1=$(now)
+c1=$(cpu_ticks "$IIFS_PID")
+[ "$(status_val noset state)" = idle ] || die "the independent copy did not end idle: $(cat "$MNT/sets/noset/status")"
+[ "$(status_val noset chunk_size)" = "$CHUNK" ] || die "iifs's default chunk size is not $CHUNK; adjust CHUNK in $0"
+cmp -s "$WORKDIR/ind.master" "$WORKDIR/noset.shadow" || die "the independent copy differs from its master"
+record_op iifs-ind-copy "$(elapsed "$t0" "$t1")" "$SIZE_BYTES" "$(cpu_seconds "$c0" "$c1")" ""
+log "  -> $(elapsed "$t0" "$t1")s"
+
+# update shadow after 1 %, 10 %, 100 % of the chunks changed (every 100th, every 10th, all)
+for pct in 1 10 100; do
+    stride=$((100 / pct))
+    n=$(mkiolog "$WORKDIR/iolog/upd$pct.iolog" "$CHUNK" "$CHUNK" "$stride" seq 0)
+    prep_fio "write $n of $CHUNKS chunks ($pct %) through the master" "$MNT/sets/noset/master" \
+        --read_iolog="$WORKDIR/iolog/upd$pct.iolog" --replay_redirect="$MNT/sets/noset/master"
+    differ=$(status_val noset chunks_differ)
+    [ "$differ" = "$n" ] || die "after writing $n chunks, chunks_differ is $differ"
+    drop_caches
+    log "iifs update shadow of $n chunks + wait + sync"
+    c0=$(cpu_ticks "$IIFS_PID")
+    t0=$(now)
+    ctl "$MNT/sets/noset/ctl" update shadow
+    ctl "$MNT/sets/noset/ctl" wait
+    sync "$WORKDIR/noset.shadow"
+    t1=$(now)
+    c1=$(cpu_ticks "$IIFS_PID")
+    [ "$(status_val noset chunks_differ)" = 0 ] || die "update shadow left $(status_val noset chunks_differ) chunks differing"
+    record_op "iifs-update-$pct" "$(elapsed "$t0" "$t1")" $((n * CHUNK)) "$(cpu_seconds "$c0" "$c1")" "chunks=$n"
+    log "  -> $(elapsed "$t0" "$t1")s"
+done
+
+# iifs-noset: the master of the independent set, its copy done and every chunk equal
+for wl in "${WORKLOADS[@]}"; do run_fio iifs-noset "$wl" "$MNT/sets/noset/master" "$IIFS_PID" timed; done
+drop_set noset
+rm -f "$WORKDIR/ind.master"
+
+# iifs-dep-first: a fresh dependent set per workload; every write is the first to its chunk
+copy_template "$WORKDIR/dep.master"
+i=0
+for wl in "${FIRST_WORKLOADS[@]}"; do
+    i=$((i + 1))
+    new_set dep "$WORKDIR/dep.master" "first$i"
+    first_write iifs-dep-first "$MNT/sets/first$i/master" "$IIFS_PID" "$wl"
+    # record how many chunks the job preserved
+    copied=$(status_val "first$i" chunks_differ)
+    sed -i "\$s/\t\$/\tchunks_copied=$copied/" "$RESULTS"
+    drop_set "first$i"
+done
+
+# iifs-dep-over: a dependent set after one sequential pass preserved every chunk
+new_set dep "$WORKDIR/dep.master" over
+prep_fio "preserve every chunk of the dependent set (one 1 MiB sequential pass)" "$MNT/sets/over/master" --rw=write --bs=1M
+[ "$(status_val over chunks_differ)" = "$CHUNKS" ] || die "after a full pass, chunks_differ is $(status_val over chunks_differ), not $CHUNKS"
+for wl in "${WORKLOADS[@]}"; do run_fio iifs-dep-over "$wl" "$MNT/sets/over/master" "$IIFS_PID" timed; done
+drop_set over
+
+# iifs-shadow: reads of a dependent shadow, every other chunk preserved in the shadow file
+# and the rest served from the master
+new_set dep "$WORKDIR/dep.master" mix
+n=$(mkiolog "$WORKDIR/iolog/half.iolog" "$CHUNK" "$CHUNK" 2 seq 0)
+prep_fio "preserve every other chunk ($n of $CHUNKS) of a dependent set" "$MNT/sets/mix/master" \
+    --read_iolog="$WORKDIR/iolog/half.iolog" --replay_redirect="$MNT/sets/mix/master"
+[ "$(status_val mix chunks_differ)" = "$n" ] || die "chunks_differ is $(status_val mix chunks_differ), not $n"
+for wl in seqread randread randread16; do
+    run_fio iifs-shadow "$wl" "$MNT/sets/mix/shadow" "$IIFS_PID" timed "50% preserved"
+done
+drop_set mix
+rm -f "$WORKDIR/dep.master"
+stop_iifs
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+log "done; the report follows on stdout"
+DISK_DF=$(df -h --output=source,fstype,size,avail,target "$WORKDIR" | tail -1 | tr -s ' ')
+DISK_SRC=$(findmnt -no SOURCE -T "$WORKDIR")
+DISK_INFO=$(lsblk -dno NAME,ROTA,MODEL,SIZE "$DISK_SRC" 2>/dev/null | tr -s ' ' || true)
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(free -h | awk '/^Mem:/ {print $2}')
+GIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null) || GIT="$GIT (src/ modified)"
+TOTAL=$(elapsed "$START" "$(now)")
+
+export RESULTS OPS SIZE_BYTES RUNTIME CHUNK CHUNKS DROP_CACHES TOTAL GIT CPU_MODEL MEM DISK_DF DISK_INFO
+export FIO_V=$(fio --version) QSD_V=$(qemu-storage-daemon --version | head -1) IIFS_V=$("$IIFS" --version)
+export KERNEL=$(uname -r) NPROC=$(nproc)
+python3 - <<'EOF' | tee "$WORKDIR/report.md"
+import os
+
+E = os.environ
+size = int(E["SIZE_BYTES"])
+GiB = 1 << 30
+
+cols = [
+    ("seqwrite", "1M seq write MB/s"),
+    ("seqread", "1M seq read MB/s"),
+    ("randwrite", "4K rand write QD1 IOPS"),
+    ("randread", "4K rand read QD1 IOPS"),
+    ("randwrite16", "4K rand write QD16 IOPS"),
+    ("randread16", "4K rand read QD16 IOPS"),
+    ("randrw", "4K 70/30 rw QD1 IOPS"),
+    ("fsyncwrite", "4K write+fsync IOPS"),
+]
+rows = ["raw", "qsd-raw", "qsd-qcow2-first", "qsd-qcow2", "iifs-noset", "iifs-dep-first", "iifs-dep-over", "iifs-shadow"]
+iifs_rows = [r for r in rows if r.startswith("iifs")]
+peer = {"iifs-dep-first": "qsd-qcow2-first"}
+
+res = {}   # (target, wl) -> dict
+for line in open(E["RESULTS"]):
+    t, wl, value, nbytes, cpu, secs, note = line.rstrip("\n").split("\t")
+    res[(t, wl)] = dict(value=float(value), bytes=int(nbytes), cpu=None if cpu == "-" else float(cpu),
+                        secs=float(secs), note=note)
+ops = {}
+for line in open(E["OPS"]):
+    name, secs, nbytes, cpu, note = line.rstrip("\n").split("\t")
+    ops[name] = dict(secs=float(secs), bytes=int(nbytes), cpu=None if cpu == "-" else float(cpu), note=note)
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+def fr(x):
+    return "-" if x is None else f"{x:.2f}x"
+
+def val(t, wl):
+    r = res.get((t, wl))
+    return None if r is None else r["value"]
+
+def table(header, lines):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(l) + " |" for l in lines]
+    print("\n".join(out))
+    print()
+
+print(f"## iifs end-to-end benchmark (benches/fio.sh)\n")
+print(f"`SIZE={size >> 20}M RUNTIME={E['RUNTIME']} bash benches/fio.sh` — iifs {E['GIT']}, "
+      f"chunk {int(E['CHUNK']) >> 10} KiB, durability=strict, total run {float(E['TOTAL']):.0f} s\n")
+print("Machine:\n")
+print(f"- {E['NPROC']} CPUs ({E['CPU_MODEL']}), {E['MEM']} memory, kernel {E['KERNEL']}")
+print(f"- work dir: {E['DISK_DF']}" + (f"; disk {E['DISK_INFO']} (ROTA=1: rotational)" if E['DISK_INFO'] else ""))
+print(f"- {E['FIO_V']}, {E['QSD_V']}, {E['IIFS_V']}\n")
+
+print("### Throughput (MB/s = 10^6 bytes/s for 1 MiB jobs, IOPS for 4 KiB jobs)\n")
+table(["target"] + [c[1] for c in cols],
+      [[f"`{t}`"] + [fmt(val(t, wl)) for wl, _ in cols] for t in rows if any((t, wl) in res for wl, _ in cols)])
+
+print("### Daemon CPU seconds per GiB moved (utime+stime of the daemon over the job / GiB fio moved)\n")
+lines = []
+for t in rows:
+    if t == "raw":
+        continue
+    cells, tot_cpu, tot_b = [], 0.0, 0
+    for wl, _ in cols:
+        r = res.get((t, wl))
+        if r is None or r["cpu"] is None or r["bytes"] == 0:
+            cells.append("-")
+            continue
+        cells.append(f"{r['cpu'] / (r['bytes'] / GiB):.2f}")
+        tot_cpu += r["cpu"]
+        tot_b += r["bytes"]
+    if tot_b:
+        lines.append([f"`{t}`"] + cells + [f"{tot_cpu / (tot_b / GiB):.2f}"])
+for name in ("iifs-ind-copy", "iifs-update-10", "iifs-update-100"):
+    o = ops.get(name)
+    if o and o["cpu"] is not None and o["bytes"]:
+        lines.append([f"`{name}`"] + ["-"] * len(cols) + [f"{o['cpu'] / (o['bytes'] / GiB):.2f}"])
+table(["target"] + [c[0] for c in cols] + ["all jobs"], lines)
+
+for base, title in (("raw", "raw file"), ("qsd-raw", "qemu-storage-daemon raw export"),
+                    ("peer", "qemu-storage-daemon qcow2 overlay (dep-first: fresh overlays; others: allocated overlay)")):
+    print(f"### Ratio to the {title} (higher is better)\n")
+    lines = []
+    for t in iifs_rows:
+        b = peer.get(t, "qsd-qcow2") if base == "peer" else base
+        cells = [fr(ratio(val(t, wl), val(b, wl))) for wl, _ in cols]
+        if any(c != "-" for c in cells):
+            lines.append([f"`{t}`"] + cells)
+    table(["target"] + [c[0] for c in cols], lines)
+
+print("### Copies and updates (cold cache, each ending with an fsync of the copy)\n")
+lines = []
+full = ops.get("iifs-ind-copy")
+cp = ops.get("cp")
+if cp:
+    lines.append(["`cp --reflink=never` of the raw file", f"{cp['secs']:.2f}", f"{cp['bytes'] / cp['secs'] / 1e6:.0f}", "-", "-"])
+if full:
+    lines.append(["`iifs-ind-copy`: enable ind + wait", f"{full['secs']:.2f}", f"{full['bytes'] / full['secs'] / 1e6:.0f}",
+                  fmt(full["cpu"]), "1.00x" if full else "-"])
+for pct in (1, 10, 100):
+    o = ops.get(f"iifs-update-{pct}")
+    if o:
+        lines.append([f"`iifs-update-{pct}`: {o['note'].replace('chunks=', '')} chunks changed, update shadow + wait",
+                      f"{o['secs']:.2f}", f"{o['bytes'] / o['secs'] / 1e6:.0f}", fmt(o["cpu"]),
+                      fr(ratio(o["secs"], full["secs"] if full else None))])
+table(["operation", "seconds", "MB/s", "daemon CPU s", "time / full copy"], lines)
+en = ops.get("enable-1T")
+if en:
+    kv = dict(x.split("=") for x in en["note"].split())
+    print(f"Enable of a 1 TiB sparse dependent set: {en['secs'] * 1000:.1f} ms; daemon RSS "
+          f"{int(kv['rss_before_kib']) / 1024:.1f} MiB before, {int(kv['rss_after_kib']) / 1024:.1f} MiB with the set.\n")
+
+# ---- issue 5 targets
+print("### Issue 5 targets, as measured in this run\n")
+lines = []
+def target(what, measured, goal, ok):
+    lines.append([what, measured, goal, "-" if ok is None else ("yes" if ok else "**no**")])
+def check(what, a, b, goal, op=">="):
+    r = ratio(a, b)
+    ok = None if r is None else (r >= goal if op == ">=" else r <= goal)
+    target(what, fr(r), f"{op} {goal}x", ok)
+
+for t in ("iifs-noset", "iifs-dep-over"):
+    check(f"1M seq write `{t}` / raw", val(t, "seqwrite"), val("raw", "seqwrite"), 1.1)
+    check(f"1M seq write `{t}` / qsd-raw", val(t, "seqwrite"), val("qsd-raw", "seqwrite"), 2)
+for t in ("iifs-noset", "iifs-shadow"):
+    check(f"1M seq read `{t}` / raw", val(t, "seqread"), val("raw", "seqread"), 1.5)
+    check(f"1M seq read `{t}` / qsd-raw", val(t, "seqread"), val("qsd-raw", "seqread"), 3)
+check("4K direct rand write QD1 `iifs-noset` / raw", val("iifs-noset", "randwrite"), val("raw", "randwrite"), 0.9)
+check("4K direct rand write QD1 `iifs-noset` / qsd-raw", val("iifs-noset", "randwrite"), val("qsd-raw", "randwrite"), 2)
+check("4K direct rand read QD1 `iifs-noset` / qsd-raw", val("iifs-noset", "randread"), val("qsd-raw", "randread"), 3)
+check("4K direct rand read QD16 `iifs-noset` / qsd-raw", val("iifs-noset", "randread16"), val("qsd-raw", "randread16"), 4)
+check("4K write+fsync `iifs-noset` / raw", val("iifs-noset", "fsyncwrite"), val("raw", "fsyncwrite"), 0.8)
+check("4K write+fsync `iifs-dep-over` / raw", val("iifs-dep-over", "fsyncwrite"), val("raw", "fsyncwrite"), 0.8)
+check("1M seq first writes `iifs-dep-first` / `iifs-dep-over`", val("iifs-dep-first", "seqwrite"), val("iifs-dep-over", "seqwrite"), 0.5)
+for wl in ("seqwrite", "randwrite", "randwrite16", "fsyncwrite"):
+    check(f"overwrite `iifs-dep-over` / `iifs-noset`, {wl}", val("iifs-dep-over", wl), val("iifs-noset", wl), 0.95)
+if full and cp:
+    check("independent full copy speed / `cp`", cp["secs"], full["secs"], 0.8)
+u10 = ops.get("iifs-update-10")
+if u10 and full:
+    check("update shadow at 10 % / full copy, time", u10["secs"], full["secs"], 0.15, "<=")
+if en:
+    target("enable of a 1 TiB sparse dependent set", f"{en['secs'] * 1000:.1f} ms", "< 50 ms", en["secs"] < 0.05)
+    target("daemon RSS with it", f"{int(kv['rss_after_kib']) / 1024:.1f} MiB", "< 64 MiB", int(kv["rss_after_kib"]) < 64 * 1024)
+def cpu_per_gib(t):
+    c = sum(r["cpu"] for (tt, _), r in res.items() if tt == t and r["cpu"] is not None)
+    b = sum(r["bytes"] for (tt, _), r in res.items() if tt == t and r["cpu"] is not None)
+    return c / (b / GiB) if b else None
+for t, p in (("iifs-noset", "qsd-raw"), ("iifs-dep-over", "qsd-qcow2"), ("iifs-dep-first", "qsd-qcow2-first")):
+    check(f"daemon CPU s/GiB `{t}` / `{p}`", cpu_per_gib(t), cpu_per_gib(p), 1.0, "<=")
+table(["what", "measured", "goal", "met"], lines)
+
+dc = "after `sync; echo 3 > /proc/sys/vm/drop_caches`" if E["DROP_CACHES"] == "1" else "without dropping caches (DROP_CACHES=0)"
+print(f"""### Caveats
+
+- Every job starts {dc}; jobs are time-based ({E['RUNTIME']} s over a {size >> 20} MiB file) unless said otherwise, so
+  a sequential job loops over the file. One run on a shared machine: compare ratios within the run.
+- Page cache: `raw`'s 1 MiB jobs and its write+fsync job are buffered, so they are served by the page
+  cache (a 1 MiB read pass after the first comes from memory; writes are not flushed before the job ends
+  — fio's defaults, no `end_fsync`). O_DIRECT on the FUSE files bypasses the kernel's cache for the FUSE
+  file, but both daemons do buffered I/O on their backing files (iifs always; qemu-storage-daemon with
+  its default `cache.direct=off`), so their "direct" 4 KiB jobs can be served from the page cache of the
+  backing file while `raw`'s direct jobs go to the disk. Only the write+fsync column reaches the disk on
+  every side.
+- `iifs-noset`: iifs only serves masters of sets, so "a master with no set" is approximated by the master
+  of an independent set whose full copy has finished: a write needs no copy-on-write, only the bit test
+  and, on the first write to a chunk since the copy, a bit update (the 1 MiB sequential write, the first
+  job, sets every bit; later jobs find them set). Before these jobs the same set ran the update tests.
+- `iifs-dep-first` and `qsd-qcow2-first`: a fresh set / fresh overlay for each workload. The 1 MiB
+  sequential write is one pass over the file (every chunk copied, stopped after {E['RUNTIME']} s); the 4 KiB
+  jobs replay one write at the start of every chunk ({E['CHUNKS']} chunks) in random order, so every write is
+  the first to its chunk (iifs copies the 64 KiB chunk, qcow2 allocates a 64 KiB cluster and copies the
+  rest of it from the backing file), also stopped after {E['RUNTIME']} s. qcow2 under qemu-storage-daemon
+  acknowledges a write before its metadata is durable (it flushes only on fsync); iifs with
+  `durability=strict` makes the preserved chunk and its bit durable before the write: only the
+  write+fsync column compares like with like.
+- `iifs-dep-over` and `qsd-qcow2`: after one untimed 1 MiB sequential pass, every chunk is preserved /
+  every cluster allocated: overwrites only.
+- `iifs-shadow`: reads of a dependent shadow after every other chunk of the master was written once:
+  half the chunks are read from the shadow file (preserved), half from the master (untouched).
+- Copies: `cp` and the independent copy both start from a cold cache and end with an fsync of the
+  copy. Updates write 1 %, 10 %, 100 % of the chunks (every 100th, every 10th, every chunk; whole
+  chunks) through the master, then drop caches and time `update shadow` + `wait` + an fsync of the shadow.
+- Daemon CPU is utime+stime of the whole daemon process (all threads, the background copier included)
+  from /proc/PID/stat before and after each job; per GiB of data fio moved (the copy-on-write traffic
+  inside the daemon is not counted as moved).
+""")
+EOF
