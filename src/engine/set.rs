@@ -347,33 +347,19 @@ impl Set {
     /// Carry out planned work: move data, make it durable, persist the bits, make them durable,
     /// publish them. Only then may the caller change the data the bits protect.
     pub fn apply(&self, work: Work) -> Result<()> {
-        for &c in &work.to_shadow {
-            let (off, len) = self.chunk_span(c);
-            copy_range(
-                self.master.vol.as_ref(),
-                self.shadow.as_ref(),
-                off,
-                len,
-                Access::Random,
-            )
-            .map_err(|e| {
-                Error::io(
-                    format!("copy-on-write of chunk {c} to {}", self.paths.shadow),
-                    &e,
-                )
-            })?;
-        }
-        for &c in &work.to_master {
-            let (off, len) = self.chunk_span(c);
-            copy_range(
-                self.shadow.as_ref(),
-                self.master.vol.as_ref(),
-                off,
-                len,
-                Access::Random,
-            )
-            .map_err(|e| Error::io(format!("copy of chunk {c} to {}", self.paths.master), &e))?;
-        }
+        let master = self.master.vol.as_ref();
+        self.copy_chunks(
+            &work.to_shadow,
+            master,
+            self.shadow.as_ref(),
+            &self.paths.shadow,
+        )?;
+        self.copy_chunks(
+            &work.to_master,
+            self.shadow.as_ref(),
+            master,
+            &self.paths.master,
+        )?;
         if self.strict() {
             if !work.to_shadow.is_empty() {
                 self.shadow_commit
@@ -396,6 +382,34 @@ impl Set {
                     .map_err(|e| Error::io(format!("sync of bitmap {}", self.paths.bitmap), &e))?;
             }
             self.tracking.publish(&work.bits);
+        }
+        Ok(())
+    }
+
+    /// Copy the given chunks (ascending) from `from` to `to`, each run of adjacent chunks as
+    /// one extent.
+    fn copy_chunks(
+        &self,
+        chunks: &[u64],
+        from: &dyn Volume,
+        to: &dyn Volume,
+        path: &str,
+    ) -> Result<()> {
+        let mut i = 0;
+        while i < chunks.len() {
+            let mut j = i + 1;
+            while j < chunks.len() && chunks[j] == chunks[j - 1] + 1 {
+                j += 1;
+            }
+            let off = chunks[i] * self.chunk_size;
+            let (last_off, last_len) = self.chunk_span(chunks[j - 1]);
+            copy_range(from, to, off, last_off + last_len - off, Access::Random).map_err(|e| {
+                Error::io(
+                    format!("copy of chunks {}..={} to {path}", chunks[i], chunks[j - 1]),
+                    &e,
+                )
+            })?;
+            i = j;
         }
         Ok(())
     }
