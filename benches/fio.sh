@@ -160,6 +160,10 @@ stop_iifs() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    if [ "$rc" != 0 ] && [ "$rc" != 130 ] && [ -s "${WORKDIR:-/nonexistent}/state/iifs.log" ]; then
+        echo "fio.sh: the last lines of iifs's log ($WORKDIR/state/iifs.log):" >&2
+        tail -n 15 "$WORKDIR/state/iifs.log" >&2 || true
+    fi
     stop_qsd
     stop_iifs
     if [ "$KEEP" = 1 ]; then
@@ -563,7 +567,10 @@ stop_iifs
 log "done; the report follows on stdout"
 DISK_DF=$(df -h --output=source,fstype,size,avail,target "$WORKDIR" | tail -1 | tr -s ' ')
 DISK_SRC=$(findmnt -no SOURCE -T "$WORKDIR")
-DISK_INFO=$(lsblk -dno NAME,ROTA,MODEL,SIZE "$DISK_SRC" 2>/dev/null | tr -s ' ' || true)
+DISK_INFO=
+if read -r d_name d_size d_rota < <(lsblk -dno NAME,SIZE,ROTA "$DISK_SRC" 2>/dev/null); then
+    DISK_INFO="$d_name, $d_size, rotational=$d_rota as the kernel reports it"
+fi
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(free -h | awk '/^Mem:/ {print $2}')
 GIT=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -634,7 +641,7 @@ print(f"`SIZE={size >> 20}M RUNTIME={E['RUNTIME']} bash benches/fio.sh` — iifs
       f"chunk {int(E['CHUNK']) >> 10} KiB, durability=strict, total run {float(E['TOTAL']):.0f} s\n")
 print("Machine:\n")
 print(f"- {E['NPROC']} CPUs ({E['CPU_MODEL']}), {E['MEM']} memory, kernel {E['KERNEL']}")
-print(f"- work dir: {E['DISK_DF']}" + (f"; disk {E['DISK_INFO']} (ROTA=1: rotational)" if E['DISK_INFO'] else ""))
+print(f"- work dir on `{E['DISK_DF']}` (df: source, type, size, free, mount)" + (f"; disk {E['DISK_INFO']}" if E['DISK_INFO'] else ""))
 print(f"- {E['FIO_V']}, {E['QSD_V']}, {E['IIFS_V']}\n")
 
 print("### Throughput (MB/s = 10^6 bytes/s for 1 MiB jobs, IOPS for 4 KiB jobs)\n")

@@ -118,6 +118,14 @@ pub struct Status {
     pub pit_time: u64,
 }
 
+/// The state flag recording a copy in direction `dir`.
+fn direction_flag(dir: Direction) -> u32 {
+    match dir {
+        Direction::Shadow => flags::TO_SHADOW,
+        Direction::Master => flags::TO_MASTER,
+    }
+}
+
 /// The copy direction recorded in a set of state flags.
 fn direction_of(f: u32) -> Option<Direction> {
     if f & flags::TO_SHADOW != 0 {
@@ -672,41 +680,33 @@ impl Set {
         }
         let dep = self.is_dependent();
         let pit = now_secs();
+        let copy_ops = if full {
+            flags::PENDING_FILL_COPY
+        } else {
+            flags::PENDING_OR_COPY
+        };
+        let full_flag = if full { FULL_COPY } else { 0 };
         let result = match (dir, dep, full) {
             // A dependent shadow's update is instant: the master as it is now is the new PIT.
             (Direction::Shadow, true, false) => self.tracking.reset_all(|h| {
                 h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
                 h.pit_time = pit;
             }),
-            (Direction::Shadow, _, _) => self.tracking.bulk(
-                if full {
-                    flags::PENDING_FILL_COPY
-                } else {
-                    flags::PENDING_OR_COPY
-                } | flags::PENDING_CLEAR_SHADOW,
-                |h| {
-                    h.flags &= !FULL_COPY;
-                    h.flags |= flags::TO_SHADOW | flags::ACTIVE | if full { FULL_COPY } else { 0 };
-                    h.pit_time = pit;
-                },
-            ),
             // A dependent shadow's unchanged chunks are the master's: copy = update, and the
             // differ bits stay until each chunk is back on the master.
             (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
                 h.flags &= !FULL_COPY;
                 h.flags |= flags::TO_MASTER | flags::ACTIVE;
             }),
-            (Direction::Master, false, _) => self.tracking.bulk(
-                if full {
-                    flags::PENDING_FILL_COPY
-                } else {
-                    flags::PENDING_OR_COPY
-                } | flags::PENDING_CLEAR_SHADOW,
-                |h| {
+            (dir, _, _) => self
+                .tracking
+                .bulk(copy_ops | flags::PENDING_CLEAR_SHADOW, |h| {
                     h.flags &= !FULL_COPY;
-                    h.flags |= flags::TO_MASTER | flags::ACTIVE | if full { FULL_COPY } else { 0 };
-                },
-            ),
+                    h.flags |= direction_flag(dir) | flags::ACTIVE | full_flag;
+                    if dir == Direction::Shadow {
+                        h.pit_time = pit;
+                    }
+                }),
         };
         result.map_err(|e| {
             self.fail(Error::io(
