@@ -200,8 +200,9 @@ pub fn become_io_flusher() {
     const PR_SET_IO_FLUSHER: libc::c_int = 57;
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
-        log::warn!(
-            "PR_SET_IO_FLUSHER refused: {}",
+        // Needs CAP_SYS_RESOURCE, which containers often lack: worth a note, not a warning.
+        log::info!(
+            "PR_SET_IO_FLUSHER refused ({}); a loop device on iifs may stall under memory pressure",
             std::io::Error::last_os_error()
         );
     }

@@ -34,6 +34,9 @@ impl Direction {
 /// Marks a full copy (as opposed to an update) in the header, for the status `state`.
 pub const FULL_COPY: u32 = 1 << 7;
 
+/// Copy-on-write runs from this size on read their source with readahead.
+const SWEEP_BYTES: u64 = 256 << 10;
+
 pub const MAX_DELAY_MS: u32 = 10_000;
 pub const MAX_UNITS: u32 = 60_000;
 pub const DEFAULT_UNITS: u32 = 100;
@@ -411,7 +414,14 @@ impl Set {
             }
             let off = chunks[i] * self.chunk_size;
             let (last_off, last_len) = self.chunk_span(chunks[j - 1]);
-            copy_range(from, to, off, last_off + last_len - off, Access::Random).map_err(|e| {
+            let len = last_off + last_len - off;
+            // A large write preserving many chunks at once is a sequential sweep: read ahead.
+            let access = if len >= SWEEP_BYTES {
+                Access::Sequential
+            } else {
+                Access::Random
+            };
+            copy_range(from, to, off, len, access).map_err(|e| {
                 Error::io(
                     format!("copy of chunks {}..={} to {path}", chunks[i], chunks[j - 1]),
                     &e,

@@ -6,7 +6,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 /// Identity of a volume, to refuse using one volume twice (device and inode for files).
@@ -30,6 +30,8 @@ pub trait Volume: Send + Sync {
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
+    /// Bytes were written to the volume behind `write_at`'s back (through `raw_fd`).
+    fn note_written(&self) {}
     /// A descriptor for long sequential reads (the background copier), with the kernel's
     /// readahead on; the default is the ordinary one.
     fn sequential_fd(&self) -> Option<RawFd> {
@@ -73,7 +75,9 @@ pub fn copy_range(
         Access::Sequential => src.sequential_fd(),
     };
     if let (Some(sfd), Some(dfd)) = (sfd, dst.raw_fd()) {
-        if copy_file_range_all(sfd, dfd, offset, len)? {
+        let copied = copy_file_range_all(sfd, dfd, offset, len);
+        dst.note_written();
+        if copied? {
             return Ok(());
         }
     }
@@ -144,6 +148,9 @@ pub struct FileVolume {
     /// The same file opened again with normal readahead, for the copier's sweeps: readahead
     /// advice belongs to an open file, and `file` has random-access advice.
     sequential: File,
+    /// Written since the last sync: a sync of a clean file is skipped (fsync of a master
+    /// then costs one flush, not one per volume of the set).
+    dirty: AtomicBool,
     len: u64,
     id: VolumeId,
 }
@@ -177,6 +184,7 @@ impl FileVolume {
         Ok(FileVolume {
             file,
             sequential,
+            dirty: AtomicBool::new(true),
             len,
             id,
         })
@@ -218,11 +226,22 @@ impl Volume for FileVolume {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        let result = self.file.write_all_at(buf, offset);
+        self.note_written();
+        result
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        // A write marks the file dirty after it completes, so a write finished before this
+        // swap is covered by the flush below; one that marks it later is left for the next.
+        if !self.dirty.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.file.sync_data().inspect_err(|_| self.note_written())
+    }
+
+    fn note_written(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -235,6 +254,7 @@ impl Volume for FileVolume {
                 len as libc::off_t,
             )
         };
+        self.note_written();
         if rc == 0 {
             return Ok(());
         }

@@ -590,6 +590,21 @@ impl Filesystem for IifsFs {
         reply.ok()
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Not a terminal, not a block device: tools probing with ioctls get the usual answer.
+        reply.error(Errno::from_i32(libc::ENOTTY))
+    }
+
     fn getxattr(
         &self,
         _req: &Request,
