@@ -7,11 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::master::{gates, REGION_SHIFT};
-use super::set::Set;
+use super::set::{Direction, Set};
 use super::tracking::Map;
 
 /// Chunks moved between two bitmap updates: big enough for large sequential extents.
 const BATCH_BYTES: u64 = 32 << 20;
+/// How far (in batches) one batch may range to collect its chunks.
+const SPAN_BATCHES: u64 = 16;
+/// Runs shorter than this are prefetched explicitly (see `prefetch_scattered`).
+const PREFETCH_RUN_MAX: u64 = 1 << 20;
 
 pub fn run(set: Arc<Set>) {
     let Some(dir) = set.direction() else {
@@ -36,20 +40,22 @@ pub fn run(set: Arc<Set>) {
             set.copy_ended(true);
             return;
         };
-        // One batch: chunks from `first` on, at most `batch_chunks`, copied region by region
-        // under the region's stripe lock.
+        // One batch: up to `batch` marked chunks from `first` on, within a span of at most
+        // SPAN_BATCHES batches (sparse updates then share one flush among many chunks), copied
+        // region by region under the region's stripe lock.
         let (delay_ms, units) = set.throttle();
         let batch = if delay_ms > 0 {
             batch_chunks.min(units as u64)
         } else {
             batch_chunks
         };
-        let end = (first + batch).min(set.chunks);
+        let end = (first + batch * SPAN_BATCHES).min(set.chunks);
+        prefetch_scattered(&set, dir, first, end);
 
         let mut copied = Vec::new();
         let mut c = first;
         let mut failed = None;
-        while c < end && failed.is_none() {
+        while c < end && failed.is_none() && (copied.len() as u64) < batch {
             let region = (c * set.chunk_size) >> REGION_SHIFT;
             let sets = set.master.sets();
             let _gates = gates(&sets);
@@ -83,11 +89,36 @@ pub fn run(set: Arc<Set>) {
             set.go_offline(&e);
             return;
         }
-        next = end;
+        next = c;
         since_pause += copied.len() as u64;
         if delay_ms > 0 && since_pause >= units as u64 {
             since_pause = 0;
             pause(&set, Duration::from_millis(delay_ms as u64));
+        }
+    }
+}
+
+/// An update's chunks are often scattered: ask for all of a batch's short runs at once, so the
+/// disk reads them in parallel instead of one by one as the copy reaches them. (Long runs are
+/// read ahead by the sequential descriptor already.)
+fn prefetch_scattered(set: &Set, dir: Direction, first: u64, end: u64) {
+    let source = match dir {
+        Direction::Shadow => set.master.vol.as_ref(),
+        Direction::Master => set.shadow.as_ref(),
+    };
+    let mut c = first;
+    while c < end {
+        if !set.tracking.test(Map::Copy, c) {
+            c += 1;
+            continue;
+        }
+        let start = c;
+        while c < end && set.tracking.test(Map::Copy, c) {
+            c += 1;
+        }
+        let len = (c - start) * set.chunk_size;
+        if len < PREFETCH_RUN_MAX {
+            source.will_need(start * set.chunk_size, len);
         }
     }
 }

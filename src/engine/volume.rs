@@ -30,6 +30,8 @@ pub trait Volume: Send + Sync {
     fn raw_fd(&self) -> Option<RawFd> {
         None
     }
+    /// A hint that `[offset, offset+len)` will be read soon: start reading it now.
+    fn will_need(&self, _offset: u64, _len: u64) {}
     /// Bytes were written to the volume behind `write_at`'s back (through `raw_fd`).
     fn note_written(&self) {}
     /// A descriptor for long sequential reads (the background copier), with the kernel's
@@ -242,6 +244,18 @@ impl Volume for FileVolume {
 
     fn note_written(&self) {
         self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    fn will_need(&self, offset: u64, len: u64) {
+        // SAFETY: advisory call on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                libc::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 
     fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
