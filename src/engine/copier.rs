@@ -61,10 +61,15 @@ pub fn run(set: Arc<Set>) {
             let _gates = gates(&sets);
             let _stripe = set.master.lock_region(c * set.chunk_size);
             // Runs of marked chunks go as one extent each; clean chunks are skipped.
-            while c < end && (c * set.chunk_size) >> REGION_SHIFT == region {
+            while c < end
+                && (c * set.chunk_size) >> REGION_SHIFT == region
+                && (copied.len() as u64) < batch
+            {
                 let run_start = c;
+                let room = batch - copied.len() as u64;
                 while c < end
                     && (c * set.chunk_size) >> REGION_SHIFT == region
+                    && c - run_start < room
                     && set.tracking.test(Map::Copy, c)
                 {
                     c += 1;
