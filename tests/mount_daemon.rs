@@ -3,49 +3,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{can_mount, BIN};
-
-fn mounted(mnt: &Path) -> bool {
-    let target = mnt.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(target.as_str()))
-}
-
-/// The pid of the daemon serving `mnt`, found by its command line.
-fn daemon_pid(mnt: &Path) -> Option<i32> {
-    let needle = mnt.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("iifs")) && args.contains(&needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
+use common::{can_mount, daemon_pid, is_mounted as mounted, wait_gone, BIN};
 
 #[test]
 fn background_start_is_ready_on_return_and_signals_unmount_cleanly() {

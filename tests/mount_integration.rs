@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{can_mount, BIN};
+use common::{can_mount, daemon_pid, is_mounted, wait_gone, BIN};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,48 +32,7 @@ fn text(out: &Output) -> String {
 
 /// Whether `mounts` (a /proc/PID/mounts text) has a fuse.iifs mount at `mnt`.
 fn iifs_mounted_in(mounts: &str, mnt: &Path) -> bool {
-    let target = mnt.to_string_lossy();
-    mounts.lines().any(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        f.len() > 2 && f[1] == target && f[2] == "fuse.iifs"
-    })
-}
-
-fn mounted_here(mnt: &Path) -> bool {
-    iifs_mounted_in(
-        &fs::read_to_string("/proc/self/mounts").unwrap_or_default(),
-        mnt,
-    )
-}
-
-/// The pid of the daemon serving `mnt`, found by its command line.
-fn daemon_pid(mnt: &Path) -> Option<i32> {
-    let needle = mnt.to_string_lossy().into_owned();
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.first().is_some_and(|a| a.ends_with("iifs")) && args.contains(&needle) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    iifs::mounts::iifs_mounts(mounts).iter().any(|p| p == mnt)
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -132,7 +91,7 @@ impl NsMount {
             "no fuse.iifs mount at {} in its namespace",
             mnt.display()
         );
-        assert!(!mounted_here(mnt), "the mount stays in its own namespace");
+        assert!(!is_mounted(mnt), "the mount stays in its own namespace");
         m
     }
 
@@ -404,13 +363,13 @@ fn foreground_log(journal: Option<bool>) -> String {
                 fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
-        mounted_here(&mnt)
+        is_mounted(&mnt)
     });
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert!(!mounted_here(&mnt));
+    assert!(!is_mounted(&mnt));
     fs::read_to_string(&err_path).unwrap()
 }
 
@@ -513,7 +472,7 @@ fn a_restart_after_a_crash_detaches_the_dead_mount() {
     // SAFETY: killing the daemon this test started, as a crash would.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     assert!(wait_gone(pid));
-    assert!(mounted_here(&mnt), "a killed daemon leaves its mount");
+    assert!(is_mounted(&mnt), "a killed daemon leaves its mount");
     let e = fs::metadata(&mnt).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
 
@@ -529,7 +488,7 @@ fn a_restart_after_a_crash_detaches_the_dead_mount() {
     let st = Command::new("umount").arg(&mnt).status().unwrap();
     assert!(st.success());
     assert!(wait_gone(pid));
-    assert!(!mounted_here(&mnt));
+    assert!(!is_mounted(&mnt));
 }
 
 #[test]
@@ -578,13 +537,13 @@ fn under_systemd_readiness_and_stopping_are_notified() {
             .unwrap_or_else(|e| panic!("no READY=1 on {notify_socket}: {e}"));
         assert_eq!(&buf[..n], b"READY=1");
         // Ready means the tree is live.
-        assert!(mounted_here(&mnt));
+        assert!(is_mounted(&mnt));
         assert!(mnt.join("ctl").exists());
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let n = socket.recv(&mut buf).expect("STOPPING=1");
         assert_eq!(&buf[..n], b"STOPPING=1");
         assert!(child.wait().unwrap().success());
-        assert!(!mounted_here(&mnt));
+        assert!(!is_mounted(&mnt));
     }
 }

@@ -50,14 +50,43 @@ macro_rules! mount_or_skip {
     };
 }
 
-fn is_mounted(mnt: &Path) -> bool {
-    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let target = mnt.to_string_lossy();
-    mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let _src = f.next();
-        f.next() == Some(target.as_ref()) && f.next() == Some("fuse.iifs")
-    })
+/// Whether an iifs control tree is mounted at `mnt` (in this mount namespace).
+pub fn is_mounted(mnt: &Path) -> bool {
+    iifs::mounts::current()
+        .unwrap_or_default()
+        .iter()
+        .any(|p| p == mnt)
+}
+
+/// The pid of the daemon serving `mnt`, found by its command line.
+pub fn daemon_pid(mnt: &Path) -> Option<i32> {
+    let needle = mnt.to_string_lossy().into_owned();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("iifs")) && args.contains(&needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// Wait (up to 20 s) for process `pid` to be gone.
+pub fn wait_gone(pid: i32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 impl Mount {
