@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::master::{gates, REGION_SHIFT};
+use super::error::Result;
+use super::master::REGION_SHIFT;
 use super::set::{Direction, Set};
 use super::tracking::Map;
 
@@ -56,33 +57,12 @@ pub fn run(set: Arc<Set>) {
         let mut c = first;
         let mut failed = None;
         while c < end && failed.is_none() && (copied.len() as u64) < batch {
-            let region = (c * set.chunk_size) >> REGION_SHIFT;
-            let sets = set.master.sets();
-            let _gates = gates(&sets);
-            let _stripe = set.master.lock_region(c * set.chunk_size);
-            // Runs of marked chunks go as one extent each; clean chunks are skipped.
-            while c < end
-                && (c * set.chunk_size) >> REGION_SHIFT == region
-                && (copied.len() as u64) < batch
+            match set
+                .master
+                .with_sets(|sets| copy_region(&set, sets, c, end, batch, &mut copied, dir))
             {
-                let run_start = c;
-                let room = batch - copied.len() as u64;
-                while c < end
-                    && (c * set.chunk_size) >> REGION_SHIFT == region
-                    && c - run_start < room
-                    && set.tracking.test(Map::Copy, c)
-                {
-                    c += 1;
-                }
-                if c > run_start {
-                    if let Err(e) = set.copy_run(&sets, run_start, c - run_start, dir) {
-                        failed = Some(e);
-                        break;
-                    }
-                    copied.extend(run_start..c);
-                } else {
-                    c += 1;
-                }
+                Ok(next_chunk) => c = next_chunk,
+                Err(e) => failed = Some(e),
             }
         }
         if failed.is_none() {
@@ -101,6 +81,41 @@ pub fn run(set: Arc<Set>) {
             pause(&set, Duration::from_millis(delay_ms as u64));
         }
     }
+}
+
+/// Copy the marked chunks of the stripe region holding chunk `c` (stopping at `end` or once
+/// `batch` chunks are copied) under the region's stripe lock, runs as single extents.
+/// Returns the chunk to go on from.
+fn copy_region(
+    set: &Set,
+    sets: &[Arc<Set>],
+    mut c: u64,
+    end: u64,
+    batch: u64,
+    copied: &mut Vec<u64>,
+    dir: Direction,
+) -> Result<u64> {
+    let region = (c * set.chunk_size) >> REGION_SHIFT;
+    let _stripe = set.master.lock_region(c * set.chunk_size);
+    while c < end && (c * set.chunk_size) >> REGION_SHIFT == region && (copied.len() as u64) < batch
+    {
+        let run_start = c;
+        let room = batch - copied.len() as u64;
+        while c < end
+            && (c * set.chunk_size) >> REGION_SHIFT == region
+            && c - run_start < room
+            && set.tracking.test(Map::Copy, c)
+        {
+            c += 1;
+        }
+        if c > run_start {
+            set.copy_run(sets, run_start, c - run_start, dir)?;
+            copied.extend(run_start..c);
+        } else {
+            c += 1;
+        }
+    }
+    Ok(c)
 }
 
 /// An update's chunks are often scattered: ask for all of a batch's short runs at once, so the

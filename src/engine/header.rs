@@ -198,7 +198,8 @@ impl Header {
         let master = strings.pop()?;
         let name = strings.pop()?;
         let chunk_size = get32(b, 28);
-        if !chunk_size.is_power_of_two() || chunk_size < 512 {
+        // The stripe locks assume no chunk is larger than 1 MiB.
+        if !chunk_size.is_power_of_two() || !(512..=1 << 20).contains(&chunk_size) {
             return None;
         }
         Some(Header {
@@ -292,6 +293,15 @@ mod tests {
         assert_eq!(Header::pick(&a, &b).unwrap().0.seq, 8);
         b[200] ^= 1;
         assert_eq!(Header::pick(&a, &b).unwrap().0.seq, 7);
+    }
+
+    #[test]
+    fn chunks_larger_than_a_stripe_are_rejected() {
+        let mut h = sample();
+        h.chunk_size = 2 << 20;
+        assert_eq!(Header::decode(&h.encode().unwrap()), None);
+        h.chunk_size = 1 << 20;
+        assert!(Header::decode(&h.encode().unwrap()).is_some());
     }
 
     #[test]

@@ -90,8 +90,10 @@ impl Master {
     /// A user write to the master.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         check_range(offset, data.len() as u64, self.len(), &self.path)?;
-        let sets = self.sets();
-        let _gates = gates(&sets);
+        self.with_sets(|sets| self.write_pieces(sets, data, offset))
+    }
+
+    fn write_pieces(&self, sets: &[Arc<Set>], data: &[u8], offset: u64) -> Result<()> {
         for (off, piece) in regions(offset, data) {
             // Fast path: every set has this range preserved and no copy runs that could need
             // it; the bits were published only once durable, so no lock is needed.
@@ -101,14 +103,14 @@ impl Master {
             {
                 self.vol
                     .write_at(piece, off)
-                    .map_err(|e| self.failed("write to the master", &sets, &e))?;
+                    .map_err(|e| self.failed("write to the master", sets, &e))?;
                 continue;
             }
             let _stripe = self.lock_region(off);
-            self.prepare_change(&sets, off, piece.len() as u64, None);
+            self.prepare_change(sets, off, piece.len() as u64, None);
             self.vol
                 .write_at(piece, off)
-                .map_err(|e| self.failed("write to the master", &sets, &e))?;
+                .map_err(|e| self.failed("write to the master", sets, &e))?;
         }
         Ok(())
     }
@@ -172,8 +174,42 @@ impl Master {
 
 /// Take every set's gate for reading: bulk bitmap changes (update, copy start) wait for
 /// in-flight I/O and hold new I/O back while they switch the point in time.
-pub fn gates(sets: &[Arc<Set>]) -> Vec<RwLockReadGuard<'_, ()>> {
+fn gates(sets: &[Arc<Set>]) -> Vec<RwLockReadGuard<'_, ()>> {
     sets.iter().map(|s| s.gate_read()).collect()
+}
+
+impl Master {
+    /// Run `f` with the sets of this master and all their gates held for reading. Enable and
+    /// disable change the list while holding the gates of the sets concerned for writing, so a
+    /// list that is still current once the gates are held stays current until they are
+    /// released; a stale one (a set came or went meanwhile) is dropped and taken again.
+    pub fn with_sets<T>(&self, f: impl FnOnce(&[Arc<Set>]) -> T) -> T {
+        loop {
+            let sets = self.sets();
+            let guards = gates(&sets);
+            if Arc::ptr_eq(&sets, &self.sets()) {
+                let result = f(&sets);
+                drop(guards);
+                return result;
+            }
+        }
+    }
+
+    /// Attach a new set while every set already here holds its gate for writing: no master
+    /// write is in flight, and none that started with the old list can finish after the new
+    /// set is visible. `before` runs under those gates (the new point in time is taken there).
+    /// The set is attached only if `before` succeeds.
+    pub fn attach_exclusive(
+        &self,
+        set: Arc<Set>,
+        before: impl FnOnce() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let sets = self.sets();
+        let _guards: Vec<_> = sets.iter().map(|s| s.gate_write()).collect();
+        before()?;
+        self.attach(set);
+        Ok(())
+    }
 }
 
 /// Split a buffer at 1 MiB region boundaries.

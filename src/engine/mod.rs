@@ -368,15 +368,16 @@ impl Engine {
             }
             bitmap = self.open_volume("bitmap", &spec.bitmap)?;
         }
-        // The master's content now is the point in time: under strict durability, on disk first.
-        if spec.durability == Durability::Strict {
-            master
-                .sync()
-                .map_err(|e| Error::io(format!("sync of master {}", spec.master), &e))?;
-        }
         let tracking = Tracking::create(bitmap, header)
             .map_err(|e| Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e))?;
-        let set = self.install(master, shadow, tracking);
+        // The master's content when the set appears is the point in time: under strict
+        // durability it is made durable first.
+        let set = self.install(
+            master,
+            shadow,
+            tracking,
+            spec.durability == Durability::Strict,
+        )?;
         if set.copy_active() {
             set.spawn_copier();
         }
@@ -390,22 +391,28 @@ impl Engine {
         master: Arc<dyn Volume>,
         shadow: Arc<dyn Volume>,
         tracking: Tracking,
-    ) -> Arc<Set> {
+        sync_master: bool,
+    ) -> Result<Arc<Set>> {
         let mut t = self.tables();
-        let mid = master.id();
         let h = tracking.header();
         let m = t
             .masters
-            .entry(mid)
+            .entry(master.id())
             .or_insert_with(|| Arc::new(Master::new(master, h.master.clone())))
             .clone();
-        t.taken.insert(shadow.id(), (h.name.clone(), "shadow"));
-        t.taken
-            .insert(tracking.vol.id(), (h.name.clone(), "bitmap"));
+        let (shadow_id, bitmap_id) = (shadow.id(), tracking.vol.id());
         let set = Arc::new(Set::new(m.clone(), shadow, tracking));
-        m.attach(set.clone());
+        // No master write may be in flight across the moment the set appears (see
+        // `Master::attach_exclusive`); the point in time is taken in that moment.
+        m.attach_exclusive(
+            set.clone(),
+            || if sync_master { m.vol.sync() } else { Ok(()) },
+        )
+        .map_err(|e| Error::io(format!("sync of master {}", h.master), &e))?;
+        t.taken.insert(shadow_id, (h.name.clone(), "shadow"));
+        t.taken.insert(bitmap_id, (h.name.clone(), "bitmap"));
         t.sets.insert(h.name.clone(), set.clone());
-        set
+        Ok(set)
     }
 
     /// Bring back the sets recorded in the registry, then resume their interrupted copies.
@@ -459,7 +466,7 @@ impl Engine {
                 h.shadow
             )));
         }
-        Ok(self.install(master, shadow, tracking))
+        self.install(master, shadow, tracking, false)
     }
 
     /// Remove a set (REFERENCE-II 5.1). Refused while an independent set's full copy runs:

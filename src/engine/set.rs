@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::commit::GroupCommit;
 use super::error::{busy, invalid, not_permitted, Error, Result};
 use super::header::{flags, Durability, Header, SetKind};
-use super::master::{check_range, gates, regions, Master};
+use super::master::{check_range, regions, Master};
 use super::tracking::{Map, Tracking};
 use super::volume::{copy_range, Access, Volume};
 
@@ -276,6 +276,8 @@ impl Set {
         }
         // Best effort: the bitmap volume may be what failed.
         let _ = self.tracking.update_header(|h| h.flags |= flags::OFFLINE);
+        // Under the lock `wait_copy` checks the state with, so its wake-up cannot be missed.
+        let _guard = self.copy.lock();
         self.copy_done.notify_all();
     }
 
@@ -444,8 +446,11 @@ impl Set {
         if self.is_offline() {
             return Err(self.offline_error());
         }
-        let sets = self.master.sets();
-        let _gates = gates(&sets);
+        self.master
+            .with_sets(|sets| self.write_shadow_pieces(sets, data, offset))
+    }
+
+    fn write_shadow_pieces(&self, sets: &[Arc<Set>], data: &[u8], offset: u64) -> Result<()> {
         for (off, piece) in regions(offset, data) {
             let _stripe = self.master.lock_region(off);
             let f = self.flags();
@@ -476,7 +481,7 @@ impl Set {
             if !push.is_empty() {
                 for &c in &push.to_master {
                     let (o, l) = self.chunk_span(c);
-                    self.master.prepare_change(&sets, o, l, Some(self));
+                    self.master.prepare_change(sets, o, l, Some(self));
                 }
                 self.apply(push).map_err(|e| self.fail(e))?;
             }
@@ -864,6 +869,12 @@ impl Set {
     pub fn reset(self: &Arc<Self>) -> Result<()> {
         if !self.is_offline() {
             return Ok(());
+        }
+        if let Some(other) = self.master.copying_to_master(Some(&self.name)) {
+            return Err(busy(format!(
+                "set {other} is copying its shadow onto master {}; wait for it before resetting",
+                self.paths.master
+            )));
         }
         self.abort_copy();
         let _gate = self.gate_write();

@@ -78,6 +78,9 @@ impl Tracking {
 
     /// Read the header back, finish any interrupted bulk change, and load the bitmaps.
     pub fn open(vol: Arc<dyn Volume>) -> io::Result<Tracking> {
+        // Pages a killed daemon wrote may sit in the page cache only: make them durable before
+        // the fast path trusts the bits they hold.
+        vol.sync()?;
         let mut slots = vec![0u8; 2 * SLOT_SIZE as usize];
         vol.read_at(&mut slots, 0)?;
         let (header, slot) =

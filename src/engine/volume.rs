@@ -153,6 +153,9 @@ pub struct FileVolume {
     /// Written since the last sync: a sync of a clean file is skipped (fsync of a master
     /// then costs one flush, not one per volume of the set).
     dirty: AtomicBool,
+    /// Held across the dirty check and the flush: a second caller waits for a flush in
+    /// progress instead of returning early because the first one already cleared `dirty`.
+    sync_lock: std::sync::Mutex<()>,
     len: u64,
     id: VolumeId,
 }
@@ -187,6 +190,7 @@ impl FileVolume {
             file,
             sequential,
             dirty: AtomicBool::new(true),
+            sync_lock: std::sync::Mutex::new(()),
             len,
             id,
         })
@@ -234,6 +238,7 @@ impl Volume for FileVolume {
     }
 
     fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().map_err(|_| poisoned())?;
         // A write marks the file dirty after it completes, so a write finished before this
         // swap is covered by the flush below; one that marks it later is left for the next.
         if !self.dirty.swap(false, Ordering::SeqCst) {
@@ -375,4 +380,36 @@ pub(crate) fn copy_in(data: &mut [u8], buf: &[u8], offset: u64) -> io::Result<()
     }
     data[offset as usize..end].copy_from_slice(buf);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_waits_for_the_flush_in_progress_and_skips_clean_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v");
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let v = std::sync::Arc::new(FileVolume::open(&path).unwrap());
+        v.write_at(&[1; 4096], 0).unwrap();
+        assert!(v.dirty.load(Ordering::SeqCst));
+        // Two syncers at once: each returns only when a flush that began after the write
+        // has completed (the second waits on the lock instead of returning early).
+        let (a, b) = (v.clone(), v.clone());
+        let t1 = std::thread::spawn(move || a.sync());
+        let t2 = std::thread::spawn(move || b.sync());
+        t1.join().unwrap().unwrap();
+        t2.join().unwrap().unwrap();
+        assert!(!v.dirty.load(Ordering::SeqCst));
+        // A copy through the raw descriptor marks the target dirty too.
+        let other = dir.path().join("w");
+        std::fs::write(&other, vec![7u8; 8192]).unwrap();
+        let w = FileVolume::open(&other).unwrap();
+        copy_range(&w, v.as_ref(), 0, 4096, Access::Random).unwrap();
+        assert!(v.dirty.load(Ordering::SeqCst));
+        let mut buf = [0u8; 4096];
+        v.read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [7u8; 4096]);
+    }
 }
