@@ -420,3 +420,134 @@ fn version_mount_discovery_and_remote_hosts() {
     );
     assert_eq!(stdout(&o), "ssh -- db1 iiadm -i 'my set'\n");
 }
+
+#[test]
+fn usage_errors_are_exit_2_even_without_a_mount() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no-mount");
+    for args in [
+        vec!["-u", "x", "db"],
+        vec!["-e", "both", "/a", "/b", "/c"],
+        vec!["-P", "1", "2"],
+        vec!["-l", "--chunk-size", "4K"],
+        vec!["-e", "dep", "/srv/my vol.img", "/s", "/b"],
+        vec!["-e", "dep", "/srv/a=b.img", "/s", "/b"],
+        vec!["-e", "dep", "/m", "/s", "/b", "two words"],
+    ] {
+        let o = Command::new(IIADM)
+            .args(&args)
+            .env("IIFS_MOUNT", &nowhere)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("not an iifs mount"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = Command::new(IIADM)
+        .args(["-e", "dep", "/srv/my vol.img", "/s", "/b"])
+        .env("IIFS_MOUNT", &nowhere)
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("'/srv/my vol.img' cannot be passed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn list_json_has_the_status_fields_and_a_closed_pipe_is_no_panic() {
+    let m = mount_or_skip!();
+    for i in 0..3 {
+        let master = m.volume(&format!("m{i}.img"), 1 << 20, 4);
+        let shadow = m.volume(&format!("s{i}.img"), 1 << 20, 0);
+        let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
+        // A set whose name looks like a number stays a string in JSON.
+        ok(&m, &["-e", "dep", &master, &shadow, &bitmap, &format!("00{i}")]);
+    }
+    let list: serde_json::Value = serde_json::from_str(&ok(&m, &["-l", "--json"])).unwrap();
+    let file = std::fs::read_to_string(m.path("sets/001/status")).unwrap();
+    let keys: Vec<&str> = file
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, _)| k)
+        .collect();
+    let row = list[1].as_object().expect("an object per set");
+    assert_eq!(row.keys().map(String::as_str).collect::<Vec<_>>(), keys);
+    assert_eq!(row["name"], "001");
+    assert!(row["size"].is_u64() && row["chunks_differ"].is_u64());
+    // `iiadm -l | head -1`: the reader goes away; iiadm ends quietly.
+    let script = format!("'{IIADM}' -l | head -c 1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"");
+    let o = Command::new("bash")
+        .args(["-c", &script])
+        .env("IIFS_MOUNT", &m.mnt)
+        .output()
+        .unwrap();
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+    let code: i32 = stdout(&o).trim().parse().unwrap();
+    assert!(code == 0 || code == 128 + libc::SIGPIPE, "exit {code}");
+}
+
+/// Discovery from /proc/self/mounts, in a private mount namespace where only the mounts this
+/// test makes exist: none, exactly one, several.
+#[test]
+fn the_only_iifs_mount_is_found_and_none_or_several_say_what_to_do() {
+    if !common::can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let bin = common::BIN;
+    let script = format!(
+        r#"
+for m in $(awk '$3 == "fuse.iifs" {{print $2}}' /proc/self/mounts); do umount -l "$m"; done
+trap 'umount {d}/a {d}/b 2>/dev/null' EXIT
+echo "== none"; '{IIADM}' -l 2>&1; echo "rc=$?"
+'{bin}' none {d}/a -o state_dir={d}/sa || exit 9
+echo "== one"; '{IIADM}' -i all 2>&1; echo "rc=$?"
+'{bin}' none {d}/b -o state_dir={d}/sb || exit 9
+echo "== several"; '{IIADM}' -l 2>&1; echo "rc=$?"
+"#
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+        .env_remove("IIFS_MOUNT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare (util-linux)");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let part = |name: &str| {
+        out.split(&format!("== {name}\n"))
+            .nth(1)
+            .and_then(|r| r.split("== ").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let none = part("none");
+    assert!(
+        none.contains("no iifs mount found") && none.contains("--mount") && none.contains("rc=1"),
+        "{none}"
+    );
+    let one = part("one");
+    assert!(
+        one.contains("no sets are configured") && one.contains("rc=0"),
+        "{one}"
+    );
+    let several = part("several");
+    assert!(
+        several.contains("several iifs mounts")
+            && several.contains(&format!("{d}/a"))
+            && several.contains(&format!("{d}/b"))
+            && several.contains("rc=1"),
+        "{several}"
+    );
+}

@@ -106,3 +106,32 @@ fn a_mount_that_cannot_happen_fails_with_a_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not-a-dir"), "{err}");
 }
+
+#[test]
+fn relative_mountpoint_and_state_dir_are_taken_from_the_current_directory() {
+    if !can_mount() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["none", "mnt", "-o", "state_dir=state"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mnt = dir.path().join("mnt");
+    assert!(mounted(&mnt), "mounted on {} itself", mnt.display());
+    // The daemon's command line holds the relative words it was given.
+    let pid = daemon_pid(std::path::Path::new("mnt")).expect("daemon running");
+    assert!(
+        dir.path().join("state/iifs.yaml").exists() || dir.path().join("state/iifs.log").exists(),
+        "the state dir is under the current directory"
+    );
+    let umount = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(umount.success());
+    assert!(wait_gone(pid));
+}

@@ -40,6 +40,10 @@ enum Outcome {
 }
 
 pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away
+    // (`iiadm -l | head -1`) instead of failing on the write.
+    // SAFETY: setting a signal's disposition to the default at start, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let argv: Vec<String> = std::env::args().collect();
     let args = match Args::try_parse_from(&argv) {
         Ok(a) => a,
@@ -117,10 +121,7 @@ fn run(args: &Args) -> Outcome {
         }
         return Outcome::Done;
     }
-    let tree = match mount::find(args.mount.as_deref()) {
-        Ok(root) => Tree::new(root),
-        Err(f) => return Outcome::Failed(f),
-    };
+    let tree = Tree::new(args.mount.clone());
     match dispatch(args, &tree) {
         Ok(()) => Outcome::Done,
         Err(Error::Failed(f)) => Outcome::Failed(f),
@@ -156,9 +157,22 @@ fn direction(word: &str, option: &str) -> Result<&'static str, Error> {
 
 /// Relative volume paths are taken from the current directory, as a shell user means them.
 fn absolute(path: &str) -> Result<String, Error> {
-    std::path::absolute(Path::new(path))
+    let p = std::path::absolute(Path::new(path))
         .map(|p| p.to_string_lossy().into_owned())
-        .map_err(|e| Error::Failed(Failure::new(format!("cannot resolve {path}: {e}"))))
+        .map_err(|e| Error::Failed(Failure::new(format!("cannot resolve {path}: {e}"))))?;
+    word(&p, "path")
+}
+
+/// A command is words separated by spaces, and a word with `=` is an option: a path or name
+/// holding either cannot be sent. Say so here rather than let the daemon misread it.
+fn word(w: &str, what: &str) -> Result<String, Error> {
+    if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c == '=') {
+        return usage(format!(
+            "the {what} '{w}' cannot be passed to iifs: control words may not be empty or hold \
+             spaces or '=' (rename it, or use a symbolic link without them)"
+        ));
+    }
+    Ok(w.to_string())
 }
 
 fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
@@ -175,7 +189,7 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
         );
         if let Some(name) = v.get(4) {
             cmd.push(' ');
-            cmd.push_str(name);
+            cmd.push_str(&word(name, "set name")?);
         }
         if let Some(c) = &a.chunk_size {
             cmd.push_str(&format!(" chunk_size={c}"));
@@ -278,19 +292,7 @@ fn list(a: &Args, t: &Tree) -> Result<(), Error> {
         .map(|n| t.status(n))
         .collect::<Result<_, _>>()?;
     if a.json {
-        let rows: Vec<serde_json::Value> = all
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "name": tree::get(s, "name"),
-                    "type": tree::get(s, "type"),
-                    "master": tree::get(s, "master"),
-                    "shadow": tree::get(s, "shadow"),
-                    "bitmap": tree::get(s, "bitmap"),
-                    "state": tree::get(s, "state"),
-                })
-            })
-            .collect();
+        let rows = all.iter().map(show::json).collect();
         println!("{:#}", serde_json::Value::Array(rows));
     } else {
         for s in &all {
@@ -341,7 +343,7 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
     } else if let Some(v) = &a.import {
         let mut cmd = format!("import {} {}", absolute(&v[0])?, absolute(&v[1])?);
         if let Some(name) = v.get(2) {
-            cmd.push_str(&format!(" {name}"));
+            cmd.push_str(&format!(" {}", word(name, "set name")?));
         }
         t.global(&cmd)?
     } else if let Some(v) = &a.join {
@@ -355,14 +357,10 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
     } else if let Some(ovf) = &a.overflow_delete {
         t.global(&format!("overflow delete {ovf}"))?
     } else if let Some(ovf) = &a.overflow_status {
-        if !t.root.join("overflow").is_dir() {
-            return Err(t.not_offered("overflow volume").into());
-        }
+        t.offered("overflow", "overflow volume")?;
         print!("{}", t.read(&format!("overflow/{ovf}/status"))?);
     } else if a.overflow_list {
-        if !t.root.join("overflow").is_dir() {
-            return Err(t.not_offered("overflow volume").into());
-        }
+        t.offered("overflow", "overflow volume")?;
         for n in t.names("overflow")? {
             println!("{n}");
         }
@@ -377,9 +375,7 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
     } else if let Some(g) = &a.group_delete {
         t.other("groups", "group", g, "delete")?
     } else if a.group_list {
-        if !t.root.join("groups").is_dir() {
-            return Err(t.not_offered("group").into());
-        }
+        t.offered("groups", "group")?;
         for n in t.names("groups")? {
             println!("{n}");
         }

@@ -77,13 +77,29 @@ pub fn line(s: &StatusLines) -> String {
     )
 }
 
-/// A status as a JSON object with the status file's keys; numbers stay numbers.
+/// The status keys whose values are counts: numbers in JSON. Every other key is a string,
+/// whatever it looks like (a set named `007` stays `"007"`).
+const NUMERIC_KEYS: [&str; 7] = [
+    "progress",
+    "size",
+    "chunk_size",
+    "chunks",
+    "chunks_differ",
+    "chunks_to_copy",
+    "pit_time",
+];
+
+/// A status as a JSON object with the status file's keys; counts are numbers.
 pub fn json(s: &StatusLines) -> Value {
     let mut m = Map::new();
     for (k, v) in s {
-        let value = match v.parse::<u64>() {
-            Ok(n) => Value::Number(Number::from(n)),
-            Err(_) => Value::String(v.clone()),
+        let number = NUMERIC_KEYS
+            .contains(&k.as_str())
+            .then(|| v.parse::<u64>().ok())
+            .flatten();
+        let value = match number {
+            Some(n) => Value::Number(Number::from(n)),
+            None => Value::String(v.clone()),
         };
         m.insert(k.clone(), value);
     }
@@ -175,6 +191,9 @@ mod tests {
         let j = json(&s);
         assert_eq!(j["chunks_differ"], 164);
         assert_eq!(j["state"], "idle");
+        let mut named = s.clone();
+        named[0].1 = "007".into();
+        assert_eq!(json(&named)["name"], "007", "names stay strings");
         assert_eq!(j.as_object().map(|o| o.len()), Some(s.len()));
     }
 

@@ -7,38 +7,56 @@ use std::path::{Path, PathBuf};
 
 use super::Failure;
 
+/// The mount is found on first use, so usage errors are reported (exit 2) whether or not a
+/// mount exists.
 pub struct Tree {
-    pub root: PathBuf,
+    explicit: Option<PathBuf>,
+    root: std::sync::OnceLock<PathBuf>,
 }
 
 /// One set's status: `key: value` pairs in the file's order.
 pub type StatusLines = Vec<(String, String)>;
 
 impl Tree {
-    pub fn new(root: PathBuf) -> Tree {
-        Tree { root }
+    /// A tree at `--mount DIR` (or `IIFS_MOUNT`), or at the only iifs mount when `None`.
+    pub fn new(explicit: Option<PathBuf>) -> Tree {
+        Tree {
+            explicit,
+            root: std::sync::OnceLock::new(),
+        }
     }
 
-    fn set_file(&self, set: &str, file: &str) -> PathBuf {
-        self.root.join("sets").join(set).join(file)
+    /// The mount's root directory, found on the first call.
+    pub fn root(&self) -> Result<&Path, Failure> {
+        if let Some(r) = self.root.get() {
+            return Ok(r);
+        }
+        let found = super::mount::find(self.explicit.as_deref())?;
+        Ok(self.root.get_or_init(|| found))
+    }
+
+    /// A path inside the tree.
+    pub fn path(&self, rel: &str) -> Result<PathBuf, Failure> {
+        Ok(self.root()?.join(rel))
+    }
+
+    fn set_file(&self, set: &str, file: &str) -> Result<PathBuf, Failure> {
+        Ok(self.root()?.join("sets").join(set).join(file))
     }
 
     /// The global ctl.
     pub fn global(&self, cmd: &str) -> Result<(), Failure> {
-        self.send(&self.root.join("ctl"), cmd, None)
+        self.send(&self.path("ctl")?, cmd, None)
     }
 
     /// A set's ctl.
     pub fn set(&self, set: &str, cmd: &str) -> Result<(), Failure> {
-        self.send(&self.set_file(set, "ctl"), cmd, Some(set))
+        self.send(&self.set_file(set, "ctl")?, cmd, Some(set))
     }
 
     /// The ctl of another object directory (groups/NAME, overflow/NAME).
     pub fn other(&self, dir: &str, what: &str, name: &str, cmd: &str) -> Result<(), Failure> {
-        let top = self.root.join(dir);
-        if !top.is_dir() {
-            return Err(self.not_offered(what));
-        }
+        let top = self.offered(dir, what)?;
         let ctl = top.join(name).join("ctl");
         if !ctl.exists() {
             return Err(Failure::new(format!("no {what} named '{name}'")));
@@ -46,11 +64,16 @@ impl Tree {
         self.send(&ctl, cmd, None)
     }
 
-    pub fn not_offered(&self, what: &str) -> Failure {
-        Failure::new(format!(
+    /// The top-level directory `dir` of a feature, or a refusal when the daemon has none.
+    pub fn offered(&self, dir: &str, what: &str) -> Result<PathBuf, Failure> {
+        let top = self.path(dir)?;
+        if top.is_dir() {
+            return Ok(top);
+        }
+        Err(Failure::new(format!(
             "the daemon at {} does not offer {what}s yet (this iifs version has no {what} support)",
-            self.root.display()
-        ))
+            self.root()?.display()
+        )))
     }
 
     /// One write(2) of the command; on refusal, the daemon's reply read back on the same file.
@@ -85,14 +108,14 @@ impl Tree {
     }
 
     pub fn read(&self, rel: &str) -> Result<String, Failure> {
-        let p = self.root.join(rel);
+        let p = self.path(rel)?;
         std::fs::read_to_string(&p)
             .map_err(|e| Failure::new(format!("cannot read {}: {e}", p.display())))
     }
 
     pub fn status(&self, set: &str) -> Result<StatusLines, Failure> {
         let text =
-            std::fs::read_to_string(self.set_file(set, "status")).map_err(|e| match e.kind() {
+            std::fs::read_to_string(self.set_file(set, "status")?).map_err(|e| match e.kind() {
                 ErrorKind::NotFound => no_set(set),
                 _ => Failure::new(format!("cannot read the status of set {set}: {e}")),
             })?;
@@ -110,7 +133,7 @@ impl Tree {
 
     /// Entries of a top-level directory, or `None` when the daemon has no such directory.
     pub fn names(&self, dir: &str) -> Result<Vec<String>, Failure> {
-        let p = self.root.join(dir);
+        let p = self.path(dir)?;
         let mut names: Vec<String> = std::fs::read_dir(&p)
             .map_err(|e| Failure::new(format!("cannot list {}: {e}", p.display())))?
             .filter_map(|e| e.ok())

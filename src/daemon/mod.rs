@@ -72,6 +72,15 @@ pub fn settings_with(args: &Args, system: &Path) -> Result<Settings, String> {
         s.apply_file(system)?;
     }
     let mount_opts = split_mount_options(&args.options)?;
+    if let (Some(a), Some(b)) = (&args.config, &mount_opts.config) {
+        if a != b {
+            return Err(format!(
+                "two config files given ({} with --config, {} with -o config=): use one",
+                a.display(),
+                b.display()
+            ));
+        }
+    }
     if let Some(c) = args.config.as_ref().or(mount_opts.config.as_ref()) {
         s.apply_file(c)?;
     }
@@ -110,17 +119,29 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let settings = match settings(&args) {
+    let mut settings = match settings(&args) {
         Ok(s) => s,
         Err(e) => {
             process::report_error(&e);
             return ExitCode::from(2);
         }
     };
-    let Some(mountpoint) = args.paths.last().cloned() else {
+    let Some(mountpoint) = args.paths.last() else {
         process::report_error("no mountpoint given");
         return ExitCode::from(2);
     };
+    // The daemon moves to / when it detaches: relative paths are the caller's, resolve them now.
+    let (mountpoint, state_dir) = match (
+        std::path::absolute(mountpoint),
+        std::path::absolute(&settings.state_dir),
+    ) {
+        (Ok(m), Ok(s)) => (m, s),
+        (Err(e), _) | (_, Err(e)) => {
+            process::report_error(&format!("cannot resolve the mountpoint or state dir: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    settings.state_dir = state_dir;
     clear_dead_mount(&mountpoint);
     if let Err(e) = std::fs::create_dir_all(&mountpoint) {
         process::report_error(&format!(
@@ -162,7 +183,7 @@ fn clear_dead_mount(mountpoint: &Path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
         _ => return,
     }
-    let target = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let target = mountpoint.to_path_buf();
     let ours = crate::mounts::current()
         .unwrap_or_default()
         .contains(&target);
