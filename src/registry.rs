@@ -120,6 +120,28 @@ impl Registry {
         })
     }
 
+    /// Whether the registry can be written, without changing it: the temporary file a save
+    /// writes is made, synced and removed. Lets a command refuse before it changes anything.
+    pub fn check_writable(&self) -> Result<()> {
+        let tmp = self.dir.join(format!(".{}.tmp", Self::FILE));
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(b"#\n")?;
+                f.sync_all()
+            })
+            .and_then(|_| fs::remove_file(&tmp))
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::new(
+                    Kind::Io,
+                    format!(
+                        "cannot write the registry in {}: {e}; free space or fix the state directory first",
+                        self.dir.display()
+                    ),
+                )
+            })
+    }
+
     fn write_atomically(&self, text: &str) -> std::io::Result<()> {
         let tmp = self.dir.join(format!(".{}.tmp", Self::FILE));
         let mut f = File::create(&tmp)?;

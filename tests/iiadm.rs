@@ -470,7 +470,10 @@ fn list_json_has_the_status_fields_and_a_closed_pipe_is_no_panic() {
         let shadow = m.volume(&format!("s{i}.img"), 1 << 20, 0);
         let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
         // A set whose name looks like a number stays a string in JSON.
-        ok(&m, &["-e", "dep", &master, &shadow, &bitmap, &format!("00{i}")]);
+        ok(
+            &m,
+            &["-e", "dep", &master, &shadow, &bitmap, &format!("00{i}")],
+        );
     }
     let list: serde_json::Value = serde_json::from_str(&ok(&m, &["-l", "--json"])).unwrap();
     let file = std::fs::read_to_string(m.path("sets/001/status")).unwrap();

@@ -903,6 +903,33 @@ fn ebusy_commands_while_a_copy_runs() {
     assert!(m.set_names().is_empty());
 }
 
+/// A set whose master or shadow file is open (a loop device, a process) is not disabled under
+/// it: EBUSY, nothing changed; once closed, disable works.
+#[test]
+fn ebusy_disable_while_a_volume_file_is_open() {
+    let m = mount_or_skip!();
+    let (master, shadow, bitmap) = trio(&m, "open", 8);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} open"),
+    );
+    let files = [&*master, &*shadow, &*bitmap];
+    for file in ["master", "shadow"] {
+        let held = File::open(m.path(&format!("sets/open/{file}"))).expect("open a volume file");
+        refused_set(
+            &m,
+            "open",
+            "disable",
+            libc::EBUSY,
+            &["open", "losetup -d"],
+            &files,
+        );
+        drop(held);
+    }
+    m.set_ok("open", "disable");
+    assert!(m.set_names().is_empty());
+}
+
 #[test]
 fn ebusy_update_master_after_abort_of_the_copy_to_the_shadow() {
     let m = mount_or_skip!();

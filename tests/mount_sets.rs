@@ -204,41 +204,56 @@ fn update_and_copy_master_restore_the_master_from_an_independent_shadow() {
 #[test]
 fn update_master_on_a_dependent_set_reverts_to_the_shadow() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", MIB, 5);
-    let shadow = m.volume("s.img", MIB, 0);
-    let bitmap = m.volume("b.img", 0, 0);
-    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} d"));
-    let pit = file_bytes(&master);
-    m.write_at("sets/d/master", CHUNK + 5, &pattern(100, 31));
-    m.write_at("sets/d/shadow", 2 * CHUNK, &pattern(CHUNK as usize, 32));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&master)
-        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"CORRUPT", 9 * CHUNK))
-        .unwrap();
-    // Untouched chunks of a dependent shadow are the master's, corruption included.
-    let shadow_now = m.read("sets/d/shadow");
-    m.set_ok("d", "copy master");
-    m.set_ok("d", "wait");
-    let after = file_bytes(&master);
-    assert_eq!(
-        after[CHUNK as usize..2 * CHUNK as usize],
-        pit[CHUNK as usize..2 * CHUNK as usize]
-    );
-    assert_eq!(
-        after[2 * CHUNK as usize..3 * CHUNK as usize],
-        shadow_now[2 * CHUNK as usize..3 * CHUNK as usize]
-    );
-    assert_eq!(
-        &after[9 * CHUNK as usize..9 * CHUNK as usize + 7],
-        b"CORRUPT",
-        "only changed chunks move"
-    );
-    assert_same(
-        &m.read("sets/d/shadow"),
-        &shadow_now,
-        "the shadow is unchanged by updating the master",
-    );
+    // REFERENCE-II items 17 and 18: on a dependent set, update and copy of the master both
+    // move only the chunks the shadow holds (the others are the master's own).
+    for (i, cmd) in ["update master", "copy master"].iter().enumerate() {
+        let master = m.volume(&format!("m{i}.img"), MIB, 5);
+        let shadow = m.volume(&format!("s{i}.img"), MIB, 0);
+        let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
+        let set = format!("d{i}");
+        m.ok(
+            "ctl",
+            &format!("enable dep {master} {shadow} {bitmap} {set}"),
+        );
+        let pit = file_bytes(&master);
+        m.write_at(&format!("sets/{set}/master"), CHUNK + 5, &pattern(100, 31));
+        m.write_at(
+            &format!("sets/{set}/shadow"),
+            2 * CHUNK,
+            &pattern(CHUNK as usize, 32),
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&master)
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, b"CORRUPT", 9 * CHUNK))
+            .unwrap();
+        // Untouched chunks of a dependent shadow are the master's, corruption included.
+        let shadow_now = m.read(&format!("sets/{set}/shadow"));
+        m.set_ok(&set, cmd);
+        m.set_ok(&set, "wait");
+        let after = file_bytes(&master);
+        assert_eq!(
+            after[CHUNK as usize..2 * CHUNK as usize],
+            pit[CHUNK as usize..2 * CHUNK as usize],
+            "{cmd}"
+        );
+        assert_eq!(
+            after[2 * CHUNK as usize..3 * CHUNK as usize],
+            shadow_now[2 * CHUNK as usize..3 * CHUNK as usize],
+            "{cmd}"
+        );
+        assert_eq!(
+            &after[9 * CHUNK as usize..9 * CHUNK as usize + 7],
+            b"CORRUPT",
+            "{cmd}: only changed chunks move"
+        );
+        assert_same(
+            &m.read(&format!("sets/{set}/shadow")),
+            &shadow_now,
+            "the shadow is unchanged by updating the master",
+        );
+        assert_eq!(m.status(&set)["chunks_differ"], "0", "{cmd}");
+    }
 }
 
 #[test]

@@ -79,9 +79,13 @@ impl Controller {
                 };
                 let _lock = self.engine.command_lock();
                 let (delay_ms, units) = params.unwrap_or((0, crate::engine::set::DEFAULT_UNITS));
+                // A state dir that cannot be written refuses the enable before anything changes.
+                self.registry.check_writable()?;
                 self.engine.enable_throttled(&spec, delay_ms, units)?;
                 if let Err(e) = self.registry.save(&self.engine.records()) {
-                    let _ = self.engine.disable(&spec.name);
+                    if let Err(w) = self.engine.withdraw(&spec.name) {
+                        log::error!("set {}: could not take back the enable: {w}", spec.name);
+                    }
                     return Err(e);
                 }
                 Ok(())
@@ -96,6 +100,9 @@ impl Controller {
 
     pub fn run_set_command(&self, name: &str, cmd: &SetCommand) -> Result<()> {
         log::info!("{name}/ctl: {cmd}");
+        // `wait` must not hold the command lock: other commands go on meanwhile. Every other
+        // command looks the set up under the lock, so a `disable` cannot slip in between.
+        let _lock = (*cmd != SetCommand::Wait).then(|| self.engine.command_lock());
         let set = match self.engine.set(name) {
             Ok(set) => set,
             // A set that could not be restored at start can still be disabled (forgotten).
@@ -105,11 +112,6 @@ impl Controller {
             }
             Err(e) => return Err(e),
         };
-        // `wait` must not hold the command lock: other commands go on meanwhile.
-        if *cmd == SetCommand::Wait {
-            return set.wait_copy();
-        }
-        let _lock = self.engine.command_lock();
         match cmd {
             SetCommand::Update(dir) => set.start_copy(*dir, false),
             SetCommand::Copy(dir) => set.start_copy(*dir, true),
@@ -117,12 +119,25 @@ impl Controller {
                 set.abort_copy();
                 Ok(())
             }
-            SetCommand::Wait => Ok(()),
+            SetCommand::Wait => set.wait_copy(),
             SetCommand::Reset => set.reset(),
             SetCommand::Params { delay_ms, units } => set.set_params(*delay_ms, *units),
             SetCommand::Disable => {
-                self.engine.disable(name)?;
-                self.registry.save(&self.engine.records())
+                // The registry forgets the set first: if that cannot be written, nothing changed.
+                self.engine.check_disable(name)?;
+                let rest: Vec<_> = self
+                    .engine
+                    .records()
+                    .into_iter()
+                    .filter(|r| r.name != name)
+                    .collect();
+                self.registry.save(&rest)?;
+                if let Err(e) = self.engine.disable(name) {
+                    // Refused after all (nothing was removed): record the set again.
+                    let _ = self.registry.save(&self.engine.records());
+                    return Err(e);
+                }
+                Ok(())
             }
         }
     }

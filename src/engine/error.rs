@@ -38,11 +38,21 @@ impl Kind {
     }
 }
 
+/// Which volume of a set an I/O failure concerns: it decides what `reset` must rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Shadow,
+    Bitmap,
+}
+
 /// An engine error: what kind of refusal it is and a message for the ctl reply and the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Error {
     pub kind: Kind,
     pub message: String,
+    /// The volume that failed, for I/O errors where it is known.
+    pub volume: Option<Role>,
 }
 
 impl fmt::Display for Error {
@@ -56,12 +66,21 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            volume: None,
         }
     }
 
     /// An I/O failure of a backing volume, with what was being done.
     pub fn io(context: impl fmt::Display, err: &io::Error) -> Self {
         Error::new(Kind::Io, format!("{context}: {err}"))
+    }
+
+    /// An I/O failure of the set's `role` volume.
+    pub fn io_on(role: Role, context: impl fmt::Display, err: &io::Error) -> Self {
+        Error {
+            volume: Some(role),
+            ..Error::io(context, err)
+        }
     }
 
     pub fn errno(&self) -> i32 {

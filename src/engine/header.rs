@@ -37,7 +37,17 @@ pub mod flags {
     pub const PENDING_CLEAR_SHADOW: u32 = 1 << 5;
     /// The set is offline: a backing volume failed.
     pub const OFFLINE: u32 = 1 << 6;
-    pub const PENDING: u32 = PENDING_FILL_COPY | PENDING_OR_COPY | PENDING_CLEAR_SHADOW;
+    /// With OFFLINE: which volumes can no longer be trusted (REFERENCE-II 7.3), so that
+    /// `reset` rebuilds the right one (7.4).
+    pub const OFFLINE_MASTER: u32 = 1 << 7;
+    pub const OFFLINE_SHADOW: u32 = 1 << 8;
+    pub const OFFLINE_BITMAP: u32 = 1 << 9;
+    pub const OFFLINE_ALL: u32 = OFFLINE | OFFLINE_MASTER | OFFLINE_SHADOW | OFFLINE_BITMAP;
+    /// Roll-forward intent `shadow := all ones` (every chunk differs: a reset after only the
+    /// bitmap failed).
+    pub const PENDING_FILL_SHADOW: u32 = 1 << 10;
+    pub const PENDING: u32 =
+        PENDING_FILL_COPY | PENDING_OR_COPY | PENDING_CLEAR_SHADOW | PENDING_FILL_SHADOW;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-use super::error::{Error, Kind, Result};
+use super::error::{Error, Kind, Result, Role};
 use super::set::{Set, Work};
 use super::volume::Volume;
 
@@ -118,13 +118,17 @@ impl Master {
     /// A user read of the master: chunks still waiting for an update from a shadow are read there.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let sets = self.sets();
-        let restoring = sets.iter().find(|s| s.is_copying_to_master());
+        // An offline set no longer pushes its shadow before master writes (they go straight
+        // to the master), so its reads must not be redirected either: the master's own bytes
+        // are what was last written.
+        let restoring = sets
+            .iter()
+            .find(|s| s.is_copying_to_master() && !s.is_offline());
         match restoring {
             Some(set) => set.read_master_through(self, buf, offset),
-            None => self
-                .vol
-                .read_at(buf, offset)
-                .map_err(|e| Error::io(format!("read of master {}", self.path), &e)),
+            None => self.vol.read_at(buf, offset).map_err(|e| {
+                Error::io_on(Role::Master, format!("read of master {}", self.path), &e)
+            }),
         }
     }
 
@@ -164,7 +168,7 @@ impl Master {
     }
 
     fn failed(&self, what: &str, sets: &[Arc<Set>], err: &std::io::Error) -> Error {
-        let e = Error::io(format!("{what} {}", self.path), err);
+        let e = Error::io_on(Role::Master, format!("{what} {}", self.path), err);
         for s in sets {
             s.go_offline(&e);
         }

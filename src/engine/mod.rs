@@ -27,6 +27,9 @@ use master::Master;
 use tracking::Tracking;
 use volume::{FileVolume, Volume, VolumeId};
 
+/// How long `disable` waits for the releases of files closed just before it.
+const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How the engine finds volumes by path: files for the daemon, memory for tests.
 pub trait Opener: Send + Sync {
     fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>>;
@@ -469,20 +472,52 @@ impl Engine {
         self.install(master, shadow, tracking, false)
     }
 
-    /// Remove a set (REFERENCE-II 5.1). Refused while an independent set's full copy runs:
-    /// its shadow would be half a copy.
-    pub fn disable(&self, name: &str) -> Result<()> {
+    /// Whether `disable` would be refused, and why; changes nothing. Refused while an
+    /// independent set's full copy runs (its shadow would be half a copy) and while the set's
+    /// `master` or `shadow` file is open (a loop device or a process would go on writing a
+    /// volume that no set protects any more).
+    pub fn check_disable(&self, name: &str) -> Result<()> {
         let set = self.set(name)?;
         if set.kind == SetKind::Independent && set.copy_active() && !set.is_offline() {
             return Err(error::busy(format!(
                 "set {name} is copying; wait for the copy (or abort it) before disabling"
             )));
         }
+        // The kernel sends the release of a closed file asynchronously: a script's `dd` that
+        // just ended may not be released yet. Give such releases a moment to arrive.
+        let deadline = std::time::Instant::now() + RELEASE_GRACE;
+        while set.open_files() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        match set.open_files() {
+            0 => Ok(()),
+            n => Err(error::busy(format!(
+                "the master or shadow file of set {name} is open ({n} open); a loop device, a \
+                 mounted file system or a process still uses it: detach or close it \
+                 (losetup -d, umount), then disable"
+            ))),
+        }
+    }
+
+    /// Remove a set (REFERENCE-II 5.1), unless `check_disable` refuses.
+    pub fn disable(&self, name: &str) -> Result<()> {
+        self.check_disable(name)?;
+        self.remove(name, true)
+    }
+
+    /// Take back a set that was just enabled (its registry entry could not be written): like
+    /// `disable`, but its shadow is left as it is.
+    pub fn withdraw(&self, name: &str) -> Result<()> {
+        self.remove(name, false)
+    }
+
+    fn remove(&self, name: &str, wipe_shadow: bool) -> Result<()> {
+        let set = self.set(name)?;
         set.abort_copy();
         let _gate = set.gate_write();
         // A dependent shadow, or one left half copied, is not a usable image on its own:
         // wipe its first blocks (REFERENCE-II 5.1) so nothing mounts a torn file system.
-        if set.kind == SetKind::Dependent || set.direction().is_some() {
+        if wipe_shadow && (set.kind == SetKind::Dependent || set.direction().is_some()) {
             let start = 8192u64.min(set.shadow.len());
             let end = 65536u64.min(set.shadow.len());
             if end > start {

@@ -1,13 +1,13 @@
 //! An imaging set: master + shadow + bitmap volume. The read and write paths of its shadow,
 //! the copy-on-write planning for changes of its master, and its commands.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::commit::GroupCommit;
-use super::error::{busy, invalid, not_permitted, Error, Result};
+use super::error::{busy, invalid, not_permitted, Error, Result, Role};
 use super::header::{flags, Durability, Header, SetKind};
 use super::master::{check_range, regions, Master};
 use super::tracking::{Map, Tracking};
@@ -98,6 +98,9 @@ pub struct Set {
     /// Throttle as `delay_ms << 32 | units`.
     throttle: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Open `master`/`shadow` files of this set (loop devices, mounts, processes): a set in
+    /// use is not disabled under them.
+    open_files: AtomicUsize,
 }
 
 /// A snapshot of a set for the status file.
@@ -194,8 +197,26 @@ impl Set {
             abort_wake: (Mutex::new(()), Condvar::new()),
             throttle: AtomicU64::new(((h.throttle_delay_ms as u64) << 32) | units as u64),
             last_error: Mutex::new(None),
+            open_files: AtomicUsize::new(0),
             tracking,
         }
+    }
+
+    /// A `master` or `shadow` file of this set was opened.
+    pub fn file_opened(&self) {
+        self.open_files.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A `master` or `shadow` file of this set was released.
+    pub fn file_closed(&self) {
+        let _ = self
+            .open_files
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// How many `master` or `shadow` files of this set are open.
+    pub fn open_files(&self) -> usize {
+        self.open_files.load(Ordering::SeqCst)
     }
 
     pub fn flags(&self) -> u32 {
@@ -267,15 +288,66 @@ impl Set {
         self.durability == Durability::Strict
     }
 
-    /// Take the set offline: its shadow can no longer be trusted; the reason is kept.
+    /// A failed write or sync of the bitmap volume.
+    fn bitmap_error(&self, what: &str, e: &std::io::Error) -> Error {
+        Error::io_on(
+            Role::Bitmap,
+            format!("{what} of bitmap {}", self.paths.bitmap),
+            e,
+        )
+    }
+
+    /// Which volumes a failure leaves untrustworthy (REFERENCE-II 7.3): the one that failed,
+    /// and those a copy in progress or a dependent shadow's reliance on the master implies. An
+    /// error of no known volume implicates only what the copy in progress was writing.
+    fn offline_flags(&self, failed: Option<Role>) -> u32 {
+        let f = self.flags();
+        let to_shadow = f & flags::TO_SHADOW != 0;
+        let to_master = f & flags::TO_MASTER != 0;
+        let dep = self.is_dependent();
+        let mut off = flags::OFFLINE;
+        match failed {
+            Some(Role::Master) => {
+                off |= flags::OFFLINE_MASTER;
+                if to_shadow || dep {
+                    off |= flags::OFFLINE_SHADOW;
+                }
+            }
+            Some(Role::Shadow) => {
+                off |= flags::OFFLINE_SHADOW;
+                if to_master {
+                    off |= flags::OFFLINE_MASTER;
+                }
+            }
+            Some(Role::Bitmap) | None => {
+                if failed.is_some() {
+                    off |= flags::OFFLINE_BITMAP;
+                }
+                if to_shadow || (dep && !to_master) {
+                    off |= flags::OFFLINE_SHADOW;
+                }
+                if to_master {
+                    off |= flags::OFFLINE_MASTER;
+                    if dep {
+                        off |= flags::OFFLINE_SHADOW;
+                    }
+                }
+            }
+        }
+        off
+    }
+
+    /// Take the set offline: its shadow can no longer be trusted; the reason is kept, and which
+    /// volumes failed, for `reset`.
     pub fn go_offline(&self, err: &Error) {
         log::error!("set {}: offline: {}", self.name, err.message);
-        self.flags.fetch_or(flags::OFFLINE, Ordering::SeqCst);
+        let off = self.offline_flags(err.volume);
+        self.flags.fetch_or(off, Ordering::SeqCst);
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(err.message.clone());
         }
         // Best effort: the bitmap volume may be what failed.
-        let _ = self.tracking.update_header(|h| h.flags |= flags::OFFLINE);
+        let _ = self.tracking.update_header(|h| h.flags |= off);
         // Under the lock `wait_copy` checks the state with, so its wake-up cannot be missed.
         let _guard = self.copy.lock();
         self.copy_done.notify_all();
@@ -365,34 +437,38 @@ impl Set {
             &work.to_shadow,
             master,
             self.shadow.as_ref(),
-            &self.paths.shadow,
+            (&self.paths.shadow, Role::Shadow),
         )?;
         self.copy_chunks(
             &work.to_master,
             self.shadow.as_ref(),
             master,
-            &self.paths.master,
+            (&self.paths.master, Role::Master),
         )?;
         if self.strict() {
             if !work.to_shadow.is_empty() {
                 self.shadow_commit
                     .commit(|| self.shadow.sync())
-                    .map_err(|e| Error::io(format!("sync of {}", self.paths.shadow), &e))?;
+                    .map_err(|e| {
+                        Error::io_on(Role::Shadow, format!("sync of {}", self.paths.shadow), &e)
+                    })?;
             }
             if !work.to_master.is_empty() {
                 self.master_commit
                     .commit(|| self.master.vol.sync())
-                    .map_err(|e| Error::io(format!("sync of {}", self.paths.master), &e))?;
+                    .map_err(|e| {
+                        Error::io_on(Role::Master, format!("sync of {}", self.paths.master), &e)
+                    })?;
             }
         }
         if !work.bits.is_empty() {
             self.tracking
                 .persist(&work.bits)
-                .map_err(|e| Error::io(format!("write of bitmap {}", self.paths.bitmap), &e))?;
+                .map_err(|e| self.bitmap_error("write", &e))?;
             if self.strict() {
                 self.bitmap_commit
                     .commit(|| self.tracking.vol.sync())
-                    .map_err(|e| Error::io(format!("sync of bitmap {}", self.paths.bitmap), &e))?;
+                    .map_err(|e| self.bitmap_error("sync", &e))?;
             }
             self.tracking.publish(&work.bits);
         }
@@ -406,7 +482,7 @@ impl Set {
         chunks: &[u64],
         from: &dyn Volume,
         to: &dyn Volume,
-        path: &str,
+        (path, role): (&str, Role),
     ) -> Result<()> {
         let mut i = 0;
         while i < chunks.len() {
@@ -424,7 +500,8 @@ impl Set {
                 Access::Random
             };
             copy_range(from, to, off, len, access).map_err(|e| {
-                Error::io(
+                Error::io_on(
+                    role,
                     format!("copy of chunks {}..={} to {path}", chunks[i], chunks[j - 1]),
                     &e,
                 )
@@ -487,7 +564,8 @@ impl Set {
             }
             self.apply(own).map_err(|e| self.fail(e))?;
             self.shadow.write_at(piece, off).map_err(|e| {
-                self.fail(Error::io(
+                self.fail(Error::io_on(
+                    Role::Shadow,
                     format!("write to shadow {}", self.paths.shadow),
                     &e,
                 ))
@@ -513,16 +591,32 @@ impl Set {
             return Err(self.offline_error());
         }
         let _gate = self.gate_read();
-        let shadow = (self.shadow.as_ref(), self.paths.shadow.as_str());
-        let master = (self.master.vol.as_ref(), self.paths.master.as_str());
+        let shadow = (
+            self.shadow.as_ref(),
+            self.paths.shadow.as_str(),
+            Role::Shadow,
+        );
+        let master = (
+            self.master.vol.as_ref(),
+            self.paths.master.as_str(),
+            Role::Master,
+        );
         self.read_redirected(buf, offset, shadow, master, |c| self.shadow_reads_master(c))
             .map_err(|e| self.fail(e))
     }
 
     /// A master read while this set updates the master: chunks not yet copied come from the shadow.
     pub fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
-        let home = (master.vol.as_ref(), self.paths.master.as_str());
-        let shadow = (self.shadow.as_ref(), self.paths.shadow.as_str());
+        let home = (
+            master.vol.as_ref(),
+            self.paths.master.as_str(),
+            Role::Master,
+        );
+        let shadow = (
+            self.shadow.as_ref(),
+            self.paths.shadow.as_str(),
+            Role::Shadow,
+        );
         self.read_redirected(buf, offset, home, shadow, |c| {
             self.is_copying_to_master() && self.tracking.test(Map::Copy, c)
         })
@@ -535,13 +629,13 @@ impl Set {
         &self,
         buf: &mut [u8],
         offset: u64,
-        home: (&dyn Volume, &str),
-        elsewhere: (&dyn Volume, &str),
+        home: (&dyn Volume, &str, Role),
+        elsewhere: (&dyn Volume, &str, Role),
         redirected: impl Fn(u64) -> bool,
     ) -> Result<()> {
-        let read = |(vol, path): (&dyn Volume, &str), piece: &mut [u8], off: u64| {
+        let read = |(vol, path, role): (&dyn Volume, &str, Role), piece: &mut [u8], off: u64| {
             vol.read_at(piece, off)
-                .map_err(|e| Error::io(format!("read of {path}"), &e))
+                .map_err(|e| Error::io_on(role, format!("read of {path}"), &e))
         };
         let mut at = 0usize;
         while at < buf.len() {
@@ -567,11 +661,13 @@ impl Set {
 
     /// fsync of either data file: the set's shadow and bitmap first, then the master.
     pub fn sync_all(&self) -> Result<()> {
-        self.shadow
-            .sync()
-            .and_then(|_| self.tracking.vol.sync())
-            .and_then(|_| self.master.vol.sync())
-            .map_err(|e| Error::io(format!("sync of set {}", self.name), &e))
+        let sync = |vol: &dyn Volume, role: Role, path: &str| {
+            vol.sync()
+                .map_err(|e| Error::io_on(role, format!("sync of {path}"), &e))
+        };
+        sync(self.shadow.as_ref(), Role::Shadow, &self.paths.shadow)?;
+        sync(self.tracking.vol.as_ref(), Role::Bitmap, &self.paths.bitmap)?;
+        sync(self.master.vol.as_ref(), Role::Master, &self.paths.master)
     }
 
     // ---------------------------------------------------------------- the copier's steps
@@ -589,11 +685,12 @@ impl Set {
         let off = first * self.chunk_size;
         let (last_off, last_len) = self.chunk_span(first + count - 1);
         let len = last_off + last_len - off;
-        let (from, to, path): (&dyn Volume, &dyn Volume, &str) = match dir {
+        let (from, to, path, role): (&dyn Volume, &dyn Volume, &str, Role) = match dir {
             Direction::Shadow => (
                 self.master.vol.as_ref(),
                 self.shadow.as_ref(),
                 &self.paths.shadow,
+                Role::Shadow,
             ),
             Direction::Master => {
                 // The master's bytes change: the other sets preserve what they need first.
@@ -602,11 +699,13 @@ impl Set {
                     self.shadow.as_ref(),
                     self.master.vol.as_ref(),
                     &self.paths.master,
+                    Role::Master,
                 )
             }
         };
         copy_range(from, to, off, len, Access::Sequential).map_err(|e| {
-            Error::io(
+            Error::io_on(
+                role,
                 format!("copy of chunks {first}..{} to {path}", first + count),
                 &e,
             )
@@ -616,14 +715,14 @@ impl Set {
     /// After a batch of copied chunks is durable: clear their copy bits, unless a writer
     /// already handled the chunk (it clears the bit itself, and may have marked it again).
     pub(super) fn finish_chunks(&self, copied: &[u64], dir: Direction) -> Result<()> {
-        let target: &dyn Volume = match dir {
-            Direction::Shadow => self.shadow.as_ref(),
-            Direction::Master => self.master.vol.as_ref(),
+        let (target, role, path): (&dyn Volume, Role, &str) = match dir {
+            Direction::Shadow => (self.shadow.as_ref(), Role::Shadow, &self.paths.shadow),
+            Direction::Master => (self.master.vol.as_ref(), Role::Master, &self.paths.master),
         };
         if self.strict() {
             target
                 .sync()
-                .map_err(|e| Error::io(format!("sync during copy of set {}", self.name), &e))?;
+                .map_err(|e| Error::io_on(role, format!("sync during copy to {path}"), &e))?;
         }
         let mut start = 0;
         while start < copied.len() {
@@ -649,7 +748,7 @@ impl Set {
             self.tracking
                 .clear_now(Map::Copy, &clear_cpy)
                 .and_then(|_| self.tracking.clear_now(Map::Shadow, &clear_shd))
-                .map_err(|e| Error::io(format!("write of bitmap {}", self.paths.bitmap), &e))?;
+                .map_err(|e| self.bitmap_error("write", &e))?;
             start = end;
         }
         Ok(())
@@ -663,10 +762,7 @@ impl Set {
             flags::ACTIVE
         };
         if let Err(e) = self.tracking.update_header(|h| h.flags &= !clear) {
-            self.go_offline(&Error::io(
-                format!("write of bitmap {}", self.paths.bitmap),
-                &e,
-            ));
+            self.go_offline(&self.bitmap_error("write", &e));
         }
         self.flags.fetch_and(!clear, Ordering::SeqCst);
         let _guard = self.copy.lock();
@@ -685,13 +781,13 @@ impl Set {
         // on disk first, or a power loss could take back writes the new image already shows.
         // The gate holds writers back meanwhile.
         if self.strict() {
-            let (source, path) = match dir {
-                Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master),
-                Direction::Master => (self.shadow.as_ref(), &self.paths.shadow),
+            let (source, path, role) = match dir {
+                Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
+                Direction::Master => (self.shadow.as_ref(), &self.paths.shadow, Role::Shadow),
             };
             source
                 .sync()
-                .map_err(|e| self.fail(Error::io(format!("sync of {path}"), &e)))?;
+                .map_err(|e| self.fail(Error::io_on(role, format!("sync of {path}"), &e)))?;
         }
         let dep = self.is_dependent();
         let pit = now_secs();
@@ -723,12 +819,7 @@ impl Set {
                     }
                 }),
         };
-        result.map_err(|e| {
-            self.fail(Error::io(
-                format!("write of bitmap {}", self.paths.bitmap),
-                &e,
-            ))
-        })?;
+        result.map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
         let h = self.tracking.header();
         self.flags.store(h.flags, Ordering::SeqCst);
         if h.flags & flags::ACTIVE != 0 {
@@ -853,19 +944,17 @@ impl Set {
                 h.throttle_delay_ms = delay_ms;
                 h.throttle_units = units;
             })
-            .map_err(|e| {
-                self.fail(Error::io(
-                    format!("write of bitmap {}", self.paths.bitmap),
-                    &e,
-                ))
-            })?;
+            .map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
         self.throttle
             .store(((delay_ms as u64) << 32) | units as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Bring an offline set back (REFERENCE-II 7.4): a dependent set starts a fresh point in time;
-    /// an independent one copies the master to the shadow again.
+    /// Bring an offline set back (REFERENCE-II 7.4). A dependent set starts a fresh point in
+    /// time. An independent set rebuilds what failed: a failed shadow gets a full copy from the
+    /// master (a new point in time); a failed master, the shadow being sound, a full copy from
+    /// the shadow (the point in time is kept); when only the bitmap failed nothing is copied,
+    /// but every chunk is marked as differing, since the record of which do was lost.
     pub fn reset(self: &Arc<Self>) -> Result<()> {
         if !self.is_offline() {
             return Ok(());
@@ -879,29 +968,44 @@ impl Set {
         self.abort_copy();
         let _gate = self.gate_write();
         let pit = now_secs();
+        let f = self.flags();
         let clear =
-            flags::OFFLINE | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
-        if self.strict() && self.is_dependent() {
-            // The master as it is now becomes the point in time: on disk first.
-            self.master
-                .vol
+            flags::OFFLINE_ALL | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
+        let rebuild = if self.is_dependent() || f & flags::OFFLINE_SHADOW != 0 {
+            Some(Direction::Shadow)
+        } else if f & flags::OFFLINE_MASTER != 0 {
+            Some(Direction::Master)
+        } else {
+            None
+        };
+        if self.strict() {
+            // The source becomes the target's content: on disk first.
+            let (source, path, role) = match rebuild {
+                Some(Direction::Master) => (self.shadow.as_ref(), &self.paths.shadow, Role::Shadow),
+                _ => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
+            };
+            source
                 .sync()
-                .map_err(|e| Error::io(format!("sync of master {}", self.paths.master), &e))?;
+                .map_err(|e| Error::io_on(role, format!("sync of {path}"), &e))?;
         }
-        let result = if self.is_dependent() {
-            self.tracking.reset_all(|h| {
+        let result = match (self.is_dependent(), rebuild) {
+            (true, _) => self.tracking.reset_all(|h| {
                 h.flags &= !clear;
                 h.pit_time = pit;
-            })
-        } else {
-            self.tracking.bulk(
+            }),
+            (false, Some(dir)) => self.tracking.bulk(
                 flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW,
                 |h| {
                     h.flags &= !clear;
-                    h.flags |= flags::TO_SHADOW | flags::ACTIVE | FULL_COPY;
-                    h.pit_time = pit;
+                    h.flags |= direction_flag(dir) | flags::ACTIVE | FULL_COPY;
+                    if dir == Direction::Shadow {
+                        h.pit_time = pit;
+                    }
                 },
-            )
+            ),
+            (false, None) => self.tracking.bulk(flags::PENDING_FILL_SHADOW, |h| {
+                h.flags &= !clear;
+            }),
         };
         result.map_err(|e| {
             Error::io(

@@ -277,6 +277,11 @@ impl Tracking {
             self.write_region(Map::Shadow)?;
             self.vol.sync()?;
         }
+        if ops & flags::PENDING_FILL_SHADOW != 0 {
+            self.shd_disk.fill();
+            self.write_region(Map::Shadow)?;
+            self.vol.sync()?;
+        }
         Ok(())
     }
 

@@ -34,10 +34,34 @@ thread_local! {
 
 const TTL: Duration = Duration::from_secs(1);
 
+/// An open `master` or `shadow` file: counted on its set while it lives, so the set is not
+/// disabled under a loop device or a process using it.
+struct DataFile(Arc<Set>);
+
+impl DataFile {
+    fn new(set: Arc<Set>) -> DataFile {
+        set.file_opened();
+        DataFile(set)
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        self.0.file_closed();
+    }
+}
+
+impl std::ops::Deref for DataFile {
+    type Target = Arc<Set>;
+    fn deref(&self) -> &Arc<Set> {
+        &self.0
+    }
+}
+
 /// What an open file handle refers to, fixed at open.
 enum Handle {
-    Master(Arc<Set>),
-    Shadow(Arc<Set>),
+    Master(DataFile),
+    Shadow(DataFile),
     Bitmap(Arc<Set>),
     /// A ctl file: `None` for the global one. Holds the reply to the last command.
     Ctl(Option<String>, Mutex<Reply>),
@@ -312,8 +336,8 @@ impl Filesystem for IifsFs {
                     return reply.error(Errno::ENOENT);
                 };
                 match file {
-                    SetFile::Master => Handle::Master(set),
-                    SetFile::Shadow => Handle::Shadow(set),
+                    SetFile::Master => Handle::Master(DataFile::new(set)),
+                    SetFile::Shadow => Handle::Shadow(DataFile::new(set)),
                     _ if writing => return reply.error(Errno::EACCES),
                     _ => Handle::Bitmap(set),
                 }
@@ -560,7 +584,7 @@ impl Filesystem for IifsFs {
             return reply.error(Errno::EBADF);
         };
         let set = match h.as_ref() {
-            Handle::Master(s) | Handle::Shadow(s) => s.clone(),
+            Handle::Master(s) | Handle::Shadow(s) => Arc::clone(&s.0),
             _ => return reply.error(Errno::EOPNOTSUPP),
         };
         let discard = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;

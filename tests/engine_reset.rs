@@ -1,0 +1,202 @@
+//! `reset` of an offline independent set rebuilds what failed (REFERENCE-II 7.3, 7.4): a
+//! failed shadow gets a full copy from the master, a failed master a full copy from the sound
+//! shadow (an interrupted `update master` is finished, not thrown away), and a failed bitmap
+//! only marks every chunk as differing. Volumes are in memory, with a switch that makes one
+//! of them fail its writes and syncs.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use iifs::engine::volume::{MemVolume, Volume, VolumeId};
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
+
+const SIZE: usize = 64 * 4096;
+const CHUNK: usize = 4096;
+
+/// A memory volume whose writes and syncs fail while `broken` is set.
+struct Flaky {
+    inner: MemVolume,
+    broken: AtomicBool,
+}
+
+impl Flaky {
+    fn new(data: Vec<u8>) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: MemVolume::from_bytes(data),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    fn fail(&self, on: bool) {
+        self.broken.store(on, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            Err(io::Error::other("injected failure"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.inner.snapshot()
+    }
+}
+
+impl Volume for Flaky {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check()?;
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.check()?;
+        self.inner.sync()
+    }
+    fn id(&self) -> VolumeId {
+        self.inner.id()
+    }
+}
+
+fn pattern(seed: u8) -> Vec<u8> {
+    (0..SIZE)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+struct Rig {
+    engine: Engine,
+    set: Arc<Set>,
+    master: Arc<Flaky>,
+    shadow: Arc<Flaky>,
+    bitmap: Arc<Flaky>,
+}
+
+/// An independent set whose full copy has finished: master and shadow both read `pattern(1)`.
+fn rig() -> Rig {
+    let master = Flaky::new(pattern(1));
+    let shadow = Flaky::new(vec![0; SIZE]);
+    let bitmap = Flaky::new(vec![0; 16384]);
+    let opener = MapOpener::new();
+    opener.insert("/m", master.clone());
+    opener.insert("/s", shadow.clone());
+    opener.insert("/b", bitmap.clone());
+    let engine = Engine::new(Box::new(opener));
+    let set = engine
+        .enable(&EnableSpec {
+            kind: SetKind::Independent,
+            master: "/m".into(),
+            shadow: "/s".into(),
+            bitmap: "/b".into(),
+            name: "r".into(),
+            chunk_size: CHUNK as u64,
+            durability: Durability::Strict,
+        })
+        .expect("enable");
+    set.wait_copy().expect("the first full copy");
+    assert_eq!(shadow.bytes(), pattern(1));
+    Rig {
+        engine,
+        set,
+        master,
+        shadow,
+        bitmap,
+    }
+}
+
+fn read_shadow(set: &Set) -> Vec<u8> {
+    let mut buf = vec![0; SIZE];
+    set.read_shadow(&mut buf, 0).expect("read of the shadow");
+    buf
+}
+
+fn read_master(set: &Set) -> Vec<u8> {
+    let mut buf = vec![0; SIZE];
+    set.master.read(&mut buf, 0).expect("read of the master");
+    buf
+}
+
+#[test]
+fn a_failed_shadow_is_rebuilt_from_the_master() {
+    let r = rig();
+    r.shadow.fail(true);
+    r.set
+        .start_copy(Direction::Shadow, true)
+        .expect("copy starts");
+    let e = r.set.wait_copy().expect_err("the copy fails");
+    assert_eq!(e.kind, Kind::Io);
+    assert_eq!(r.set.status().state, "offline");
+    r.shadow.fail(false);
+    r.set.reset().expect("reset");
+    r.set.wait_copy().expect("the rebuilding copy");
+    assert_eq!(r.set.status().state, "idle");
+    assert_eq!(r.shadow.bytes(), r.master.bytes());
+    assert_eq!(read_shadow(&r.set), pattern(1));
+    drop(r.engine);
+}
+
+#[test]
+fn a_failed_master_during_update_master_is_restored_from_the_shadow() {
+    let r = rig();
+    // The master changes; the shadow keeps the point in time. Restoring the master begins,
+    // throttled so that it is still running when the master fails.
+    let changed = pattern(9);
+    r.set.master.write(&changed, 0).expect("master write");
+    r.set.set_params(50, 1).expect("throttle");
+    r.set
+        .start_copy(Direction::Master, true)
+        .expect("copy master");
+    r.master.fail(true);
+    let e = r.set.wait_copy().expect_err("the restore fails");
+    assert_eq!(e.kind, Kind::Io);
+    assert_eq!(r.set.status().state, "offline");
+    // The fault is cleared: reset must finish restoring the master from the shadow, not copy
+    // the half-restored master over the one good image.
+    r.master.fail(false);
+    r.set.set_params(0, 100).expect("no throttle");
+    r.set.reset().expect("reset");
+    r.set.wait_copy().expect("the rebuilding copy");
+    let st = r.set.status();
+    assert_eq!(st.state, "idle", "{st:?}");
+    assert_eq!(r.shadow.bytes(), pattern(1), "the shadow is untouched");
+    assert_eq!(
+        r.master.bytes(),
+        pattern(1),
+        "the master is the shadow again"
+    );
+    assert_eq!(read_master(&r.set), pattern(1));
+    drop(r.engine);
+}
+
+#[test]
+fn a_failed_bitmap_copies_nothing_but_marks_every_chunk() {
+    let r = rig();
+    r.bitmap.fail(true);
+    // The first write to a chunk since the copy must record its bit: the bitmap fails.
+    let _ = r.set.master.write(&[7u8; CHUNK], 0);
+    assert_eq!(r.set.status().state, "offline");
+    r.bitmap.fail(false);
+    let master_before = r.master.bytes();
+    r.set.reset().expect("reset");
+    let st = r.set.status();
+    assert_eq!(st.state, "idle", "no copy runs: {st:?}");
+    assert_eq!(
+        st.chunks_differ,
+        (SIZE / CHUNK) as u64,
+        "every chunk differs"
+    );
+    assert_eq!(r.shadow.bytes(), pattern(1), "the shadow is untouched");
+    assert_eq!(r.master.bytes(), master_before, "the master is untouched");
+    // An update then brings the shadow to the master again.
+    r.set.start_copy(Direction::Shadow, false).expect("update");
+    r.set.wait_copy().expect("update");
+    assert_eq!(r.shadow.bytes(), r.master.bytes());
+    drop(r.engine);
+}
