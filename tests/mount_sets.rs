@@ -360,3 +360,69 @@ fn volumes_behave_like_block_devices() {
         .unwrap()
         .starts_with("iifs "));
 }
+
+/// `fallocate(PUNCH_HOLE)` on `master` (what mkfs.ext4 and fstrim send through a loop device)
+/// is a write of zeros to the point in time: the old chunks are preserved first, the master
+/// then reads zeros there and its backing file gives the space back. On `shadow` it is a
+/// write of zeros to the image.
+#[test]
+fn a_punched_hole_is_preserved_first_and_gives_the_space_back() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let m = mount_or_skip!();
+    let master = m.volume("m.img", 4 * MIB, 3);
+    let shadow = m.volume("s.img", 4 * MIB, 0);
+    let bitmap = m.volume("b.img", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} holes"),
+    );
+    let pit = file_bytes(&master);
+    let blocks_before = std::fs::metadata(&master).unwrap().blocks();
+    let punch = |rel: &str, off: u64, len: u64| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path(rel))
+            .unwrap();
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on an open descriptor with plain integer arguments.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) };
+        assert_eq!(
+            rc,
+            0,
+            "punch hole on {rel}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    // Two whole MiB and a ragged tail that ends inside a chunk.
+    punch("sets/holes/master", MIB, 2 * MIB + 100);
+    let now = m.read("sets/holes/master");
+    let mut expected = pit.clone();
+    expected[MIB as usize..(3 * MIB + 100) as usize].fill(0);
+    assert_same(&now, &expected, "the master reads zeros in the hole");
+    assert_same(&file_bytes(&master), &expected, "the backing file too");
+    assert_same(
+        &m.read("sets/holes/shadow"),
+        &pit,
+        "the shadow keeps the point in time",
+    );
+    let blocks_after = std::fs::metadata(&master).unwrap().blocks();
+    assert!(
+        blocks_after + 2 * MIB / 512 <= blocks_before,
+        "the master's file gave at least 2 MiB back: {blocks_before} -> {blocks_after} blocks"
+    );
+    // On the shadow: the image reads zeros there, the master is untouched.
+    punch("sets/holes/shadow", 0, CHUNK);
+    let img = m.read("sets/holes/shadow");
+    assert!(img[..CHUNK as usize].iter().all(|&b| b == 0));
+    assert_same(
+        &img[CHUNK as usize..],
+        &pit[CHUNK as usize..],
+        "the rest of the image",
+    );
+    assert_same(
+        &m.read("sets/holes/master"),
+        &expected,
+        "the master is untouched",
+    );
+}

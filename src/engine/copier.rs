@@ -15,8 +15,6 @@ use super::tracking::Map;
 const BATCH_BYTES: u64 = 32 << 20;
 /// How far (in batches) one batch may range to collect its chunks.
 const SPAN_BATCHES: u64 = 16;
-/// Runs shorter than this are prefetched explicitly (see `prefetch_scattered`).
-const PREFETCH_RUN_MAX: u64 = 1 << 20;
 
 pub fn run(set: Arc<Set>) {
     let Some(dir) = set.direction() else {
@@ -51,7 +49,7 @@ pub fn run(set: Arc<Set>) {
             batch_chunks
         };
         let end = (first + batch * SPAN_BATCHES).min(set.chunks);
-        prefetch_scattered(&set, dir, first, end);
+        prefetch(&set, dir, first, end, batch);
 
         let mut copied = Vec::new();
         let mut c = first;
@@ -118,28 +116,27 @@ fn copy_region(
     Ok(c)
 }
 
-/// An update's chunks are often scattered: ask for all of a batch's short runs at once, so the
-/// disk reads them in parallel instead of one by one as the copy reaches them. (Long runs are
-/// read ahead by the sequential descriptor already.)
-fn prefetch_scattered(set: &Set, dir: Direction, first: u64, end: u64) {
+/// Ask for every run of a batch's source at once (up to `batch` chunks, as the batch will
+/// copy), so the disk reads them in parallel rather than one by one as the copy reaches them:
+/// scattered chunks of an update as much as the long runs of a full copy.
+fn prefetch(set: &Set, dir: Direction, first: u64, end: u64, batch: u64) {
     let source = match dir {
         Direction::Shadow => set.master.vol.as_ref(),
         Direction::Master => set.shadow.as_ref(),
     };
     let mut c = first;
-    while c < end {
+    let mut asked = 0u64;
+    while c < end && asked < batch {
         if !set.tracking.test(Map::Copy, c) {
             c += 1;
             continue;
         }
         let start = c;
-        while c < end && set.tracking.test(Map::Copy, c) {
+        while c < end && asked < batch && set.tracking.test(Map::Copy, c) {
             c += 1;
+            asked += 1;
         }
-        let len = (c - start) * set.chunk_size;
-        if len < PREFETCH_RUN_MAX {
-            source.will_need(start * set.chunk_size, len);
-        }
+        source.will_need(start * set.chunk_size, (c - start) * set.chunk_size);
     }
 }
 

@@ -90,27 +90,47 @@ impl Master {
     /// A user write to the master.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         check_range(offset, data.len() as u64, self.len(), &self.path)?;
-        self.with_sets(|sets| self.write_pieces(sets, data, offset))
+        self.with_sets(|sets| {
+            self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {
+                self.vol.write_at(&data[at..at + n], off)
+            })
+        })
     }
 
-    fn write_pieces(&self, sets: &[Arc<Set>], data: &[u8], offset: u64) -> Result<()> {
-        for (off, piece) in regions(offset, data) {
+    /// A user discard (punch hole) on the master: to the point in time, a write of zeros; the
+    /// backing file gives the space back where it can.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        check_range(offset, len, self.len(), &self.path)?;
+        self.with_sets(|sets| {
+            self.change(sets, offset, len, "discard on", |off, _, n| {
+                self.vol.punch_hole(off, n as u64)
+            })
+        })
+    }
+
+    /// Change master bytes `[offset, offset+len)` region by region with `apply(offset, index
+    /// into the request, length)`, once every set has preserved what it needs.
+    fn change(
+        &self,
+        sets: &[Arc<Set>],
+        offset: u64,
+        len: u64,
+        what: &str,
+        apply: impl Fn(u64, usize, usize) -> std::io::Result<()>,
+    ) -> Result<()> {
+        for (off, at, n) in region_spans(offset, len) {
             // Fast path: every set has this range preserved and no copy runs that could need
             // it; the bits were published only once durable, so no lock is needed.
             if sets
                 .iter()
-                .all(|s| s.needs_nothing_before_change(off, piece.len() as u64))
+                .all(|s| s.needs_nothing_before_change(off, n as u64))
             {
-                self.vol
-                    .write_at(piece, off)
-                    .map_err(|e| self.failed("write to the master", sets, &e))?;
+                apply(off, at, n).map_err(|e| self.failed(what, sets, &e))?;
                 continue;
             }
             let _stripe = self.lock_region(off);
-            self.prepare_change(sets, off, piece.len() as u64, None);
-            self.vol
-                .write_at(piece, off)
-                .map_err(|e| self.failed("write to the master", sets, &e))?;
+            self.prepare_change(sets, off, n as u64, None);
+            apply(off, at, n).map_err(|e| self.failed(what, sets, &e))?;
         }
         Ok(())
     }
@@ -168,7 +188,11 @@ impl Master {
     }
 
     fn failed(&self, what: &str, sets: &[Arc<Set>], err: &std::io::Error) -> Error {
-        let e = Error::io_on(Role::Master, format!("{what} {}", self.path), err);
+        let e = Error::io_on(
+            Role::Master,
+            format!("{what} the master {}", self.path),
+            err,
+        );
         for s in sets {
             s.go_offline(&e);
         }
@@ -216,19 +240,20 @@ impl Master {
     }
 }
 
-/// Split a buffer at 1 MiB region boundaries.
-pub fn regions(offset: u64, data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    let mut at = 0usize;
+/// Split the byte range `[offset, offset+len)` at 1 MiB region boundaries: (offset, index
+/// into the range, length) of each piece.
+pub fn region_spans(offset: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    let mut at = 0u64;
     std::iter::from_fn(move || {
-        if at >= data.len() {
+        if at >= len {
             return None;
         }
-        let off = offset + at as u64;
+        let off = offset + at;
         let region_end = ((off >> REGION_SHIFT) + 1) << REGION_SHIFT;
-        let n = ((region_end - off) as usize).min(data.len() - at);
-        let piece = &data[at..at + n];
+        let n = (region_end - off).min(len - at);
+        let piece = (off, at as usize, n as usize);
         at += n;
-        Some((off, piece))
+        Some(piece)
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::commit::GroupCommit;
 use super::error::{busy, invalid, not_permitted, Error, Result, Role};
 use super::header::{flags, Durability, Header, SetKind};
-use super::master::{check_range, regions, Master};
+use super::master::{check_range, region_spans, Master};
 use super::tracking::{Map, Tracking};
 use super::volume::{copy_range, Access, Volume};
 
@@ -196,7 +196,12 @@ impl Set {
             shutting_down: AtomicBool::new(false),
             abort_wake: (Mutex::new(()), Condvar::new()),
             throttle: AtomicU64::new(((h.throttle_delay_ms as u64) << 32) | units as u64),
-            last_error: Mutex::new(None),
+            // The reason itself is in the log of the daemon that took the set offline.
+            last_error: Mutex::new((h.flags & flags::OFFLINE != 0).then(|| {
+                "the set was already offline when the daemon started (the reason is in the \
+                 log of the daemon before); fix the volume, then reset the set"
+                    .to_string()
+            })),
             open_files: AtomicUsize::new(0),
             tracking,
         }
@@ -514,9 +519,31 @@ impl Set {
     // ---------------------------------------------------------------- shadow I/O
 
     pub fn write_shadow(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.change_shadow(offset, data.len() as u64, "write to", |off, at, n| {
+            self.shadow.write_at(&data[at..at + n], off)
+        })
+    }
+
+    /// A user discard (punch hole) on the shadow: a write of zeros to the image; the backing
+    /// file gives the space back where it can.
+    pub fn discard_shadow(&self, offset: u64, len: u64) -> Result<()> {
+        self.change_shadow(offset, len, "discard on", |off, _, n| {
+            self.shadow.punch_hole(off, n as u64)
+        })
+    }
+
+    /// Change shadow bytes `[offset, offset+len)` with `apply(offset, index into the request,
+    /// length)`, region by region, once the copy rules have moved what must move first.
+    fn change_shadow(
+        &self,
+        offset: u64,
+        len: u64,
+        what: &str,
+        apply: impl Fn(u64, usize, usize) -> std::io::Result<()>,
+    ) -> Result<()> {
         check_range(
             offset,
-            data.len() as u64,
+            len,
             self.size,
             &format!("the shadow of set {}", self.name),
         )?;
@@ -524,16 +551,23 @@ impl Set {
             return Err(self.offline_error());
         }
         self.master
-            .with_sets(|sets| self.write_shadow_pieces(sets, data, offset))
+            .with_sets(|sets| self.change_shadow_pieces(sets, offset, len, what, &apply))
     }
 
-    fn write_shadow_pieces(&self, sets: &[Arc<Set>], data: &[u8], offset: u64) -> Result<()> {
-        for (off, piece) in regions(offset, data) {
+    fn change_shadow_pieces(
+        &self,
+        sets: &[Arc<Set>],
+        offset: u64,
+        len: u64,
+        what: &str,
+        apply: &dyn Fn(u64, usize, usize) -> std::io::Result<()>,
+    ) -> Result<()> {
+        for (off, at, n) in region_spans(offset, len) {
             let _stripe = self.master.lock_region(off);
             let f = self.flags();
             let mut own = Work::default();
             let mut push = Work::default();
-            for c in self.chunks_of(off, piece.len() as u64) {
+            for c in self.chunks_of(off, n as u64) {
                 let shd = self.tracking.test(Map::Shadow, c);
                 let cpy = self.tracking.test(Map::Copy, c);
                 if f & flags::TO_MASTER != 0 && cpy {
@@ -563,10 +597,10 @@ impl Set {
                 self.apply(push).map_err(|e| self.fail(e))?;
             }
             self.apply(own).map_err(|e| self.fail(e))?;
-            self.shadow.write_at(piece, off).map_err(|e| {
+            apply(off, at, n).map_err(|e| {
                 self.fail(Error::io_on(
                     Role::Shadow,
-                    format!("write to shadow {}", self.paths.shadow),
+                    format!("{what} shadow {}", self.paths.shadow),
                     &e,
                 ))
             })?;

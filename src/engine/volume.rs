@@ -34,11 +34,6 @@ pub trait Volume: Send + Sync {
     fn will_need(&self, _offset: u64, _len: u64) {}
     /// Bytes were written to the volume behind `write_at`'s back (through `raw_fd`).
     fn note_written(&self) {}
-    /// A descriptor for long sequential reads (the background copier), with the kernel's
-    /// readahead on; the default is the ordinary one.
-    fn sequential_fd(&self) -> Option<RawFd> {
-        self.raw_fd()
-    }
     fn id(&self) -> VolumeId;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -72,11 +67,14 @@ pub fn copy_range(
     len: u64,
     access: Access,
 ) -> io::Result<()> {
-    let sfd = match access {
-        Access::Random => src.raw_fd(),
-        Access::Sequential => src.sequential_fd(),
-    };
-    if let (Some(sfd), Some(dfd)) = (sfd, dst.raw_fd()) {
+    // A sweep asks for all of its source at once, so the disk reads it in parallel. Not the
+    // kernel's readahead: that fills the page cache with large folios, and on this kernel
+    // 4 KiB writes into large folios are throttled hard (a master read by a full copy then
+    // took 4 KiB writes at a quarter of the speed). Explicitly requested pages stay small.
+    if access == Access::Sequential {
+        src.will_need(offset, len);
+    }
+    if let (Some(sfd), Some(dfd)) = (src.raw_fd(), dst.raw_fd()) {
         let copied = copy_file_range_all(sfd, dfd, offset, len);
         dst.note_written();
         if copied? {
@@ -147,9 +145,6 @@ fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
 /// A volume backed by a regular file or a block device.
 pub struct FileVolume {
     file: File,
-    /// The same file opened again with normal readahead, for the copier's sweeps: readahead
-    /// advice belongs to an open file, and `file` has random-access advice.
-    sequential: File,
     /// Written since the last sync: a sync of a clean file is skipped (fsync of a master
     /// then costs one flush, not one per volume of the set).
     dirty: AtomicBool,
@@ -164,7 +159,6 @@ impl FileVolume {
     /// Open read-write. The client's O_DIRECT is never passed on: backing I/O uses the page cache.
     pub fn open(path: &Path) -> io::Result<FileVolume> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
-        let sequential = OpenOptions::new().read(true).open(path)?;
         let meta = file.metadata()?;
         if !(meta.file_type().is_file()
             || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()))
@@ -180,15 +174,15 @@ impl FileVolume {
         } else {
             VolumeId(u64::MAX, meta.rdev())
         };
-        // Random access advice: on this kernel 4 KiB writes into large page-cache folios are
-        // throttled hard without it.
+        // Random access advice, so no readahead: on this kernel 4 KiB writes into large
+        // page-cache folios (which readahead creates) are throttled hard. Long reads ask for
+        // their pages explicitly instead (`will_need`).
         // SAFETY: plain advisory call on an open descriptor.
         unsafe {
             libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
         }
         Ok(FileVolume {
             file,
-            sequential,
             dirty: AtomicBool::new(true),
             sync_lock: std::sync::Mutex::new(()),
             len,
@@ -287,10 +281,6 @@ impl Volume for FileVolume {
 
     fn raw_fd(&self) -> Option<RawFd> {
         Some(self.file.as_raw_fd())
-    }
-
-    fn sequential_fd(&self) -> Option<RawFd> {
-        Some(self.sequential.as_raw_fd())
     }
 
     fn id(&self) -> VolumeId {

@@ -596,20 +596,18 @@ impl Filesystem for IifsFs {
                 reply.error(Errno::ENOSPC)
             };
         }
-        // A discard is a write of zeros as far as the point in time is concerned.
+        // A discard is a write of zeros as far as the point in time is concerned; the backing
+        // file punches the hole (or writes zeros where it cannot).
         let end = offset.saturating_add(length).min(set.size);
-        let zeros = vec![0u8; 1 << 20];
-        let mut at = offset;
-        while at < end {
-            let n = (end - at).min(zeros.len() as u64) as usize;
-            let r = match h.as_ref() {
-                Handle::Master(s) => s.master.write(&zeros[..n], at),
-                _ => set.write_shadow(&zeros[..n], at),
-            };
-            if let Err(e) = r {
-                return reply.error(errno(&e));
-            }
-            at += n as u64;
+        if end <= offset {
+            return reply.ok();
+        }
+        let r = match h.as_ref() {
+            Handle::Master(s) => s.master.discard(offset, end - offset),
+            _ => set.discard_shadow(offset, end - offset),
+        };
+        if let Err(e) = r {
+            return reply.error(errno(&e));
         }
         reply.ok()
     }
