@@ -992,10 +992,22 @@ fn ebusy_second_set_updates_a_master_being_updated() {
     assert_eq!(m.status("a")["direction"], "master");
     let files = [&*master, &*sa, &*ba, &*sb, &*bb, &*sc, &*bc];
     for set in ["b", "c"] {
-        for cmd in ["update master", "copy master"] {
+        for cmd in ["update master", "copy master", "update shadow"] {
             refused_set(&m, set, cmd, libc::EBUSY, &["set a", &master], &files);
         }
     }
+    // Nor may a new set take its point in time from a master that is being rewritten.
+    let sd = m.volume("d-shadow", SIZE, 0);
+    let bd = m.volume("d-bitmap", 0, 0);
+    let mut with_d = files.to_vec();
+    with_d.extend([&*sd, &*bd]);
+    refused_global(
+        &m,
+        &format!("enable dep {master} {sd} {bd} d"),
+        libc::EBUSY,
+        &["set a", &master],
+        &with_d,
+    );
     m.set_ok("a", "abort");
 }
 
