@@ -12,11 +12,11 @@
 #                    must be absent or empty, on a real disk (not tmpfs); removed at exit
 #   KEEP=1           keep WORKDIR (fio JSON, logs, report.md) instead of removing it
 #   NO_BUILD=1       do not run `cargo build --release` (use the existing target/release/iifs)
-#   DROP_CACHES=0    which jobs start from a cold page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`):
-#                    0 (default) the copies, the updates and the 4 KiB write jobs; the read jobs
-#                    and 1 MiB writes find the file cached, as fio's defaults leave it after its
-#                    layout; 1 every job (all sides then wait on the disk for reads, which hides
-#                    the daemons' own costs)
+#   DROP_CACHES=0    0 (default): write jobs, copies and updates start from a cold page cache
+#                    (`sync; echo 3 > /proc/sys/vm/drop_caches`), read jobs with the file read
+#                    once through the target just before (cached, as fio's layout leaves it);
+#                    1: every job starts cold (all sides then wait on the disk for reads, which
+#                    hides the daemons' own costs)
 #
 # Needs root, /dev/fuse, python3, fio and qemu-utils (installed with apt-get when missing).
 # The report (Markdown, ready to paste into README.md) goes to stdout; progress to stderr.
@@ -298,13 +298,17 @@ run_fio() {
         ;;
     *) die "run_fio: mode $mode" ;;
     esac
-    # 4 KiB writes start cold on every side. On this kernel a 4 KiB buffered write into a cached
-    # large folio (which an earlier large write or readahead made) dirties the whole folio and
-    # runs at a third of the speed, so how the cache happened to be filled would decide the
-    # figures; starting cold, each side's cache is built by the job's own writes.
+    # Every side starts a job from the same cache state, whatever ran before it: write jobs
+    # from a cold cache (on this kernel a 4 KiB buffered write into a cached large folio, made
+    # by an earlier large write or by readahead, dirties the whole folio and runs at a third of
+    # the speed, so the cache's history would decide the figures), read jobs with the file read
+    # once through the target just before (fio's defaults leave a file cached after its layout).
     case $wl in
-    randwrite | randwrite16 | randrw | fsyncwrite) cold_cache ;;
-    *) drop_caches ;;
+    seqread | randread | randread16)
+        drop_caches
+        [ "$DROP_CACHES" = 1 ] || warm_cache "$file"
+        ;;
+    *) cold_cache ;;
     esac
     log "$target $wl ($mode)"
     local c0 c1 t0 t1 sum
@@ -323,6 +327,15 @@ run_fio() {
     [ -n "$pid" ] && cpu=$(cpu_seconds "$c0" "$c1")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$wl" "$value" "$nbytes" "$cpu" "$secs" "$note" >>"$RESULTS"
     log "  -> $value $([[ $wl == seq* ]] && echo MB/s || echo IOPS), daemon CPU ${cpu}s, wall $(elapsed "$t0" "$t1")s"
+}
+
+# Read FILE once, sequentially, through whatever serves it (untimed).
+warm_cache() {
+    fio --name=warm --filename="$1" --size="$SIZE_BYTES" --rw=read --bs=1M --ioengine=psync \
+        --output-format=json --output="$WORKDIR/log/warm.json" >"$WORKDIR/log/warm.err" 2>&1 || {
+        cat "$WORKDIR/log/warm.err" >&2
+        die "fio failed reading $1 to warm the cache"
+    }
 }
 
 # Untimed preparation writes (not recorded).
@@ -809,10 +822,11 @@ for t, p in (("iifs-noset", "qsd-raw"), ("iifs-dep-over", "qsd-qcow2"), ("iifs-d
 table(["what", "measured", "goal", "met"], lines)
 
 dc = ("after `sync; echo 3 > /proc/sys/vm/drop_caches` (DROP_CACHES=1)" if E["DROP_CACHES"] == "1" else
-      "with the file as fio's layout or the preceding job left it in the page cache (DROP_CACHES=0), except the 4 KiB "
-      "write jobs (randwrite, randwrite16, randrw, fsyncwrite), the copies and the updates, which start from a cold cache "
-      "(`sync; echo 3 > /proc/sys/vm/drop_caches`): on this kernel 4 KiB buffered writes into cached large folios "
-      "(made by large writes or readahead) run at a third of the speed, so the cache's history would decide those figures")
+      "from the same cache state on every side (DROP_CACHES=0): write jobs, copies and updates from a cold cache "
+      "(`sync; echo 3 > /proc/sys/vm/drop_caches`), read jobs right after one untimed sequential read of the file "
+      "through the target, so the file is cached as fio's layout leaves it. (On this kernel 4 KiB buffered writes "
+      "into cached large folios, made by large writes or readahead, run at a third of the speed: the cache's "
+      "history would otherwise decide the write figures)")
 print(f"""### Caveats
 
 - Every job starts {dc}; jobs are time-based ({E['RUNTIME']} s over a {size >> 20} MiB file) unless said otherwise, so
