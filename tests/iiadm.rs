@@ -53,6 +53,14 @@ fn refused(m: &Mount, args: &[&str], mentions: &str) {
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"));
 }
 
+/// The keys of a status file, in its order.
+fn status_keys(file: &str) -> Vec<&str> {
+    file.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 #[test]
 fn the_original_walk_through_with_a_set_name() {
     let m = mount_or_skip!();
@@ -240,11 +248,7 @@ fn status_of_all_on_an_empty_mount_and_json_for_scripts() {
     ok(&m, &["-w", "j1"]);
     let one: serde_json::Value = serde_json::from_str(&ok(&m, &["-i", "j0", "--json"])).unwrap();
     let file = std::fs::read_to_string(m.path("sets/j0/status")).unwrap();
-    let keys: Vec<&str> = file
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, _)| k)
-        .collect();
+    let keys = status_keys(&file);
     let obj = one.as_object().expect("an object");
     assert_eq!(
         obj.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -477,11 +481,7 @@ fn list_json_has_the_status_fields_and_a_closed_pipe_is_no_panic() {
     }
     let list: serde_json::Value = serde_json::from_str(&ok(&m, &["-l", "--json"])).unwrap();
     let file = std::fs::read_to_string(m.path("sets/001/status")).unwrap();
-    let keys: Vec<&str> = file
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, _)| k)
-        .collect();
+    let keys = status_keys(&file);
     let row = list[1].as_object().expect("an object per set");
     assert_eq!(row.keys().map(String::as_str).collect::<Vec<_>>(), keys);
     assert_eq!(row["name"], "001");
