@@ -287,6 +287,35 @@ fn enoent_set_ctl_of_a_missing_set() {
         &snapshot(&m, &files),
         "command on a disabled set",
     );
+
+    // A new set of the same name does not take commands written to the old set's ctl file:
+    // `update master` there would overwrite a master the writer never meant.
+    let (m3, s3, b3) = trio(&m, "c", 3);
+    m.ok("ctl", &format!("enable dep {m3} {s3} {b3} b"));
+    m.write_at("sets/b/shadow", 0, &common::pattern(4096, 77));
+    let files = [
+        &*master, &*shadow, &*bitmap, &*m2, &*s2, &*b2, &*m3, &*s3, &*b3,
+    ];
+    let before = snapshot(&m, &files);
+    let e = stale
+        .write(b"update master")
+        .expect_err("command through the old set's ctl file");
+    assert_eq!(errno_of(&e), libc::ENOENT, "{e}");
+    let mut reply = String::new();
+    stale.read_to_string(&mut reply).expect("reply");
+    assert_reply(
+        &reply,
+        &["b", "open", "again"],
+        "ctl of a set disabled and enabled anew",
+    );
+    assert_same(
+        &m,
+        &before,
+        &snapshot(&m, &files),
+        "command through the old set's ctl file",
+    );
+    // A fresh open reaches the new set.
+    m.set_ok("b", "update master");
 }
 
 // ------------------------------------------------------------------------------ EINVAL

@@ -64,9 +64,18 @@ enum Handle {
     Shadow(DataFile),
     Bitmap(Arc<Set>),
     /// A ctl file: `None` for the global one. Holds the reply to the last command.
-    Ctl(Option<String>, Mutex<Reply>),
+    Ctl(Option<SetScope>, Mutex<Reply>),
     /// A status-like file: content generated at open.
     Text(Vec<u8>),
+}
+
+/// The set a set's ctl file was opened on: its name, and the set itself while it lives (`None`
+/// for a set that could not be restored at start, which can only be disabled). A command
+/// through a handle whose set was disabled meanwhile must not reach a new set of that name.
+#[derive(Clone)]
+struct SetScope {
+    name: String,
+    set: Option<std::sync::Weak<Set>>,
 }
 
 /// The transaction reply of a ctl handle and how much of it was read. Reads ignore the file
@@ -221,11 +230,26 @@ impl IifsFs {
     }
 
     /// Run a ctl command and record the transaction reply.
-    fn run_ctl(ctl: &Controller, scope: &Option<String>, data: &[u8]) -> Result<(), Error> {
-        match scope {
-            None => ctl.global(data),
-            Some(name) => ctl.set_command(name, data),
+    fn run_ctl(ctl: &Controller, scope: &Option<SetScope>, data: &[u8]) -> Result<(), Error> {
+        let Some(scope) = scope else {
+            return ctl.global(data);
+        };
+        if let Some(opened) = &scope.set {
+            let same = match (opened.upgrade(), ctl.engine.set(&scope.name)) {
+                (Some(a), Ok(b)) => Arc::ptr_eq(&a, &b),
+                _ => false,
+            };
+            if !same {
+                return Err(Error::new(
+                    crate::engine::Kind::NotFound,
+                    format!(
+                        "set '{}' was disabled after this ctl file was opened; open sets/{}/ctl again",
+                        scope.name, scope.name
+                    ),
+                ));
+            }
         }
+        ctl.set_command(&scope.name, data)
     }
 }
 
@@ -274,9 +298,17 @@ impl Filesystem for IifsFs {
             .children(&node)
             .into_iter()
             .find(|(_, _, n)| *n == name);
+        // A set's name may be disabled and enabled anew at any moment, as another set with new
+        // inode numbers: the kernel must not keep the name's old inode, or `sets/NAME/master`
+        // right after a re-enable would fail with ENOENT until the entry expires.
+        let ttl = if matches!(node, Node::Sets) {
+            Duration::ZERO
+        } else {
+            TTL
+        };
         match found {
             Some((ino, _, _)) => match self.node(INodeNo(ino)) {
-                Some(child) => reply.entry(&TTL, &self.attr(ino, &child), Generation(0)),
+                Some(child) => reply.entry(&ttl, &self.attr(ino, &child), Generation(0)),
                 None => reply.error(Errno::ENOENT),
             },
             None => reply.error(Errno::ENOENT),
@@ -343,7 +375,13 @@ impl Filesystem for IifsFs {
                 }
             }
             Node::Ctl => Handle::Ctl(None, Mutex::default()),
-            Node::Set(name, SetFile::Ctl) => Handle::Ctl(Some(name.clone()), Mutex::default()),
+            Node::Set(name, SetFile::Ctl) => Handle::Ctl(
+                Some(SetScope {
+                    name: name.clone(),
+                    set: self.set(name).map(|s| Arc::downgrade(&s)),
+                }),
+                Mutex::default(),
+            ),
             Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => {
                 return reply.error(Errno::EISDIR)
             }
@@ -481,11 +519,11 @@ impl Filesystem for IifsFs {
                     return;
                 }
                 let result = IifsFs::run_ctl(&ctl, &scope, &data);
-                if let (Some(name), Ok(crate::control::SetCommand::Disable)) =
+                if let (Some(scope), Ok(crate::control::SetCommand::Disable)) =
                     (&scope, crate::control::parse_set(&data))
                 {
                     if result.is_ok() {
-                        self.inodes.forget_set(name);
+                        self.inodes.forget_set(&scope.name);
                     }
                 }
                 return finish(result, reply);
