@@ -1,7 +1,8 @@
-//! `reset` of an offline independent set rebuilds what failed (REFERENCE-II 7.3, 7.4): a
-//! failed shadow gets a full copy from the master, a failed master a full copy from the sound
-//! shadow (an interrupted `update master` is finished, not thrown away), and a failed bitmap
-//! only marks every chunk as differing. Volumes are in memory, with a switch that makes one
+//! `reset` of an offline independent set (REFERENCE-II 7.3, 7.4, adapted): a failed shadow gets
+//! a full copy from the master; when the shadow is sound (the master or the bitmap failed, an
+//! interrupted `update master` among them) nothing is copied, the shadow keeps its point in
+//! time and every chunk counts as differing. A reset never copies onto the master: it keeps
+//! taking writes while the set is offline. Volumes are in memory, with a switch that makes one
 //! of them fail its writes and syncs.
 
 use std::io;
@@ -143,7 +144,7 @@ fn a_failed_shadow_is_rebuilt_from_the_master() {
 }
 
 #[test]
-fn a_failed_master_during_update_master_is_restored_from_the_shadow() {
+fn a_failed_master_during_update_master_keeps_the_shadow_and_the_later_writes() {
     let r = rig();
     // The master changes; the shadow keeps the point in time. Restoring the master begins,
     // throttled so that it is still running when the master fails.
@@ -157,20 +158,38 @@ fn a_failed_master_during_update_master_is_restored_from_the_shadow() {
     let e = r.set.wait_copy().expect_err("the restore fails");
     assert_eq!(e.kind, Kind::Io);
     assert_eq!(r.set.status().state, "offline");
-    // The fault is cleared: reset must finish restoring the master from the shadow, not copy
-    // the half-restored master over the one good image.
+    // The fault is cleared; the master, in production, takes a write meanwhile.
     r.master.fail(false);
+    r.set
+        .master
+        .write(&[0xAB; CHUNK], 3 * CHUNK as u64)
+        .expect("write after the fault");
+    let master_before = r.master.bytes();
     r.set.set_params(0, 100).expect("no throttle");
     r.set.reset().expect("reset");
-    r.set.wait_copy().expect("the rebuilding copy");
     let st = r.set.status();
-    assert_eq!(st.state, "idle", "{st:?}");
-    assert_eq!(r.shadow.bytes(), pattern(1), "the shadow is untouched");
+    assert_eq!(st.state, "idle", "no copy runs: {st:?}");
+    assert_eq!(
+        st.chunks_differ,
+        (SIZE / CHUNK) as u64,
+        "every chunk differs"
+    );
+    assert_eq!(
+        r.shadow.bytes(),
+        pattern(1),
+        "the shadow keeps its point in time"
+    );
     assert_eq!(
         r.master.bytes(),
-        pattern(1),
-        "the master is the shadow again"
+        master_before,
+        "nothing written to the master is lost"
     );
+    // The administrator finishes the restore explicitly.
+    r.set
+        .start_copy(Direction::Master, true)
+        .expect("copy master");
+    r.set.wait_copy().expect("the restore");
+    assert_eq!(r.master.bytes(), pattern(1));
     assert_eq!(read_master(&r.set), pattern(1));
     drop(r.engine);
 }

@@ -959,6 +959,34 @@ fn ebusy_disable_while_a_volume_file_is_open() {
     assert!(m.set_names().is_empty());
 }
 
+/// What a script does: write the master, then disable at once. The kernel delivers the file's
+/// release asynchronously; the disable waits for it, even with a single FUSE thread.
+#[test]
+fn disable_right_after_closing_a_volume_file_works_with_one_fuse_thread() {
+    let m = mount_or_skip!("threads=1");
+    for i in 0..5 {
+        let (master, shadow, bitmap) = trio(&m, &format!("quick{i}"), 9);
+        m.ok(
+            "ctl",
+            &format!("enable dep {master} {shadow} {bitmap} quick"),
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "dd if=/dev/urandom of={mnt}/sets/quick/master bs=64k count=4 status=none && echo disable > {mnt}/sets/quick/ctl",
+                mnt = m.mnt.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(m.set_names().is_empty(), "round {i}");
+    }
+}
+
 #[test]
 fn ebusy_update_master_after_abort_of_the_copy_to_the_shadow() {
     let m = mount_or_skip!();

@@ -100,6 +100,12 @@ impl Controller {
 
     pub fn run_set_command(&self, name: &str, cmd: &SetCommand) -> Result<()> {
         log::info!("{name}/ctl: {cmd}");
+        if *cmd == SetCommand::Disable {
+            // Outside the command lock, so other commands go on meanwhile.
+            if let Ok(set) = self.engine.set(name) {
+                set.wait_files_closed(crate::engine::RELEASE_GRACE);
+            }
+        }
         // `wait` must not hold the command lock: other commands go on meanwhile. Every other
         // command looks the set up under the lock, so a `disable` cannot slip in between.
         let _lock = (*cmd != SetCommand::Wait).then(|| self.engine.command_lock());
@@ -134,7 +140,11 @@ impl Controller {
                 self.registry.save(&rest)?;
                 if let Err(e) = self.engine.disable(name) {
                     // Refused after all (nothing was removed): record the set again.
-                    let _ = self.registry.save(&self.engine.records());
+                    if let Err(s) = self.registry.save(&self.engine.records()) {
+                        log::error!(
+                            "set {name} stays enabled but could not be recorded again in the registry: {s}"
+                        );
+                    }
                     return Err(e);
                 }
                 Ok(())

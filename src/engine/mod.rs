@@ -28,7 +28,7 @@ use tracking::Tracking;
 use volume::{FileVolume, Volume, VolumeId};
 
 /// How long `disable` waits for the releases of files closed just before it.
-const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the engine finds volumes by path: files for the daemon, memory for tests.
 pub trait Opener: Send + Sync {
@@ -483,12 +483,6 @@ impl Engine {
                 "set {name} is copying; wait for the copy (or abort it) before disabling"
             )));
         }
-        // The kernel sends the release of a closed file asynchronously: a script's `dd` that
-        // just ended may not be released yet. Give such releases a moment to arrive.
-        let deadline = std::time::Instant::now() + RELEASE_GRACE;
-        while set.open_files() > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
         match set.open_files() {
             0 => Ok(()),
             n => Err(error::busy(format!(
@@ -515,6 +509,9 @@ impl Engine {
         let set = self.set(name)?;
         set.abort_copy();
         let _gate = set.gate_write();
+        // A file opened after the check above (opens take no lock) must not go on reaching a
+        // volume that no set protects any more: its I/O fails from now on.
+        set.mark_detached();
         // A dependent shadow, or one left half copied, is not a usable image on its own:
         // wipe its first blocks (REFERENCE-II 5.1) so nothing mounts a torn file system.
         if wipe_shadow && (set.kind == SetKind::Dependent || set.direction().is_some()) {

@@ -101,6 +101,8 @@ pub struct Set {
     /// Open `master`/`shadow` files of this set (loop devices, mounts, processes): a set in
     /// use is not disabled under them.
     open_files: AtomicUsize,
+    /// The set was disabled: files still open on it are no longer served.
+    detached: AtomicBool,
 }
 
 /// A snapshot of a set for the status file.
@@ -203,6 +205,7 @@ impl Set {
                     .to_string()
             })),
             open_files: AtomicUsize::new(0),
+            detached: AtomicBool::new(false),
             tracking,
         }
     }
@@ -222,6 +225,25 @@ impl Set {
     /// How many `master` or `shadow` files of this set are open.
     pub fn open_files(&self) -> usize {
         self.open_files.load(Ordering::SeqCst)
+    }
+
+    /// Wait up to `within` for this set's open files to be released. The kernel sends the
+    /// release of a closed file asynchronously: a script's `dd` that just ended may not be
+    /// released yet when its `disable` arrives.
+    pub fn wait_files_closed(&self, within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while self.open_files() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    pub(super) fn mark_detached(&self) {
+        self.detached.store(true, Ordering::SeqCst);
+    }
+
+    /// The set was disabled (or taken back): its files are no longer served.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::SeqCst)
     }
 
     pub fn flags(&self) -> u32 {
@@ -985,10 +1007,11 @@ impl Set {
     }
 
     /// Bring an offline set back (REFERENCE-II 7.4). A dependent set starts a fresh point in
-    /// time. An independent set rebuilds what failed: a failed shadow gets a full copy from the
-    /// master (a new point in time); a failed master, the shadow being sound, a full copy from
-    /// the shadow (the point in time is kept); when only the bitmap failed nothing is copied,
-    /// but every chunk is marked as differing, since the record of which do was lost.
+    /// time. An independent set whose shadow failed gets a full copy from the master (a new
+    /// point in time). When the shadow is sound (the master or the bitmap failed) nothing is
+    /// copied: the shadow keeps its point in time and every chunk is marked as differing, since
+    /// the record of which do was lost. Unlike the original, whose offline master refused
+    /// writes, iifs's master keeps taking them, so a reset never copies onto the master.
     pub fn reset(self: &Arc<Self>) -> Result<()> {
         if !self.is_offline() {
             return Ok(());
@@ -1005,41 +1028,43 @@ impl Set {
         let f = self.flags();
         let clear =
             flags::OFFLINE_ALL | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
-        let rebuild = if self.is_dependent() || f & flags::OFFLINE_SHADOW != 0 {
-            Some(Direction::Shadow)
-        } else if f & flags::OFFLINE_MASTER != 0 {
-            Some(Direction::Master)
-        } else {
-            None
-        };
-        if self.strict() {
-            // The source becomes the target's content: on disk first.
-            let (source, path, role) = match rebuild {
-                Some(Direction::Master) => (self.shadow.as_ref(), &self.paths.shadow, Role::Shadow),
-                _ => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
-            };
-            source
-                .sync()
-                .map_err(|e| Error::io_on(role, format!("sync of {path}"), &e))?;
+        // The shadow is rebuilt from the master when it cannot be trusted, or when nothing says
+        // which volume failed (a set taken offline by an older iifs). It is never the other way
+        // round: the master keeps taking writes while a set is offline, so copying the shadow
+        // onto it would throw those away. The administrator decides that (`copy master`).
+        let roles = flags::OFFLINE_MASTER | flags::OFFLINE_SHADOW | flags::OFFLINE_BITMAP;
+        let rebuild_shadow = f & flags::OFFLINE_SHADOW != 0 || f & roles == 0;
+        if self.strict() && (self.is_dependent() || rebuild_shadow) {
+            // The master becomes the shadow's content: on disk first.
+            self.master.vol.sync().map_err(|e| {
+                Error::io_on(Role::Master, format!("sync of {}", self.paths.master), &e)
+            })?;
         }
-        let result = match (self.is_dependent(), rebuild) {
-            (true, _) => self.tracking.reset_all(|h| {
+        let result = if self.is_dependent() {
+            self.tracking.reset_all(|h| {
                 h.flags &= !clear;
                 h.pit_time = pit;
-            }),
-            (false, Some(dir)) => self.tracking.bulk(
+            })
+        } else if rebuild_shadow {
+            self.tracking.bulk(
                 flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW,
                 |h| {
                     h.flags &= !clear;
-                    h.flags |= direction_flag(dir) | flags::ACTIVE | FULL_COPY;
-                    if dir == Direction::Shadow {
-                        h.pit_time = pit;
-                    }
+                    h.flags |= flags::TO_SHADOW | flags::ACTIVE | FULL_COPY;
+                    h.pit_time = pit;
                 },
-            ),
-            (false, None) => self.tracking.bulk(flags::PENDING_FILL_SHADOW, |h| {
+            )
+        } else {
+            // The shadow is sound and keeps its point in time; which chunks differ from the
+            // master is no longer known: all of them, until the next update or copy.
+            log::info!(
+                "set {}: reset keeps the shadow's point in time; every chunk counts as differing \
+                 ('copy master' restores the master from it, 'update shadow' takes a new one)",
+                self.name
+            );
+            self.tracking.bulk(flags::PENDING_FILL_SHADOW, |h| {
                 h.flags &= !clear;
-            }),
+            })
         };
         result.map_err(|e| {
             Error::io(

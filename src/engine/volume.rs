@@ -273,8 +273,9 @@ impl Volume for FileVolume {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            // Block devices and file systems without holes: write zeros instead.
-            Some(libc::EOPNOTSUPP | libc::ENODEV) => write_zeros(self, offset, len),
+            // Block devices and file systems without holes (EINVAL: a block device's range
+            // that is not aligned to its block size): write zeros instead.
+            Some(libc::EOPNOTSUPP | libc::ENODEV | libc::EINVAL) => write_zeros(self, offset, len),
             _ => Err(err),
         }
     }

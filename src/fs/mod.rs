@@ -88,7 +88,7 @@ struct Reply {
 
 pub struct IifsFs {
     ctl: Arc<Controller>,
-    inodes: Inodes,
+    inodes: Arc<Inodes>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     uid: u32,
@@ -109,7 +109,7 @@ impl IifsFs {
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         IifsFs {
             ctl,
-            inodes: Inodes::default(),
+            inodes: Arc::new(Inodes::default()),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid,
@@ -250,6 +250,18 @@ impl IifsFs {
             }
         }
         ctl.set_command(&scope.name, data)
+    }
+}
+
+/// A `master` or `shadow` file whose set was disabled after it was opened (the open raced the
+/// disable): its I/O fails rather than reach a volume that no set protects any more.
+fn served_no_more(h: &Handle) -> bool {
+    match h {
+        Handle::Master(d) | Handle::Shadow(d) if d.is_detached() => {
+            log::warn!("I/O on a file of set {}, which was disabled", d.name);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -418,6 +430,9 @@ impl Filesystem for IifsFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
+        if served_no_more(&h) {
+            return reply.error(Errno::EIO);
+        }
         let bitmap_read = |s: &Set, b: &mut [u8], o: u64| {
             s.tracking
                 .vol
@@ -472,22 +487,33 @@ impl Filesystem for IifsFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
+        if served_no_more(&h) {
+            return reply.error(Errno::EIO);
+        }
         let result = match h.as_ref() {
             Handle::Master(s) => s.master.write(data, offset),
             Handle::Shadow(s) => s.write_shadow(data, offset),
             Handle::Bitmap(_) | Handle::Text(_) => return reply.error(Errno::EBADF),
             Handle::Ctl(scope, _) => {
-                let blocking = scope.is_some()
-                    && matches!(
-                        crate::control::parse_set(data),
-                        Ok(crate::control::SetCommand::Wait)
-                    );
+                use crate::control::SetCommand;
+                let set_cmd = scope
+                    .as_ref()
+                    .and_then(|_| crate::control::parse_set(data).ok());
+                // `wait` may take long, and `disable` waits for the releases of files closed
+                // just before, which a FUSE thread must be free to deliver.
+                let blocking = matches!(set_cmd, Some(SetCommand::Wait | SetCommand::Disable));
+                let disabling = matches!(set_cmd, Some(SetCommand::Disable));
                 let ctl = Arc::clone(&self.ctl);
+                let inodes = Arc::clone(&self.inodes);
                 let scope = scope.clone();
                 let len = data.len() as u32;
                 let data = data.to_vec();
                 let handle = Arc::clone(&h);
+                let disabled_name = scope.as_ref().map(|s| s.name.clone());
                 let finish = move |result: Result<(), Error>, reply: ReplyWrite| {
+                    if let (true, Ok(()), Some(name)) = (disabling, &result, &disabled_name) {
+                        inodes.forget_set(name);
+                    }
                     if let Handle::Ctl(_, r) = handle.as_ref() {
                         if let Ok(mut r) = r.lock() {
                             *r = Reply {
@@ -505,27 +531,20 @@ impl Filesystem for IifsFs {
                     }
                 };
                 if blocking {
-                    // `wait` may take long: never hold a FUSE thread for it.
+                    // Never hold a FUSE thread for these.
                     let spawned =
                         std::thread::Builder::new()
-                            .name("iifs-wait".into())
+                            .name("iifs-ctl".into())
                             .spawn(move || {
                                 let result = IifsFs::run_ctl(&ctl, &scope, &data);
                                 finish(result, reply);
                             });
                     if let Err(e) = spawned {
-                        log::error!("cannot start a thread for wait: {e}");
+                        log::error!("cannot start a thread for a ctl command: {e}");
                     }
                     return;
                 }
                 let result = IifsFs::run_ctl(&ctl, &scope, &data);
-                if let (Some(scope), Ok(crate::control::SetCommand::Disable)) =
-                    (&scope, crate::control::parse_set(&data))
-                {
-                    if result.is_ok() {
-                        self.inodes.forget_set(&scope.name);
-                    }
-                }
                 return finish(result, reply);
             }
         };
@@ -571,6 +590,7 @@ impl Filesystem for IifsFs {
         reply: ReplyEmpty,
     ) {
         match self.handle(fh).as_deref() {
+            Some(h) if served_no_more(h) => reply.error(Errno::EIO),
             Some(Handle::Master(s) | Handle::Shadow(s)) => match s.sync_all() {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -621,6 +641,9 @@ impl Filesystem for IifsFs {
         let Some(h) = self.handle(fh) else {
             return reply.error(Errno::EBADF);
         };
+        if served_no_more(&h) {
+            return reply.error(Errno::EIO);
+        }
         let set = match h.as_ref() {
             Handle::Master(s) | Handle::Shadow(s) => Arc::clone(&s.0),
             _ => return reply.error(Errno::EOPNOTSUPP),
