@@ -153,3 +153,60 @@ fn a_clean_restart_resumes_an_interrupted_copy() {
         "resumed copy gives the point in time",
     );
 }
+
+/// A set whose volume is gone at start stays visible (status and ctl only), says why, refuses
+/// everything but `disable`, which forgets it; a fixed volume and a restart bring it back.
+#[test]
+fn a_set_that_cannot_come_back_is_shown_offline_and_can_be_forgotten() {
+    let Some(mut m) = common::Mount::start("") else {
+        return;
+    };
+    let master = m.volume("m.img", 1 << 20, 3);
+    let shadow = m.volume("s.img", 1 << 20, 0);
+    let bitmap = m.volume("b.img", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable dep {master} {shadow} {bitmap} gone"),
+    );
+    m.stop();
+    let aside = format!("{shadow}.aside");
+    std::fs::rename(&shadow, &aside).unwrap();
+    m.start_again();
+
+    assert_eq!(m.set_names(), vec!["gone".to_string()]);
+    let mut files: Vec<String> = std::fs::read_dir(m.path("sets/gone"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["ctl", "status"]);
+    let st = m.status("gone");
+    assert_eq!(st["state"], "offline");
+    assert_eq!(st["shadow"], shadow);
+    assert!(
+        st["last_error"].contains("could not be restored") && st["last_error"].contains(&shadow),
+        "{st:?}"
+    );
+    let global = String::from_utf8(m.read("status")).unwrap();
+    assert!(global.contains("gone - offline 0"), "{global}");
+    let (errno, reply) = m.ctl("sets/gone/ctl", "update shadow").unwrap_err();
+    assert_eq!(errno, libc::EPERM, "{reply}");
+    assert!(reply.contains("could not be restored"), "{reply}");
+
+    // Fixed and restarted: the set is back, whole.
+    std::fs::rename(&aside, &shadow).unwrap();
+    m.restart();
+    assert_eq!(m.status("gone")["state"], "idle");
+    assert!(m.path("sets/gone/master").exists());
+
+    // Gone again, then forgotten with disable: not listed, not in the registry, not back.
+    m.stop();
+    std::fs::rename(&shadow, &aside).unwrap();
+    m.start_again();
+    m.set_ok("gone", "disable");
+    assert!(m.set_names().is_empty());
+    let registry = std::fs::read_to_string(m.state.join("iifs.yaml")).unwrap_or_default();
+    assert!(!registry.contains("gone"), "{registry}");
+    m.restart();
+    assert!(m.set_names().is_empty());
+}

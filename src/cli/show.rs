@@ -62,10 +62,10 @@ pub fn block(s: &StatusLines) -> String {
 
 /// `-l`: one line per set, in the order `-e` takes the same words.
 pub fn line(s: &StatusLines) -> String {
-    let kind = if get(s, "type") == "independent" {
-        "ind"
-    } else {
-        "dep"
+    let kind = match get(s, "type") {
+        "independent" => "ind",
+        "dependent" => "dep",
+        _ => "-",
     };
     format!(
         "{kind} {} {} {} {} ({})",

@@ -1,7 +1,7 @@
 //! Runs parsed commands against the engine and keeps the registry in step with the set list.
 
 use crate::engine::error::{Error, Result};
-use crate::engine::{Durability, EnableSpec, Engine};
+use crate::engine::{Durability, EnableSpec, Engine, SetRecord};
 use crate::registry::Registry;
 
 use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
@@ -17,6 +17,9 @@ pub struct Controller {
     pub engine: Engine,
     registry: Registry,
     defaults: SetDefaults,
+    /// Sets of the registry that could not be restored at start, and why: shown in the tree
+    /// (status and ctl only) until fixed and restarted, or disabled (forgotten).
+    unrestored: std::sync::Mutex<Vec<(SetRecord, String)>>,
 }
 
 impl Controller {
@@ -25,7 +28,28 @@ impl Controller {
             engine,
             registry,
             defaults,
+            unrestored: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    fn unrestored_list(&self) -> std::sync::MutexGuard<'_, Vec<(SetRecord, String)>> {
+        match self.unrestored.lock() {
+            Ok(u) => u,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The sets that could not be restored at start, with the reason.
+    pub fn unrestored(&self) -> Vec<(SetRecord, String)> {
+        self.unrestored_list().clone()
+    }
+
+    /// The record and reason of an unrestored set named `name`.
+    pub fn unrestored_set(&self, name: &str) -> Option<(SetRecord, String)> {
+        self.unrestored_list()
+            .iter()
+            .find(|(r, _)| r.name == name)
+            .cloned()
     }
 
     /// Bring back every set in the registry. Sets that cannot come back are reported and kept
@@ -41,6 +65,8 @@ impl Controller {
             .map(|(rec, e)| {
                 log::error!("set {} could not be restored: {}", rec.name, e);
                 let name = rec.name.clone();
+                self.unrestored_list()
+                    .push((rec.clone(), e.message.clone()));
                 self.registry.keep_stale(rec);
                 (name, e)
             })
@@ -82,6 +108,9 @@ impl Controller {
                 // A state dir that cannot be written refuses the enable before anything changes.
                 self.registry.check_writable()?;
                 self.engine.enable_throttled(&spec, delay_ms, units)?;
+                // A set of that name that could not be restored is replaced by the new one.
+                self.unrestored_list().retain(|(r, _)| r.name != spec.name);
+                self.registry.forget(&spec.name);
                 if let Err(e) = self.registry.save(&self.engine.records()) {
                     if let Err(w) = self.engine.withdraw(&spec.name) {
                         log::error!("set {}: could not take back the enable: {w}", spec.name);
@@ -114,9 +143,18 @@ impl Controller {
             // A set that could not be restored at start can still be disabled (forgotten).
             Err(e) if *cmd == SetCommand::Disable && self.registry.forget(name) => {
                 log::info!("forgot set {name}, which could not be restored ({e})");
+                self.unrestored_list().retain(|(r, _)| r.name != name);
                 return self.registry.save(&self.engine.records());
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(match self.unrestored_set(name) {
+                    Some((_, reason)) => crate::engine::error::not_permitted(format!(
+                        "set {name} could not be restored at start ({reason}); fix the volume and \
+                         restart iifs, or disable the set to forget it"
+                    )),
+                    None => e,
+                })
+            }
         };
         match cmd {
             SetCommand::Update(dir) => set.start_copy(*dir, false),

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::engine::{Status, VolumeUse};
+use crate::engine::{SetRecord, Status, VolumeUse};
 
 pub fn set_status(s: &Status) -> String {
     let mut out = String::new();
@@ -44,6 +44,20 @@ pub fn global_status(sets: &[Status]) -> String {
         );
     }
     out
+}
+
+/// The status of a set in the registry that could not be restored at start: what is known of
+/// it (its volumes), `state: offline` and why. Counts are 0, words unknown are `-`.
+pub fn unrestored_status(rec: &SetRecord, reason: &str) -> String {
+    format!(
+        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\n",
+        rec.name, rec.master, rec.shadow, rec.bitmap
+    )
+}
+
+/// The global status line of a set that could not be restored.
+pub fn unrestored_line(rec: &SetRecord) -> String {
+    format!("{} - offline 0\n", rec.name)
 }
 
 pub fn volumes(vols: &[VolumeUse]) -> String {

@@ -126,8 +126,12 @@ impl IifsFs {
     /// Resolve an inode, checking that a set's node still belongs to a live set.
     fn node(&self, ino: INodeNo) -> Option<Node> {
         let node = self.inodes.node(ino.0)?;
-        if let Node::Set(name, _) = &node {
-            self.set(name)?;
+        if let Node::Set(name, file) = &node {
+            let unrestored_file = matches!(file, SetFile::Dir | SetFile::Ctl | SetFile::Status)
+                && self.ctl.unrestored_set(name).is_some();
+            if self.set(name).is_none() && !unrestored_file {
+                return None;
+            }
         }
         Some(node)
     }
@@ -187,18 +191,23 @@ impl IifsFs {
 
     fn text_for(&self, node: &Node) -> Option<String> {
         Some(match node {
-            Node::Status => status::global_status(
-                &self
-                    .ctl
-                    .engine
-                    .sets()
-                    .iter()
-                    .map(|s| s.status())
-                    .collect::<Vec<_>>(),
-            ),
+            Node::Status => {
+                let live: Vec<_> = self.ctl.engine.sets().iter().map(|s| s.status()).collect();
+                let mut text = status::global_status(&live);
+                for (rec, _) in self.ctl.unrestored() {
+                    text.push_str(&status::unrestored_line(&rec));
+                }
+                text
+            }
             Node::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
             Node::Volumes => status::volumes(&self.ctl.engine.volumes()),
-            Node::Set(name, SetFile::Status) => status::set_status(&self.set(name)?.status()),
+            Node::Set(name, SetFile::Status) => match self.set(name) {
+                Some(set) => status::set_status(&set.status()),
+                None => {
+                    let (rec, reason) = self.ctl.unrestored_set(name)?;
+                    status::unrestored_status(&rec, &reason)
+                }
+            },
             _ => return None,
         })
     }
@@ -214,17 +223,29 @@ impl IifsFs {
                 (VOLUMES, file, "volumes".into()),
                 (SETS, dir, "sets".into()),
             ],
-            Node::Sets => self
-                .ctl
-                .engine
-                .sets()
-                .iter()
-                .map(|s| (self.inodes.ino(&s.name, SetFile::Dir), dir, s.name.clone()))
-                .collect(),
-            Node::Set(name, SetFile::Dir) => SET_FILES
-                .iter()
-                .map(|(n, f)| (self.inodes.ino(name, *f), file, n.to_string()))
-                .collect(),
+            Node::Sets => {
+                let mut names: Vec<String> = self
+                    .ctl
+                    .engine
+                    .sets()
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect();
+                names.extend(self.ctl.unrestored().into_iter().map(|(r, _)| r.name));
+                names
+                    .into_iter()
+                    .map(|n| (self.inodes.ino(&n, SetFile::Dir), dir, n))
+                    .collect()
+            }
+            // A set that could not be restored has only its status and its ctl (to disable it).
+            Node::Set(name, SetFile::Dir) => {
+                let live = self.set(name).is_some();
+                SET_FILES
+                    .iter()
+                    .filter(|(_, f)| live || matches!(f, SetFile::Ctl | SetFile::Status))
+                    .map(|(n, f)| (self.inodes.ino(name, *f), file, n.to_string()))
+                    .collect()
+            }
             _ => Vec::new(),
         }
     }
