@@ -124,6 +124,27 @@ fn read_master(set: &Set) -> Vec<u8> {
     buf
 }
 
+/// Reset with a sound shadow: no copy runs, every chunk counts as differing, the shadow keeps
+/// its point in time (`pattern(1)`) and nothing written to the master is lost.
+#[track_caller]
+fn reset_keeps_both_volumes(r: &Rig) {
+    let master_before = r.master.bytes();
+    r.set.reset().expect("reset");
+    let st = r.set.status();
+    assert_eq!(st.state, "idle", "no copy runs: {st:?}");
+    assert_eq!(
+        st.chunks_differ,
+        (SIZE / CHUNK) as u64,
+        "every chunk differs"
+    );
+    assert_eq!(
+        r.shadow.bytes(),
+        pattern(1),
+        "the shadow keeps its point in time"
+    );
+    assert_eq!(r.master.bytes(), master_before, "the master is untouched");
+}
+
 #[test]
 fn a_failed_shadow_is_rebuilt_from_the_master() {
     let r = rig();
@@ -164,26 +185,8 @@ fn a_failed_master_during_update_master_keeps_the_shadow_and_the_later_writes() 
         .master
         .write(&[0xAB; CHUNK], 3 * CHUNK as u64)
         .expect("write after the fault");
-    let master_before = r.master.bytes();
     r.set.set_params(0, 100).expect("no throttle");
-    r.set.reset().expect("reset");
-    let st = r.set.status();
-    assert_eq!(st.state, "idle", "no copy runs: {st:?}");
-    assert_eq!(
-        st.chunks_differ,
-        (SIZE / CHUNK) as u64,
-        "every chunk differs"
-    );
-    assert_eq!(
-        r.shadow.bytes(),
-        pattern(1),
-        "the shadow keeps its point in time"
-    );
-    assert_eq!(
-        r.master.bytes(),
-        master_before,
-        "nothing written to the master is lost"
-    );
+    reset_keeps_both_volumes(&r);
     // The administrator finishes the restore explicitly.
     r.set
         .start_copy(Direction::Master, true)
@@ -202,17 +205,7 @@ fn a_failed_bitmap_copies_nothing_but_marks_every_chunk() {
     let _ = r.set.master.write(&[7u8; CHUNK], 0);
     assert_eq!(r.set.status().state, "offline");
     r.bitmap.fail(false);
-    let master_before = r.master.bytes();
-    r.set.reset().expect("reset");
-    let st = r.set.status();
-    assert_eq!(st.state, "idle", "no copy runs: {st:?}");
-    assert_eq!(
-        st.chunks_differ,
-        (SIZE / CHUNK) as u64,
-        "every chunk differs"
-    );
-    assert_eq!(r.shadow.bytes(), pattern(1), "the shadow is untouched");
-    assert_eq!(r.master.bytes(), master_before, "the master is untouched");
+    reset_keeps_both_volumes(&r);
     // An update then brings the shadow to the master again.
     r.set.start_copy(Direction::Shadow, false).expect("update");
     r.set.wait_copy().expect("update");
