@@ -610,7 +610,7 @@ fn concurrent_writers_seed(seed: u64) {
         engine.restore_all(&records).is_empty(),
         "seed {seed}: restore after the cut"
     );
-    for i in 0..n_sets {
+    for (i, kind) in kinds.iter().take(n_sets).enumerate() {
         let set = engine.set(&format!("set{i}")).unwrap();
         set.wait_copy().unwrap();
         let mut got = vec![0u8; n];
@@ -621,7 +621,7 @@ fn concurrent_writers_seed(seed: u64) {
         assert!(
             bad.is_empty(),
             "seed {seed} (rerun with IIFS_POWERLOSS_SEED={seed}): set{i} ({}) lost its point in time in chunks {bad:?}",
-            kinds[i].word()
+            kind.word()
         );
     }
     engine.shutdown();
