@@ -51,6 +51,25 @@ fn opener(vols: &[(String, Arc<dyn Volume>)]) -> MapOpener {
     o
 }
 
+/// Memory volumes for phase 1: master `/m` holding `master`, and per set an empty shadow `/sI`
+/// of the same size and an empty bitmap `/bI`; and an engine over them.
+fn memory_engine(master: &[u8], n_sets: usize) -> (Vec<(String, Arc<MemVolume>)>, Engine) {
+    let mut mem: Vec<(String, Arc<MemVolume>)> = vec![(
+        "/m".into(),
+        Arc::new(MemVolume::from_bytes(master.to_vec())),
+    )];
+    for i in 0..n_sets {
+        mem.push((format!("/s{i}"), Arc::new(MemVolume::new(master.len()))));
+        mem.push((format!("/b{i}"), Arc::new(MemVolume::new(BITMAP_LEN))));
+    }
+    let dyn_mem: Vec<(String, Arc<dyn Volume>)> = mem
+        .iter()
+        .map(|(p, v)| (p.clone(), v.clone() as Arc<dyn Volume>))
+        .collect();
+    let engine = Engine::new(Box::new(opener(&dyn_mem)));
+    (mem, engine)
+}
+
 /// The fault volumes of one power period, by path.
 struct Disks {
     vols: Vec<(String, Arc<PowerLossVolume>)>,
@@ -145,17 +164,7 @@ fn run_seed(seed: u64, fsync_before_pit: bool) -> Outcome {
     )];
 
     // ------------------------------------------------------------ phase 1: enabled state in memory
-    let mut mem: Vec<(String, Arc<MemVolume>)> =
-        vec![("/m".into(), Arc::new(MemVolume::from_bytes(master.clone())))];
-    for i in 0..n_sets {
-        mem.push((format!("/s{i}"), Arc::new(MemVolume::new(n))));
-        mem.push((format!("/b{i}"), Arc::new(MemVolume::new(BITMAP_LEN))));
-    }
-    let dyn_mem: Vec<(String, Arc<dyn Volume>)> = mem
-        .iter()
-        .map(|(p, v)| (p.clone(), v.clone() as Arc<dyn Volume>))
-        .collect();
-    let engine = Engine::new(Box::new(opener(&dyn_mem)));
+    let (mem, engine) = memory_engine(&master, n_sets);
     // Expected shadow content per set: one value, or two while an update is in doubt.
     let mut expected: Vec<Vec<Vec<u8>>> = Vec::new();
     let ctx = |log: &Vec<String>| {
@@ -545,17 +554,7 @@ fn concurrent_writers_seed(seed: u64) {
     let n_sets = rng.gen_range(1..=2usize);
 
     // An enabled state in memory: sets on the master, independent copies finished.
-    let mut mem: Vec<(String, Arc<MemVolume>)> =
-        vec![("/m".into(), Arc::new(MemVolume::from_bytes(pit.clone())))];
-    for i in 0..n_sets {
-        mem.push((format!("/s{i}"), Arc::new(MemVolume::new(n))));
-        mem.push((format!("/b{i}"), Arc::new(MemVolume::new(BITMAP_LEN))));
-    }
-    let dyn_mem: Vec<(String, Arc<dyn Volume>)> = mem
-        .iter()
-        .map(|(p, v)| (p.clone(), v.clone() as Arc<dyn Volume>))
-        .collect();
-    let engine = Engine::new(Box::new(opener(&dyn_mem)));
+    let (mem, engine) = memory_engine(&pit, n_sets);
     for (i, kind) in kinds.iter().take(n_sets).enumerate() {
         let spec = EnableSpec {
             kind: *kind,
