@@ -32,8 +32,9 @@ pub struct Registry {
     dir: PathBuf,
     /// The records read at start.
     initial: Vec<SetRecord>,
-    /// Records of sets that could not be restored: kept in the file until disabled.
-    stale: Mutex<Vec<SetRecord>>,
+    /// Records of sets that could not be restored, with the reason: kept in the file until
+    /// disabled, shown in the control tree meanwhile.
+    stale: Mutex<Vec<(SetRecord, String)>>,
 }
 
 impl Registry {
@@ -71,23 +72,33 @@ impl Registry {
         self.initial.clone()
     }
 
-    fn stale(&self) -> MutexGuard<'_, Vec<SetRecord>> {
+    fn stale(&self) -> MutexGuard<'_, Vec<(SetRecord, String)>> {
         match self.stale.lock() {
             Ok(r) => r,
             Err(p) => p.into_inner(),
         }
     }
 
-    /// Keep a record whose set could not be restored.
-    pub fn keep_stale(&self, rec: SetRecord) {
-        self.stale().push(rec);
+    /// Keep a record whose set could not be restored, and why.
+    pub fn keep_stale(&self, rec: SetRecord, reason: String) {
+        self.stale().push((rec, reason));
+    }
+
+    /// The records of sets that could not be restored, with the reason.
+    pub fn stale_sets(&self) -> Vec<(SetRecord, String)> {
+        self.stale().clone()
+    }
+
+    /// The record and reason of the set named `name`, if it could not be restored.
+    pub fn stale_set(&self, name: &str) -> Option<(SetRecord, String)> {
+        self.stale().iter().find(|(r, _)| r.name == name).cloned()
     }
 
     /// Drop a stale record (the administrator disabled it); false if there is none by that name.
     pub fn forget(&self, name: &str) -> bool {
         let mut stale = self.stale();
         let before = stale.len();
-        stale.retain(|r| r.name != name);
+        stale.retain(|(r, _)| r.name != name);
         stale.len() != before
     }
 
@@ -100,6 +111,7 @@ impl Registry {
                 .chain(
                     stale
                         .iter()
+                        .map(|(s, _)| s)
                         .filter(|s| !live.iter().any(|l| l.name == s.name)),
                 )
                 .map(|r| SetEntry {
@@ -171,7 +183,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path()).unwrap();
         assert!(r.records().is_empty());
-        r.keep_stale(rec("old"));
+        r.keep_stale(rec("old"), "gone".into());
         r.save(&[rec("a"), rec("b")]).unwrap();
         let back = Registry::open(dir.path()).unwrap().records();
         assert_eq!(back, vec![rec("a"), rec("b"), rec("old")]);

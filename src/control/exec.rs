@@ -17,9 +17,6 @@ pub struct Controller {
     pub engine: Engine,
     registry: Registry,
     defaults: SetDefaults,
-    /// Sets of the registry that could not be restored at start, and why: shown in the tree
-    /// (status and ctl only) until fixed and restarted, or disabled (forgotten).
-    unrestored: std::sync::Mutex<Vec<(SetRecord, String)>>,
 }
 
 impl Controller {
@@ -28,28 +25,18 @@ impl Controller {
             engine,
             registry,
             defaults,
-            unrestored: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    fn unrestored_list(&self) -> std::sync::MutexGuard<'_, Vec<(SetRecord, String)>> {
-        match self.unrestored.lock() {
-            Ok(u) => u,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    /// The sets that could not be restored at start, with the reason.
+    /// The sets that could not be restored at start, with the reason: shown in the tree
+    /// (status and ctl only) until fixed and restarted, or disabled (forgotten).
     pub fn unrestored(&self) -> Vec<(SetRecord, String)> {
-        self.unrestored_list().clone()
+        self.registry.stale_sets()
     }
 
     /// The record and reason of an unrestored set named `name`.
     pub fn unrestored_set(&self, name: &str) -> Option<(SetRecord, String)> {
-        self.unrestored_list()
-            .iter()
-            .find(|(r, _)| r.name == name)
-            .cloned()
+        self.registry.stale_set(name)
     }
 
     /// Bring back every set in the registry. Sets that cannot come back are reported and kept
@@ -65,9 +52,7 @@ impl Controller {
             .map(|(rec, e)| {
                 log::error!("set {} could not be restored: {}", rec.name, e);
                 let name = rec.name.clone();
-                self.unrestored_list()
-                    .push((rec.clone(), e.message.clone()));
-                self.registry.keep_stale(rec);
+                self.registry.keep_stale(rec, e.message.clone());
                 (name, e)
             })
             .collect()
@@ -109,7 +94,6 @@ impl Controller {
                 self.registry.check_writable()?;
                 self.engine.enable_throttled(&spec, delay_ms, units)?;
                 // A set of that name that could not be restored is replaced by the new one.
-                self.unrestored_list().retain(|(r, _)| r.name != spec.name);
                 self.registry.forget(&spec.name);
                 if let Err(e) = self.registry.save(&self.engine.records()) {
                     if let Err(w) = self.engine.withdraw(&spec.name) {
@@ -143,7 +127,6 @@ impl Controller {
             // A set that could not be restored at start can still be disabled (forgotten).
             Err(e) if *cmd == SetCommand::Disable && self.registry.forget(name) => {
                 log::info!("forgot set {name}, which could not be restored ({e})");
-                self.unrestored_list().retain(|(r, _)| r.name != name);
                 return self.registry.save(&self.engine.records());
             }
             Err(e) => {
