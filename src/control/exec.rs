@@ -1,7 +1,9 @@
 //! Runs parsed commands against the engine and keeps the registry in step with the set list.
 
 use crate::engine::error::{Error, Result};
-use crate::engine::{Durability, EnableSpec, Engine, SetRecord};
+use std::sync::{Arc, Weak};
+
+use crate::engine::{Durability, EnableSpec, Engine, Set, SetRecord};
 use crate::registry::Registry;
 
 use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
@@ -106,12 +108,20 @@ impl Controller {
         }
     }
 
-    pub fn set_command(&self, name: &str, input: &[u8]) -> Result<()> {
+    /// A command written to `sets/NAME/ctl`. `opened` is the set that file was opened on
+    /// (`None` when there was none: a set that could not be restored): a command through a file
+    /// whose set was disabled meanwhile must not reach a new set of the same name.
+    pub fn set_command(&self, name: &str, input: &[u8], opened: Option<&Weak<Set>>) -> Result<()> {
         let cmd = parse_set(input)?;
-        self.run_set_command(name, &cmd)
+        self.run_set_command(name, &cmd, opened)
     }
 
-    pub fn run_set_command(&self, name: &str, cmd: &SetCommand) -> Result<()> {
+    pub fn run_set_command(
+        &self,
+        name: &str,
+        cmd: &SetCommand,
+        opened: Option<&Weak<Set>>,
+    ) -> Result<()> {
         log::info!("{name}/ctl: {cmd}");
         if *cmd == SetCommand::Disable {
             // Outside the command lock, so other commands go on meanwhile.
@@ -139,6 +149,11 @@ impl Controller {
                 })
             }
         };
+        if opened.is_some_and(|o| !o.upgrade().is_some_and(|o| Arc::ptr_eq(&o, &set))) {
+            return Err(crate::engine::error::not_found(format!(
+                "set '{name}' was disabled after this ctl file was opened; open sets/{name}/ctl again"
+            )));
+        }
         match cmd {
             SetCommand::Update(dir) => set.start_copy(*dir, false),
             SetCommand::Copy(dir) => set.start_copy(*dir, true),

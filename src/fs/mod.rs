@@ -255,22 +255,7 @@ impl IifsFs {
         let Some(scope) = scope else {
             return ctl.global(data);
         };
-        if let Some(opened) = &scope.set {
-            let same = match (opened.upgrade(), ctl.engine.set(&scope.name)) {
-                (Some(a), Ok(b)) => Arc::ptr_eq(&a, &b),
-                _ => false,
-            };
-            if !same {
-                return Err(Error::new(
-                    crate::engine::Kind::NotFound,
-                    format!(
-                        "set '{}' was disabled after this ctl file was opened; open sets/{}/ctl again",
-                        scope.name, scope.name
-                    ),
-                ));
-            }
-        }
-        ctl.set_command(&scope.name, data)
+        ctl.set_command(&scope.name, data, scope.set.as_ref())
     }
 }
 
