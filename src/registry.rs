@@ -124,42 +124,45 @@ impl Registry {
         };
         let text = serde_norway::to_string(&file)
             .map_err(|e| Error::new(Kind::Io, format!("cannot encode the registry: {e}")))?;
-        self.write_atomically(&text).map_err(|e| {
-            Error::new(
-                Kind::Io,
-                format!("cannot write the registry in {}: {e}", self.dir.display()),
-            )
-        })
+        self.write_atomically(&text)
+            .map_err(|e| self.write_error(&e, ""))
     }
 
     /// Whether the registry can be written, without changing it: the temporary file a save
     /// writes is made, synced and removed. Lets a command refuse before it changes anything.
     pub fn check_writable(&self) -> Result<()> {
-        let tmp = self.dir.join(format!(".{}.tmp", Self::FILE));
-        File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(b"#\n")?;
-                f.sync_all()
-            })
-            .and_then(|_| fs::remove_file(&tmp))
-            .map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                Error::new(
-                    Kind::Io,
-                    format!(
-                        "cannot write the registry in {}: {e}; free space or fix the state directory first",
-                        self.dir.display()
-                    ),
-                )
-            })
+        self.write_temp("").and_then(fs::remove_file).map_err(|e| {
+            let _ = fs::remove_file(self.temp_path());
+            self.write_error(&e, "; free space or fix the state directory first")
+        })
     }
 
-    fn write_atomically(&self, text: &str) -> std::io::Result<()> {
-        let tmp = self.dir.join(format!(".{}.tmp", Self::FILE));
+    fn write_error(&self, e: &std::io::Error, advice: &str) -> Error {
+        Error::new(
+            Kind::Io,
+            format!(
+                "cannot write the registry in {}: {e}{advice}",
+                self.dir.display()
+            ),
+        )
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.dir.join(format!(".{}.tmp", Self::FILE))
+    }
+
+    /// The registry text written to the temporary file and made durable; returns its path.
+    fn write_temp(&self, text: &str) -> std::io::Result<PathBuf> {
+        let tmp = self.temp_path();
         let mut f = File::create(&tmp)?;
         f.write_all(b"# iifs set registry: rewritten by the daemon on every change\n")?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
+        Ok(tmp)
+    }
+
+    fn write_atomically(&self, text: &str) -> std::io::Result<()> {
+        let tmp = self.write_temp(text)?;
         fs::rename(&tmp, self.dir.join(Self::FILE))?;
         File::open(&self.dir)?.sync_all()
     }

@@ -43,8 +43,8 @@ pub mod flags {
     pub const OFFLINE_SHADOW: u32 = 1 << 8;
     pub const OFFLINE_BITMAP: u32 = 1 << 9;
     pub const OFFLINE_ALL: u32 = OFFLINE | OFFLINE_MASTER | OFFLINE_SHADOW | OFFLINE_BITMAP;
-    /// Roll-forward intent `shadow := all ones` (every chunk differs: a reset after only the
-    /// bitmap failed).
+    /// Roll-forward intent `shadow := all ones` (every chunk differs: a reset that keeps a
+    /// sound shadow).
     pub const PENDING_FILL_SHADOW: u32 = 1 << 10;
     pub const PENDING: u32 =
         PENDING_FILL_COPY | PENDING_OR_COPY | PENDING_CLEAR_SHADOW | PENDING_FILL_SHADOW;
