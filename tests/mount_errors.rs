@@ -970,19 +970,10 @@ fn disable_right_after_closing_a_volume_file_works_with_one_fuse_thread() {
             "ctl",
             &format!("enable dep {master} {shadow} {bitmap} quick"),
         );
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "dd if=/dev/urandom of={mnt}/sets/quick/master bs=64k count=4 status=none && echo disable > {mnt}/sets/quick/ctl",
-                mnt = m.mnt.display()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "round {i}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::sh(&format!(
+            "dd if=/dev/urandom of={mnt}/sets/quick/master bs=64k count=4 status=none && echo disable > {mnt}/sets/quick/ctl",
+            mnt = m.mnt.display()
+        ));
         assert!(m.set_names().is_empty(), "round {i}");
     }
 }
