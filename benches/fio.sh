@@ -58,7 +58,7 @@ cpu_ticks() {
 }
 cpu_seconds() { awk -v a="$1" -v b="$2" -v t="$CLK_TCK" 'BEGIN{printf "%.3f", (b-a)/t}'; }
 
-# Before a fio job: a cold cache only with DROP_CACHES=1.
+# Before a read job with DROP_CACHES=1: a cold cache.
 drop_caches() {
     sync
     if [ "$DROP_CACHES" = 1 ]; then
@@ -580,28 +580,26 @@ drop_set noset
 drop_set over
 rm -f "$WORKDIR/ind.master"
 
-# iifs-dep-first: a fresh dependent set per workload; every write is the first to its chunk
-i=0
-for wl in "${FIRST_WORKLOADS[@]}"; do
-    i=$((i + 1))
-    new_set dep "$WORKDIR/dep.master" "first$i"
-    first_write iifs-dep-first "$MNT/sets/first$i/master" "$IIFS_PID" "$wl"
-    # record how many chunks the job preserved
-    copied=$(status_val "first$i" chunks_differ)
-    sed -i "\$s/\t\$/\tchunks_copied=$copied/" "$RESULTS"
-    drop_set "first$i"
-done
+# first_write_sets TARGET [OPTION=VALUE...]: a fresh dependent set per workload (enabled with
+# the options), so that every write is the first to its chunk; records how many chunks the job
+# preserved
+first_write_sets() {
+    local target=$1 wl set copied
+    shift
+    for wl in "${FIRST_WORKLOADS[@]}"; do
+        set=first-$target-$wl
+        new_set dep "$WORKDIR/dep.master" "$set" "$@"
+        first_write "$target" "$MNT/sets/$set/master" "$IIFS_PID" "$wl"
+        copied=$(status_val "$set" chunks_differ)
+        sed -i "\$s/\t\$/\tchunks_copied=$copied/" "$RESULTS"
+        drop_set "$set"
+    done
+}
 
-# iifs-dep-first-relaxed: the same with durability=relaxed (no flushes before the write; the
+# iifs-dep-first: strict durability; iifs-dep-first-relaxed: no flushes before the write (the
 # point in time survives a daemon crash but not a power loss), as qcow2 acknowledges writes
-for wl in "${FIRST_WORKLOADS[@]}"; do
-    i=$((i + 1))
-    new_set dep "$WORKDIR/dep.master" "first$i" durability=relaxed
-    first_write iifs-dep-first-relaxed "$MNT/sets/first$i/master" "$IIFS_PID" "$wl"
-    copied=$(status_val "first$i" chunks_differ)
-    sed -i "\$s/\t\$/\tchunks_copied=$copied/" "$RESULTS"
-    drop_set "first$i"
-done
+first_write_sets iifs-dep-first
+first_write_sets iifs-dep-first-relaxed durability=relaxed
 
 # iifs-shadow: reads of a dependent shadow, every other chunk preserved in the shadow file
 # and the rest served from the master
