@@ -70,6 +70,19 @@ fn memory_engine(master: &[u8], n_sets: usize) -> (Vec<(String, Arc<MemVolume>)>
     (mem, engine)
 }
 
+/// Set `setI` on the volumes of `memory_engine`: master `/m`, shadow `/sI`, bitmap `/bI`.
+fn set_spec(i: usize, kind: SetKind, durability: Durability) -> EnableSpec {
+    EnableSpec {
+        kind,
+        master: "/m".into(),
+        shadow: format!("/s{i}"),
+        bitmap: format!("/b{i}"),
+        name: format!("set{i}"),
+        chunk_size: C as u64,
+        durability,
+    }
+}
+
 /// The fault volumes of one power period, by path.
 struct Disks {
     vols: Vec<(String, Arc<PowerLossVolume>)>,
@@ -185,17 +198,8 @@ fn run_seed(seed: u64, fsync_before_pit: bool) -> Outcome {
             master[off..off + data.len()].copy_from_slice(&data);
             log.push(format!("phase 1: master write {off}+{}", data.len()));
         }
-        let spec = EnableSpec {
-            kind: *kind,
-            master: "/m".into(),
-            shadow: format!("/s{i}"),
-            bitmap: format!("/b{i}"),
-            name: format!("set{i}"),
-            chunk_size: C as u64,
-            durability: durability[i],
-        };
         engine
-            .enable(&spec)
+            .enable(&set_spec(i, *kind, durability[i]))
             .unwrap_or_else(|e| panic!("enable: {e}\n{}", ctx(&log)));
         log.push(format!("phase 1: enable {} set{i}", kind.word()));
         expected.push(vec![master.clone()]);
@@ -556,16 +560,11 @@ fn concurrent_writers_seed(seed: u64) {
     // An enabled state in memory: sets on the master, independent copies finished.
     let (mem, engine) = memory_engine(&pit, n_sets);
     for (i, kind) in kinds.iter().take(n_sets).enumerate() {
-        let spec = EnableSpec {
-            kind: *kind,
-            master: "/m".into(),
-            shadow: format!("/s{i}"),
-            bitmap: format!("/b{i}"),
-            name: format!("set{i}"),
-            chunk_size: C as u64,
-            durability: Durability::Strict,
-        };
-        engine.enable(&spec).unwrap().wait_copy().unwrap();
+        engine
+            .enable(&set_spec(i, *kind, Durability::Strict))
+            .unwrap()
+            .wait_copy()
+            .unwrap();
     }
     engine.shutdown();
     let records = engine.records();
