@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{Error, Kind, Result};
-use crate::engine::SetRecord;
+use crate::engine::{SetRecord, UnrecordedOffline};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +26,24 @@ struct SetEntry {
     master: String,
     shadow: String,
     bitmap: String,
+    /// The bitmap volume's generation at this save (an older bitmap volume is refused).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generation: u64,
+    /// An offline state the bitmap volume could not record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offline: Option<OfflineEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfflineEntry {
+    flags: u32,
+    reason: String,
+    seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub struct Registry {
@@ -59,6 +77,12 @@ impl Registry {
                 master: s.master,
                 shadow: s.shadow,
                 bitmap: s.bitmap,
+                generation: s.generation,
+                offline: s.offline.map(|o| UnrecordedOffline {
+                    flags: o.flags,
+                    reason: o.reason,
+                    seq: o.seq,
+                }),
             })
             .collect();
         Ok(Registry {
@@ -119,6 +143,12 @@ impl Registry {
                     master: r.master.clone(),
                     shadow: r.shadow.clone(),
                     bitmap: r.bitmap.clone(),
+                    generation: r.generation,
+                    offline: r.offline.as_ref().map(|o| OfflineEntry {
+                        flags: o.flags,
+                        reason: o.reason.clone(),
+                        seq: o.seq,
+                    }),
                 })
                 .collect(),
         };
@@ -178,6 +208,7 @@ mod tests {
             master: "/m".into(),
             shadow: format!("/s-{name}"),
             bitmap: format!("/b-{name}"),
+            ..SetRecord::default()
         }
     }
 
@@ -196,6 +227,26 @@ mod tests {
             Registry::open(dir.path()).unwrap().records(),
             vec![rec("a")]
         );
+    }
+
+    #[test]
+    fn generation_and_unrecorded_offline_state_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        let mut a = rec("a");
+        a.generation = 7;
+        a.offline = Some(UnrecordedOffline {
+            flags: 0x41,
+            reason: "write of /b-a: EIO".into(),
+            seq: 9,
+        });
+        r.save(&[a.clone(), rec("b")]).unwrap();
+        assert_eq!(
+            Registry::open(dir.path()).unwrap().records(),
+            vec![a, rec("b")]
+        );
+        let text = fs::read_to_string(dir.path().join(Registry::FILE)).unwrap();
+        assert_eq!(text.matches("generation").count(), 1, "{text}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Controller {
         for set in self.engine.sets() {
             log::info!("set {} is back ({})", set.name, set.status().state);
         }
-        failed
+        let failed = failed
             .into_iter()
             .map(|(rec, e)| {
                 log::error!("set {} could not be restored: {}", rec.name, e);
@@ -57,7 +57,37 @@ impl Controller {
                 self.registry.keep_stale(rec, e.message.clone());
                 (name, e)
             })
-            .collect()
+            .collect();
+        // The generations the restored sets' bitmap volumes were raised to, and any offline
+        // state only the registry held, are written back.
+        self.save_state();
+        failed
+    }
+
+    /// Write the registry with what only it can hold: each bitmap volume's generation (an
+    /// older copy of a bitmap volume is then refused at start) and any offline state its bitmap
+    /// volume could not record. Failures are logged: the sets are unchanged.
+    pub fn save_state(&self) {
+        let _lock = self.engine.command_lock();
+        if let Err(e) = self.registry.save(&self.engine.records()) {
+            log::error!("the registry could not record the sets' state: {e}");
+        }
+    }
+
+    /// Have the registry record a set's offline state when its bitmap volume could not.
+    pub fn watch_offline(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.engine.on_unrecorded_offline(move || {
+            if let Some(c) = weak.upgrade() {
+                c.save_state();
+            }
+        });
+    }
+
+    /// Stop the engine (copies stay recorded, generations are raised) and record it.
+    pub fn shutdown(&self) {
+        self.engine.shutdown();
+        self.save_state();
     }
 
     pub fn global(&self, input: &[u8]) -> Result<()> {

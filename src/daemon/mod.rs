@@ -214,6 +214,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
             durability: settings.durability,
         },
     ));
+    controller.watch_offline();
     let failures = controller.restore_all();
     for (name, e) in &failures {
         log::error!("set {name} stays unavailable: {e}");
@@ -231,7 +232,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
         .run()
         .map_err(|e| format!("FUSE session ended: {e}"));
     process::notify_stopping();
-    controller.engine.shutdown();
+    controller.shutdown();
     log::info!("iifs unmounted from {}", mountpoint.display());
     result
 }

@@ -5,24 +5,35 @@
 //! 0      header slot A (4 KiB)
 //! 4096   header slot B (4 KiB)   - updates alternate between slots; the valid slot with the
 //!                                  higher sequence number wins, so a torn write loses nothing
-//! 8192   shadow bitmap  ("chunks that differ"), LSB-first, padded to 4 KiB
+//! 8192   shadow bitmap  ("chunks that differ"), LSB-first, in 4 KiB pages
 //! 8192+L copy bitmap    ("chunks still to copy")
 //! ```
 //! Header slot: magic "IIFSBMAP", version, sequence, set type, chunk size, master and shadow
-//! sizes, state flags, throttle, PIT time, bitmap offsets, durability, then the set name and
-//! the three volume paths as length-prefixed strings, and a CRC-32 of everything before it.
+//! sizes, state flags, throttle, PIT time, bitmap offsets, durability, then (version 2) the page
+//! layout, the copy's total, the generation and the bitmap id; then the set name and the three
+//! volume paths (and, version 2, the last error) as length-prefixed strings, and a CRC-32 of
+//! everything before it.
+//!
+//! Bitmap pages of layout `Checked` (every set made by version 2) hold 4088 bytes of bits, 4
+//! reserved bytes and a CRC-32 of the page's bytes salted with the bitmap id, the bitmap and the
+//! page number: a flipped bit, a page of another set or a page moved in the file fails it. A page
+//! and its CRC are one write, so a crash cannot separate them. Version 1 volumes keep their
+//! `Plain` pages (all 4096 bytes are bits, no CRC) so that they open as they are.
 
 use super::error::{invalid, Result};
 
 pub const MAGIC: &[u8; 8] = b"IIFSBMAP";
-pub const VERSION: u32 = 1;
+/// The version this code writes. Version 1 (before page checksums) is still read: its flag bit 7
+/// meant two things (see `flags::from_v1`).
+pub const VERSION: u32 = 2;
+const VERSION_1: u32 = 1;
 pub const SLOT_SIZE: u64 = 4096;
 pub const BITMAPS_OFFSET: u64 = 2 * SLOT_SIZE;
 const CRC_OFFSET: usize = SLOT_SIZE as usize - 4;
 const STRINGS_OFFSET: usize = 128;
 pub const MAX_PATH: usize = 1024;
 
-/// State flags kept in the header.
+/// State flags kept in the header: every state bit of a set is defined here and only here.
 pub mod flags {
     /// A copy runs (or ran and was aborted) master -> shadow.
     pub const TO_SHADOW: u32 = 1 << 0;
@@ -48,6 +59,131 @@ pub mod flags {
     pub const PENDING_FILL_SHADOW: u32 = 1 << 10;
     pub const PENDING: u32 =
         PENDING_FILL_COPY | PENDING_OR_COPY | PENDING_CLEAR_SHADOW | PENDING_FILL_SHADOW;
+    /// The recorded copy is a full copy (`copy`), not an update: for the status `state`.
+    /// Version 1 kept it in bit 7, which OFFLINE_MASTER also used.
+    pub const FULL_COPY: u32 = 1 << 11;
+
+    /// Every single state bit, for the check below.
+    const ALL: [u32; 12] = [
+        TO_SHADOW,
+        TO_MASTER,
+        ACTIVE,
+        PENDING_FILL_COPY,
+        PENDING_OR_COPY,
+        PENDING_CLEAR_SHADOW,
+        OFFLINE,
+        OFFLINE_MASTER,
+        OFFLINE_SHADOW,
+        OFFLINE_BITMAP,
+        PENDING_FILL_SHADOW,
+        FULL_COPY,
+    ];
+
+    // A build with two state flags sharing a bit fails here.
+    const _: () = {
+        let mut i = 0;
+        while i < ALL.len() {
+            assert!(ALL[i].count_ones() == 1, "a state flag is not a single bit");
+            let mut j = i + 1;
+            while j < ALL.len() {
+                assert!(ALL[i] & ALL[j] == 0, "two state flags share a bit");
+                j += 1;
+            }
+            i += 1;
+        }
+    };
+
+    /// Bit 7 of version 1: FULL_COPY in the copy code, OFFLINE_MASTER in the offline code.
+    const V1_BIT7: u32 = 1 << 7;
+
+    /// The flags of a version 1 header in today's meaning. Bit 7 with OFFLINE clear can only
+    /// be the full-copy mark (version 1 set OFFLINE_MASTER only together with OFFLINE). With
+    /// OFFLINE set it may be either; it is read as "the master failed", the reading that trusts
+    /// less: an enable on that master is refused until reset and a reset never copies onto it.
+    /// If the other meaning was the true one, a full copy to the shadow was recorded, so the
+    /// shadow is half copied: that case is covered by also distrusting the shadow whenever a copy
+    /// to the shadow is recorded (what today's code records for any failure during such a copy),
+    /// so a reset rebuilds it. Which kind the copy was only matters to the state word of a set
+    /// that is not offline. (Version 1 could also lose bit 7 of an offline set when a full copy
+    /// ended; such a set reads as offline with no failed volume named, and its reset rebuilds the
+    /// shadow, as version 1 did.)
+    pub fn from_v1(f: u32) -> u32 {
+        if f & V1_BIT7 == 0 {
+            f
+        } else if f & OFFLINE == 0 {
+            (f & !V1_BIT7) | FULL_COPY
+        } else if f & TO_SHADOW != 0 {
+            f | OFFLINE_MASTER | OFFLINE_SHADOW
+        } else {
+            f | OFFLINE_MASTER
+        }
+    }
+}
+
+/// How a bitmap page is laid out on the volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Version 1: the whole 4 KiB page is bits; nothing checks it.
+    Plain,
+    /// 4088 bytes of bits, 4 reserved bytes, a CRC-32 of the rest (salted, see `page_crc`).
+    Checked,
+}
+
+/// Bytes of a page.
+pub const PAGE_SIZE: u64 = 4096;
+/// Where the CRC sits in a `Checked` page.
+const PAGE_CRC_AT: usize = PAGE_SIZE as usize - 4;
+
+impl Layout {
+    fn code(self) -> u32 {
+        match self {
+            Layout::Plain => 1,
+            Layout::Checked => 2,
+        }
+    }
+
+    fn from_code(c: u32) -> Option<Layout> {
+        match c {
+            1 => Some(Layout::Plain),
+            2 => Some(Layout::Checked),
+            _ => None,
+        }
+    }
+
+    /// Bitmap bytes one page holds (a multiple of 8, so a page holds whole bitmap words).
+    pub fn page_bytes(self) -> u64 {
+        match self {
+            Layout::Plain => PAGE_SIZE,
+            Layout::Checked => PAGE_SIZE - 8,
+        }
+    }
+
+    /// Bytes of one bitmap region of `chunks` bits: whole pages, at least one.
+    pub fn region_len(self, chunks: u64) -> u64 {
+        chunks.div_ceil(8).div_ceil(self.page_bytes()).max(1) * PAGE_SIZE
+    }
+}
+
+/// The CRC of `Checked` page `page` of bitmap `map` (0 shadow, 1 copy) of the set whose bitmap
+/// id is `id`: over the id, the map, the page number and the page's first 4092 bytes.
+pub fn page_crc(id: u64, map: u8, page: u64, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&id.to_le_bytes());
+    h.update(&[map]);
+    h.update(&page.to_le_bytes());
+    h.update(&bytes[..PAGE_CRC_AT.min(bytes.len())]);
+    h.finalize()
+}
+
+/// Seal a `Checked` page: write its CRC into its last 4 bytes.
+pub fn seal_page(id: u64, map: u8, page: u64, bytes: &mut [u8]) {
+    let crc = page_crc(id, map, page, bytes);
+    put32(bytes, PAGE_CRC_AT, crc);
+}
+
+/// Whether a `Checked` page holds the CRC it was sealed with.
+pub fn page_is_sound(id: u64, map: u8, page: u64, bytes: &[u8]) -> bool {
+    bytes.len() == PAGE_SIZE as usize && get32(bytes, PAGE_CRC_AT) == page_crc(id, map, page, bytes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +254,18 @@ pub struct Header {
     pub master: String,
     pub shadow: String,
     pub bitmap: String,
+    /// How the bitmap pages are laid out (`Plain` only for sets made by version 1).
+    pub layout: Layout,
+    /// Chunks the recorded copy had to move when it started (0: not known, as for version 1),
+    /// so that its progress goes on from where it was after a restart.
+    pub copy_total: u64,
+    /// Raised at every start and clean stop of the daemon, and remembered outside the bitmap
+    /// volume (the registry): a bitmap volume with an older generation is an older copy.
+    pub generation: u64,
+    /// Chosen when the set is made; salts the page CRCs (a page of another set fails them).
+    pub bitmap_id: u64,
+    /// Why the set went offline (empty when it is not offline).
+    pub last_error: String,
 }
 
 impl Header {
@@ -127,7 +275,7 @@ impl Header {
 
     /// Bytes of one bitmap region, padded to whole 4 KiB pages.
     pub fn bitmap_len(&self) -> u64 {
-        bitmap_region_len(self.chunks())
+        self.layout.region_len(self.chunks())
     }
 
     pub fn shadow_bitmap_offset(&self) -> u64 {
@@ -168,10 +316,15 @@ impl Header {
                 Durability::Relaxed => 1,
             },
         );
+        put32(&mut b, 100, self.layout.code());
+        put64(&mut b, 104, self.copy_total);
+        put64(&mut b, 112, self.generation);
+        put64(&mut b, 120, self.bitmap_id);
         let mut at = STRINGS_OFFSET;
         for s in [&self.name, &self.master, &self.shadow, &self.bitmap] {
             let bytes = s.as_bytes();
-            if bytes.len() > MAX_PATH || at + 2 + bytes.len() > CRC_OFFSET {
+            // Two bytes stay for the length of the last error.
+            if bytes.len() > MAX_PATH || at + 2 + bytes.len() + 2 > CRC_OFFSET {
                 return Err(invalid(format!(
                     "name or path too long for the bitmap header (at most {MAX_PATH} bytes): {s}"
                 )));
@@ -180,22 +333,37 @@ impl Header {
             b[at + 2..at + 2 + bytes.len()].copy_from_slice(bytes);
             at += 2 + bytes.len();
         }
+        // The reason takes the room the paths leave, cut at a character boundary.
+        let room = CRC_OFFSET.saturating_sub(at + 2);
+        let mut cut = self.last_error.len().min(room);
+        while !self.last_error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        b[at..at + 2].copy_from_slice(&(cut as u16).to_le_bytes());
+        b[at + 2..at + 2 + cut].copy_from_slice(&self.last_error.as_bytes()[..cut]);
         let crc = crc32fast::hash(&b[..CRC_OFFSET]);
         put32(&mut b, CRC_OFFSET, crc);
         Ok(b)
     }
 
     /// Decode one slot; `None` if it is not a valid iifs header (wrong magic, version or CRC).
+    /// A version 1 slot reads as version 2 with its flags translated (`flags::from_v1`), plain
+    /// pages and nothing known of the newer fields; the next header write stores version 2.
     pub fn decode(b: &[u8]) -> Option<Header> {
-        if b.len() < SLOT_SIZE as usize || &b[0..8] != MAGIC || get32(b, 8) != VERSION {
+        if b.len() < SLOT_SIZE as usize || &b[0..8] != MAGIC {
+            return None;
+        }
+        let version = get32(b, 8);
+        if version != VERSION && version != VERSION_1 {
             return None;
         }
         if crc32fast::hash(&b[..CRC_OFFSET]) != get32(b, CRC_OFFSET) {
             return None;
         }
+        let v1 = version == VERSION_1;
         let mut at = STRINGS_OFFSET;
-        let mut strings = Vec::with_capacity(4);
-        for _ in 0..4 {
+        let mut strings = Vec::with_capacity(5);
+        for _ in 0..if v1 { 4 } else { 5 } {
             let n = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
             if at + 2 + n > CRC_OFFSET {
                 return None;
@@ -203,6 +371,11 @@ impl Header {
             strings.push(String::from_utf8(b[at + 2..at + 2 + n].to_vec()).ok()?);
             at += 2 + n;
         }
+        let last_error = if v1 {
+            String::new()
+        } else {
+            strings.pop()?
+        };
         let bitmap = strings.pop()?;
         let shadow = strings.pop()?;
         let master = strings.pop()?;
@@ -218,7 +391,11 @@ impl Header {
             chunk_size,
             master_size: get64(b, 32),
             shadow_size: get64(b, 40),
-            flags: get32(b, 48),
+            flags: if v1 {
+                flags::from_v1(get32(b, 48))
+            } else {
+                get32(b, 48)
+            },
             throttle_delay_ms: get32(b, 52),
             throttle_units: get32(b, 56),
             pit_time: get64(b, 64),
@@ -231,6 +408,15 @@ impl Header {
             master,
             shadow,
             bitmap,
+            layout: if v1 {
+                Layout::Plain
+            } else {
+                Layout::from_code(get32(b, 100))?
+            },
+            copy_total: if v1 { 0 } else { get64(b, 104) },
+            generation: if v1 { 0 } else { get64(b, 112) },
+            bitmap_id: if v1 { 0 } else { get64(b, 120) },
+            last_error,
         })
     }
 
@@ -245,8 +431,9 @@ impl Header {
     }
 }
 
+/// Bytes of one bitmap region of a new set (checked pages).
 pub fn bitmap_region_len(chunks: u64) -> u64 {
-    chunks.div_ceil(8).div_ceil(SLOT_SIZE).max(1) * SLOT_SIZE
+    Layout::Checked.region_len(chunks)
 }
 
 fn put32(b: &mut [u8], at: usize, v: u32) {
@@ -284,6 +471,11 @@ mod tests {
             master: "/srv/m".into(),
             shadow: "/srv/s".into(),
             bitmap: "/srv/b".into(),
+            layout: Layout::Checked,
+            copy_total: 12,
+            generation: 3,
+            bitmap_id: 0x1234_5678_9abc,
+            last_error: "read of /srv/m: Input/output error".into(),
         }
     }
 
@@ -316,8 +508,71 @@ mod tests {
 
     #[test]
     fn region_is_page_padded() {
+        assert_eq!(Layout::Plain.region_len(1), 4096);
+        assert_eq!(Layout::Plain.region_len(4096 * 8), 4096);
+        assert_eq!(Layout::Plain.region_len(4096 * 8 + 1), 8192);
         assert_eq!(bitmap_region_len(1), 4096);
-        assert_eq!(bitmap_region_len(4096 * 8), 4096);
-        assert_eq!(bitmap_region_len(4096 * 8 + 1), 8192);
+        assert_eq!(bitmap_region_len(4088 * 8), 4096);
+        assert_eq!(bitmap_region_len(4088 * 8 + 1), 8192);
+    }
+
+    /// A version 1 slot as version 1 wrote it (the strings after 128, no newer fields).
+    fn v1_slot(flags: u32) -> Vec<u8> {
+        let mut h = sample();
+        h.flags = flags;
+        h.last_error.clear();
+        let mut b = h.encode().unwrap();
+        put32(&mut b, 8, VERSION_1);
+        b[100..128].fill(0);
+        let crc = crc32fast::hash(&b[..CRC_OFFSET]);
+        put32(&mut b, CRC_OFFSET, crc);
+        b
+    }
+
+    #[test]
+    fn version_1_bit_7_is_read_by_the_other_flags() {
+        use flags::*;
+        let read = |f| Header::decode(&v1_slot(f)).unwrap();
+        let h = read(TO_SHADOW | ACTIVE | (1 << 7));
+        assert_eq!(h.flags, TO_SHADOW | ACTIVE | FULL_COPY);
+        assert_eq!((h.layout, h.copy_total, h.generation), (Layout::Plain, 0, 0));
+        assert_eq!(h.last_error, "");
+        assert_eq!(read(OFFLINE | (1 << 7)).flags, OFFLINE | OFFLINE_MASTER);
+        // Ambiguous, with a copy to the shadow recorded: neither volume is trusted.
+        assert_eq!(
+            read(OFFLINE | TO_SHADOW | (1 << 7)).flags,
+            OFFLINE | TO_SHADOW | OFFLINE_MASTER | OFFLINE_SHADOW
+        );
+        assert_eq!(read(TO_MASTER).flags, TO_MASTER);
+        // Written again, it is a version 2 header that keeps today's meaning.
+        let again = Header::decode(&h.encode().unwrap()).unwrap();
+        assert_eq!(again.flags & FULL_COPY, FULL_COPY);
+    }
+
+    #[test]
+    fn last_error_is_cut_to_the_room_left() {
+        let mut h = sample();
+        h.master = "/m".repeat(500);
+        h.shadow = "/s".repeat(500);
+        h.bitmap = "/b".repeat(500);
+        h.last_error = "é".repeat(3000);
+        let back = Header::decode(&h.encode().unwrap()).unwrap();
+        assert!(back.last_error.len() < h.last_error.len());
+        assert!(back.last_error.len() > 100);
+        assert!(h.last_error.starts_with(&back.last_error));
+    }
+
+    #[test]
+    fn page_crc_catches_flips_and_foreign_pages() {
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        page[17] = 0x5a;
+        seal_page(9, 0, 3, &mut page);
+        assert!(page_is_sound(9, 0, 3, &page));
+        assert!(!page_is_sound(9, 1, 3, &page), "the copy bitmap's page 3");
+        assert!(!page_is_sound(9, 0, 4, &page), "another page");
+        assert!(!page_is_sound(8, 0, 3, &page), "another set");
+        page[100] ^= 0x11;
+        assert!(!page_is_sound(9, 0, 3, &page));
+        assert!(!page_is_sound(9, 0, 0, &[0u8; PAGE_SIZE as usize]), "a page of zeros");
     }
 }

@@ -100,12 +100,54 @@ pub struct EnableSpec {
 }
 
 /// What the registry keeps of a set to find it again after a restart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SetRecord {
     pub name: String,
     pub master: String,
     pub shadow: String,
     pub bitmap: String,
+    /// The bitmap volume's generation when the record was written (0: not known). A bitmap
+    /// volume whose header has an older one is an older copy of itself.
+    pub generation: u64,
+    /// An offline state the bitmap volume could not record.
+    pub offline: Option<UnrecordedOffline>,
+}
+
+/// An offline state that only the registry holds: the header write that should have recorded
+/// it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnrecordedOffline {
+    /// The offline flags (`header::flags::OFFLINE_ALL` bits).
+    pub flags: u32,
+    pub reason: String,
+    /// The sequence number of the last header written before: a header written after it (a
+    /// later write that succeeded) carries the state itself and wins.
+    pub seq: u64,
+}
+
+/// Calls the hook the daemon registers (it writes the registry) when a set went offline and
+/// its bitmap volume could not record it. On a thread of its own: the set's I/O path that
+/// failed holds locks the registry writer may need.
+#[derive(Default)]
+pub struct OfflineNotifier {
+    hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+impl OfflineNotifier {
+    pub fn notify(&self) {
+        let hook = match self.hook.lock() {
+            Ok(h) => h.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some(hook) = hook {
+            let spawned = std::thread::Builder::new()
+                .name("iifs-offline-record".into())
+                .spawn(move || hook());
+            if let Err(e) = spawned {
+                log::error!("cannot start the thread that records an offline set: {e}");
+            }
+        }
+    }
 }
 
 /// A volume in use and what for (for the `volumes` file).
@@ -129,6 +171,9 @@ pub struct Engine {
     tables: Mutex<Tables>,
     /// Commands that change sets run one at a time (I/O does not take this lock).
     commands: Mutex<()>,
+    offline_notifier: Arc<OfflineNotifier>,
+    /// The generations were raised for a clean stop.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 pub const MIN_CHUNK: u64 = 4096;
@@ -171,6 +216,16 @@ impl Engine {
                 taken: HashMap::new(),
             }),
             commands: Mutex::new(()),
+            offline_notifier: Arc::default(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Run `hook` (on a thread of its own) whenever a set goes offline and its bitmap volume
+    /// cannot record it: `records` then carries the state, for the registry to keep.
+    pub fn on_unrecorded_offline(&self, hook: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut h) = self.offline_notifier.hook.lock() {
+            *h = Some(Arc::new(hook));
         }
     }
 
@@ -204,11 +259,20 @@ impl Engine {
     pub fn records(&self) -> Vec<SetRecord> {
         self.sets()
             .iter()
-            .map(|s| SetRecord {
-                name: s.name.clone(),
-                master: s.paths.master.clone(),
-                shadow: s.paths.shadow.clone(),
-                bitmap: s.paths.bitmap.clone(),
+            .map(|s| {
+                let h = s.tracking.header();
+                SetRecord {
+                    name: s.name.clone(),
+                    master: s.paths.master.clone(),
+                    shadow: s.paths.shadow.clone(),
+                    bitmap: s.paths.bitmap.clone(),
+                    generation: h.generation,
+                    offline: s.tracking.offline_unrecorded().then(|| UnrecordedOffline {
+                        flags: h.flags & flags::OFFLINE_ALL,
+                        reason: h.last_error.clone(),
+                        seq: h.seq,
+                    }),
+                }
             })
             .collect()
     }
@@ -343,7 +407,7 @@ impl Engine {
             master_size: master.len(),
             shadow_size: shadow.len(),
             flags: if ind {
-                flags::TO_SHADOW | flags::ACTIVE | set::FULL_COPY | flags::PENDING_FILL_COPY
+                flags::TO_SHADOW | flags::ACTIVE | flags::FULL_COPY | flags::PENDING_FILL_COPY
             } else {
                 0
             },
@@ -355,6 +419,11 @@ impl Engine {
             master: spec.master.clone(),
             shadow: spec.shadow.clone(),
             bitmap: spec.bitmap.clone(),
+            layout: header::Layout::Checked,
+            copy_total: 0,
+            generation: 1,
+            bitmap_id: 0,
+            last_error: String::new(),
         };
         header.encode()?;
         let need = header.volume_len();
@@ -404,7 +473,9 @@ impl Engine {
             .or_insert_with(|| Arc::new(Master::new(master, h.master.clone())))
             .clone();
         let (shadow_id, bitmap_id) = (shadow.id(), tracking.vol.id());
-        let set = Arc::new(Set::new(m.clone(), shadow, tracking));
+        let mut set = Set::new(m.clone(), shadow, tracking);
+        set.unrecorded_offline = Some(self.offline_notifier.clone());
+        let set = Arc::new(set);
         // No master write may be in flight across the moment the set appears (see
         // `Master::attach_exclusive`); the point in time is taken in that moment.
         m.attach_exclusive(
@@ -449,6 +520,37 @@ impl Engine {
                 rec.bitmap, h.name, h.master, h.shadow, rec.name
             )));
         }
+        // The registry saw this bitmap volume at a later generation: this is an older copy of
+        // it (restored from a backup or a snapshot), whose bits no longer say which chunks of
+        // the shadow are valid.
+        if h.generation < rec.generation {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "bitmap volume {} is an older copy of itself (generation {}, the registry \
+                     recorded {}): its bitmaps are out of date; put the current bitmap volume \
+                     back, or disable the set and enable it again",
+                    rec.bitmap, h.generation, rec.generation
+                ),
+            ));
+        }
+        // Offline, but the bitmap volume could not record it: it must not come back online.
+        if let Some(off) = &rec.offline {
+            if h.seq <= off.seq && h.flags & flags::OFFLINE == 0 {
+                tracking
+                    .mark_offline(off.flags | flags::OFFLINE, &off.reason)
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "set {} went offline ({}) and its bitmap volume {} still cannot \
+                                 record it",
+                                rec.name, off.reason, rec.bitmap
+                            ),
+                            &e,
+                        )
+                    })?;
+            }
+        }
         if self.tables().sets.contains_key(&rec.name) {
             return Err(exists(format!("a set named '{}' exists already", rec.name)));
         }
@@ -469,7 +571,17 @@ impl Engine {
                 h.shadow
             )));
         }
-        self.install(master, shadow, tracking, false)
+        let set = self.install(master, shadow, tracking, false)?;
+        // A copy of the bitmap volume taken from now on is older than what the registry saves.
+        if let Err(e) = set.tracking.bump_generation() {
+            let e = Error::io_on(
+                error::Role::Bitmap,
+                format!("write of bitmap {}", rec.bitmap),
+                &e,
+            );
+            set.go_offline(&e);
+        }
+        Ok(set)
     }
 
     /// Whether `disable` would be refused, and why; changes nothing. Refused while an
@@ -541,10 +653,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Stop every copier (their state stays recorded for the next start).
+    /// Stop every copier (their state stays recorded for the next start), and raise every
+    /// bitmap volume's generation, so that a copy taken before is recognised as older (the
+    /// caller saves the registry afterwards).
     pub fn shutdown(&self) {
         for s in self.sets() {
             s.stop_copier();
+        }
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        for s in self.sets() {
+            if let Err(e) = s.tracking.bump_generation() {
+                log::warn!(
+                    "set {}: could not write the generation to bitmap {}: {e}",
+                    s.name,
+                    s.paths.bitmap
+                );
+            }
         }
     }
 }

@@ -31,8 +31,9 @@ impl Direction {
     }
 }
 
-/// Marks a full copy (as opposed to an update) in the header, for the status `state`.
-pub const FULL_COPY: u32 = 1 << 7;
+/// Marks a full copy (as opposed to an update) in the header, for the status `state`; defined
+/// with the other state flags.
+pub use super::header::flags::FULL_COPY;
 
 /// Copy-on-write runs from this size on read their source with readahead.
 const SWEEP_BYTES: u64 = 256 << 10;
@@ -103,6 +104,8 @@ pub struct Set {
     open_files: AtomicUsize,
     /// The set was disabled: files still open on it are no longer served.
     detached: AtomicBool,
+    /// Told when the set went offline and its bitmap volume could not record it.
+    pub(super) unrecorded_offline: Option<Arc<super::OfflineNotifier>>,
 }
 
 /// A snapshot of a set for the status file.
@@ -191,21 +194,26 @@ impl Set {
             bitmap_commit: GroupCommit::default(),
             copy: Mutex::new(CopyState {
                 thread: None,
-                total: tracking.count(Map::Copy),
+                total: tracking.copy_total(),
             }),
             copy_done: Condvar::new(),
             abort: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             abort_wake: (Mutex::new(()), Condvar::new()),
             throttle: AtomicU64::new(((h.throttle_delay_ms as u64) << 32) | units as u64),
-            // The reason itself is in the log of the daemon that took the set offline.
+            // The header keeps the reason; a set taken offline by an older iifs has none.
             last_error: Mutex::new((h.flags & flags::OFFLINE != 0).then(|| {
-                "the set was already offline when the daemon started (the reason is in the \
-                 log of the daemon before); fix the volume, then reset the set"
-                    .to_string()
+                if h.last_error.is_empty() {
+                    "the set was already offline when the daemon started (the reason is in the \
+                     log of the daemon before); fix the volume, then reset the set"
+                        .to_string()
+                } else {
+                    h.last_error.clone()
+                }
             })),
             open_files: AtomicUsize::new(0),
             detached: AtomicBool::new(false),
+            unrecorded_offline: None,
             tracking,
         }
     }
@@ -373,8 +381,19 @@ impl Set {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(err.message.clone());
         }
-        // Best effort: the bitmap volume may be what failed.
-        let _ = self.tracking.update_header(|h| h.flags |= off);
+        // The bitmap volume may be what failed. The header in memory keeps the offline state
+        // anyway (every later header write carries it), and the registry is asked to record it
+        // meanwhile, so a restart does not bring the set back online.
+        if let Err(e) = self.tracking.mark_offline(off, &err.message) {
+            log::error!(
+                "set {}: the offline state could not be written to bitmap {}: {e}",
+                self.name,
+                self.paths.bitmap
+            );
+            if let Some(n) = &self.unrecorded_offline {
+                n.notify();
+            }
+        }
         // Under the lock `wait_copy` checks the state with, so its wake-up cannot be missed.
         let _guard = self.copy.lock();
         self.copy_done.notify_all();
@@ -939,7 +958,7 @@ impl Set {
             Err(p) => p.into_inner(),
         };
         self.abort.store(false, Ordering::SeqCst);
-        st.total = self.tracking.count(Map::Copy);
+        st.total = self.tracking.copy_total();
         let set = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name(format!("iifs-copy-{}", self.name))
@@ -995,6 +1014,13 @@ impl Set {
 
     pub fn set_params(&self, delay_ms: u32, units: u32) -> Result<()> {
         check_params(delay_ms, units)?;
+        if self.is_offline() {
+            return Err(not_permitted(format!(
+                "set {} is offline ({}); reset it first",
+                self.name,
+                self.last_error().unwrap_or_default()
+            )));
+        }
         self.tracking
             .update_header(|h| {
                 h.throttle_delay_ms = delay_ms;

@@ -3,24 +3,55 @@
 //! *live* image is what the I/O paths test. A bit that protects data is set in the disk image,
 //! written, made durable, and only then published in the live image, so a fast-path writer that
 //! sees a live bit can trust that the bit is on disk.
+//!
+//! Each bitmap page carries its own CRC (layout `Checked`), computed from the same buffer and
+//! written with it in one write: the page writes of the write path and their flush are
+//! unchanged, and a crash leaves every page with either its old or its new content, each
+//! sealed. `open` refuses a bitmap volume with a page that fails its CRC.
 
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::bitmap::Bitmap;
-use super::header::{flags, Header, SLOT_SIZE};
+use super::header::{self, flags, Header, Layout, PAGE_SIZE, SLOT_SIZE};
 use super::volume::Volume;
 
-const PAGE: u64 = 4096;
 const PAGE_LOCKS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
 pub enum Map {
     /// Chunks that differ between master and shadow (for dependent sets also: materialised).
     Shadow,
     /// Chunks the current (or aborted) copy still has to move.
     Copy,
+}
+
+impl Map {
+    fn word(self) -> &'static str {
+        match self {
+            Map::Shadow => "shadow",
+            Map::Copy => "copy",
+        }
+    }
+}
+
+/// A bitmap id unlikely to repeat: the clock, the process and a counter, mixed.
+fn new_bitmap_id() -> u64 {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ ((std::process::id() as u64) << 32)
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (x ^ (x >> 31)).max(1)
 }
 
 pub struct Tracking {
@@ -33,6 +64,10 @@ pub struct Tracking {
     page_locks: Vec<Mutex<()>>,
     shd_offset: u64,
     cpy_offset: u64,
+    layout: Layout,
+    bitmap_id: u64,
+    /// The header in memory says offline but no header write has recorded it yet.
+    offline_unrecorded: AtomicBool,
 }
 
 impl Tracking {
@@ -40,6 +75,7 @@ impl Tracking {
         let chunks = header.chunks();
         let shd_offset = header.shadow_bitmap_offset();
         let cpy_offset = header.copy_bitmap_offset();
+        let (layout, bitmap_id) = (header.layout, header.bitmap_id);
         Tracking {
             vol,
             header: Mutex::new((header, slot)),
@@ -50,14 +86,24 @@ impl Tracking {
             page_locks: (0..PAGE_LOCKS).map(|_| Mutex::new(())).collect(),
             shd_offset,
             cpy_offset,
+            layout,
+            bitmap_id,
+            offline_unrecorded: AtomicBool::new(false),
         }
     }
 
     /// Initialise a fresh bitmap volume: both bitmaps as the header's flags say, then the header.
     pub fn create(vol: Arc<dyn Volume>, mut header: Header) -> io::Result<Tracking> {
         header.seq = 1;
+        header.generation = header.generation.max(1);
+        if header.bitmap_id == 0 {
+            header.bitmap_id = new_bitmap_id();
+        }
         let pending = header.flags & flags::PENDING;
         header.flags &= !flags::PENDING;
+        if pending & flags::PENDING_FILL_COPY != 0 {
+            header.copy_total = header.chunks();
+        }
         let t = Tracking::with_header(vol, header.clone(), 1);
         if pending & flags::PENDING_FILL_COPY != 0 {
             t.cpy_disk.fill();
@@ -99,11 +145,8 @@ impl Tracking {
             ));
         }
         let t = Tracking::with_header(vol, header.clone(), slot);
-        let mut bytes = vec![0u8; header.bitmap_len() as usize];
-        t.vol.read_at(&mut bytes, t.shd_offset)?;
-        t.shd_disk.load_bytes(&bytes);
-        t.vol.read_at(&mut bytes, t.cpy_offset)?;
-        t.cpy_disk.load_bytes(&bytes);
+        t.load_region(Map::Shadow)?;
+        t.load_region(Map::Copy)?;
         if header.flags & flags::PENDING != 0 {
             t.apply_bulk(header.flags & flags::PENDING)?;
             t.update_header(|h| h.flags &= !flags::PENDING)?;
@@ -111,6 +154,39 @@ impl Tracking {
         t.shd_live.copy_from(&t.shd_disk);
         t.cpy_live.copy_from(&t.cpy_disk);
         Ok(t)
+    }
+
+    /// Read a bitmap region into the disk image, checking every page's CRC.
+    fn load_region(&self, map: Map) -> io::Result<()> {
+        let region = self.layout.region_len(self.shd_disk.len());
+        let mut raw = vec![0u8; region as usize];
+        self.vol.read_at(&mut raw, self.offset(map))?;
+        let bytes = match self.layout {
+            Layout::Plain => raw,
+            Layout::Checked => {
+                let keep = self.layout.page_bytes() as usize;
+                let mut bits = Vec::with_capacity(raw.len());
+                for (page, p) in raw.chunks(PAGE_SIZE as usize).enumerate() {
+                    if !header::page_is_sound(self.bitmap_id, map as u8, page as u64, p) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "page {page} of the {} bitmap (byte {} of the bitmap volume) \
+                                 fails its checksum: the bitmap volume was damaged or changed \
+                                 behind iifs, and which chunks of the shadow are valid is not \
+                                 known",
+                                map.word(),
+                                self.offset(map) + page as u64 * PAGE_SIZE
+                            ),
+                        ));
+                    }
+                    bits.extend_from_slice(&p[..keep]);
+                }
+                bits
+            }
+        };
+        self.disk(map).load_bytes(&bytes);
+        Ok(())
     }
 
     pub fn header(&self) -> Header {
@@ -125,13 +201,48 @@ impl Tracking {
         let mut guard = self.header.lock().map_err(|_| super::volume::poisoned())?;
         let mut next = guard.0.clone();
         change(&mut next);
+        self.write_header(&mut guard, next)
+    }
+
+    /// Write `next` (one sequence number on) to the slot not holding the current header.
+    fn write_header(&self, guard: &mut (Header, usize), mut next: Header) -> io::Result<()> {
         next.seq = guard.0.seq + 1;
+        // The reason of an offline state goes when the state goes (reset).
+        if next.flags & flags::OFFLINE == 0 {
+            next.last_error.clear();
+        }
         let slot = 1 - guard.1;
         let bytes = next.encode().map_err(io::Error::other)?;
         self.vol.write_at(&bytes, slot as u64 * SLOT_SIZE)?;
         self.vol.sync()?;
         *guard = (next, slot);
+        // Whatever the header in memory said is on disk now, an offline state included.
+        self.offline_unrecorded.store(false, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Record that the set went offline (flags `off`, reason `why`). The header in memory takes
+    /// the change first, whether the write succeeds or not: every later header write carries
+    /// it, so a failed write here cannot be undone by a later one (the end of a copy) that
+    /// brings the set back online on disk.
+    pub fn mark_offline(&self, off: u32, why: &str) -> io::Result<()> {
+        let mut guard = self.header.lock().map_err(|_| super::volume::poisoned())?;
+        guard.0.flags |= off;
+        guard.0.last_error = why.to_string();
+        self.offline_unrecorded.store(true, Ordering::SeqCst);
+        let next = guard.0.clone();
+        self.write_header(&mut guard, next)
+    }
+
+    /// True while the set is offline in memory but no header write could record it.
+    pub fn offline_unrecorded(&self) -> bool {
+        self.offline_unrecorded.load(Ordering::SeqCst)
+    }
+
+    /// Raise the generation (at every start and clean stop); returns the new one.
+    pub fn bump_generation(&self) -> io::Result<u64> {
+        self.update_header(|h| h.generation += 1)?;
+        Ok(self.header().generation)
     }
 
     /// Mark the volume as no longer holding a set (after disable).
@@ -189,7 +300,7 @@ impl Tracking {
             } else {
                 disk.clear(chunk);
             }
-            pages.insert((map as u8, chunk / 8 / PAGE));
+            pages.insert((map as u8, chunk / 8 / self.layout.page_bytes()));
         }
         for (m, page) in pages {
             let map = if m == Map::Shadow as u8 {
@@ -223,12 +334,21 @@ impl Tracking {
 
     fn write_page(&self, map: Map, page: u64) -> io::Result<()> {
         let _g = self.lock_page(map, page);
-        let region = super::header::bitmap_region_len(self.shd_disk.len());
-        let start = page * PAGE;
-        let n = PAGE.min(region - start) as usize;
-        let mut buf = vec![0u8; n];
-        self.disk(map).read_bytes(start as usize, &mut buf);
-        self.vol.write_at(&buf, self.offset(map) + start)
+        let buf = self.page_image(map, page);
+        self.vol.write_at(&buf, self.offset(map) + page * PAGE_SIZE)
+    }
+
+    /// Page `page` of bitmap `map` as it goes to disk: bits of the disk image, sealed with its
+    /// CRC in the checked layout.
+    fn page_image(&self, map: Map, page: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; PAGE_SIZE as usize];
+        let keep = self.layout.page_bytes() as usize;
+        self.disk(map)
+            .read_bytes(page as usize * keep, &mut buf[..keep]);
+        if self.layout == Layout::Checked {
+            header::seal_page(self.bitmap_id, map as u8, page, &mut buf);
+        }
+        buf
     }
 
     fn lock_page(&self, map: Map, page: u64) -> MutexGuard<'_, ()> {
@@ -241,9 +361,11 @@ impl Tracking {
 
     /// Write a whole bitmap region from the disk image.
     fn write_region(&self, map: Map) -> io::Result<()> {
-        let region = super::header::bitmap_region_len(self.shd_disk.len());
-        let mut buf = vec![0u8; region as usize];
-        self.disk(map).read_bytes(0, &mut buf);
+        let region = self.layout.region_len(self.shd_disk.len());
+        let mut buf = Vec::with_capacity(region as usize);
+        for page in 0..region / PAGE_SIZE {
+            buf.extend_from_slice(&self.page_image(map, page));
+        }
         self.vol.write_at(&buf, self.offset(map))
     }
 
@@ -255,10 +377,19 @@ impl Tracking {
         self.apply_bulk(ops)?;
         self.shd_live.copy_from(&self.shd_disk);
         self.cpy_live.copy_from(&self.cpy_disk);
+        // What the copy bitmap holds now is what the copy (if one starts) has to move.
+        let total = self.cpy_disk.count();
         self.update_header(|h| {
             h.flags &= !flags::PENDING;
+            h.copy_total = total;
             extra_flags(h);
         })
+    }
+
+    /// Chunks the recorded copy had to move when it started, as far as known: never fewer
+    /// than it still has to move.
+    pub fn copy_total(&self) -> u64 {
+        self.header().copy_total.max(self.count(Map::Copy))
     }
 
     fn apply_bulk(&self, ops: u32) -> io::Result<()> {
@@ -296,6 +427,7 @@ impl Tracking {
         self.cpy_live.clear_all();
         self.update_header(|h| {
             h.flags &= !flags::PENDING;
+            h.copy_total = 0;
             extra_flags(h);
         })
     }
