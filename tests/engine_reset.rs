@@ -186,7 +186,10 @@ fn a_failed_master_during_update_master_keeps_the_shadow_and_the_later_writes() 
         .write(&[0xAB; CHUNK], 3 * CHUNK as u64)
         .expect("write after the fault");
     // An offline set takes no command but reset and disable.
-    assert_eq!(r.set.set_params(0, 100).unwrap_err().kind, Kind::NotPermitted);
+    assert_eq!(
+        r.set.set_params(0, 100).unwrap_err().kind,
+        Kind::NotPermitted
+    );
     reset_keeps_both_volumes(&r);
     r.set.set_params(0, 100).expect("no throttle");
     // The administrator finishes the restore explicitly.

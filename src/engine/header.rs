@@ -371,11 +371,7 @@ impl Header {
             strings.push(String::from_utf8(b[at + 2..at + 2 + n].to_vec()).ok()?);
             at += 2 + n;
         }
-        let last_error = if v1 {
-            String::new()
-        } else {
-            strings.pop()?
-        };
+        let last_error = if v1 { String::new() } else { strings.pop()? };
         let bitmap = strings.pop()?;
         let shadow = strings.pop()?;
         let master = strings.pop()?;
@@ -535,7 +531,10 @@ mod tests {
         let read = |f| Header::decode(&v1_slot(f)).unwrap();
         let h = read(TO_SHADOW | ACTIVE | (1 << 7));
         assert_eq!(h.flags, TO_SHADOW | ACTIVE | FULL_COPY);
-        assert_eq!((h.layout, h.copy_total, h.generation), (Layout::Plain, 0, 0));
+        assert_eq!(
+            (h.layout, h.copy_total, h.generation),
+            (Layout::Plain, 0, 0)
+        );
         assert_eq!(h.last_error, "");
         assert_eq!(read(OFFLINE | (1 << 7)).flags, OFFLINE | OFFLINE_MASTER);
         // Ambiguous, with a copy to the shadow recorded: neither volume is trusted.
@@ -573,6 +572,9 @@ mod tests {
         assert!(!page_is_sound(8, 0, 3, &page), "another set");
         page[100] ^= 0x11;
         assert!(!page_is_sound(9, 0, 3, &page));
-        assert!(!page_is_sound(9, 0, 0, &[0u8; PAGE_SIZE as usize]), "a page of zeros");
+        assert!(
+            !page_is_sound(9, 0, 0, &[0u8; PAGE_SIZE as usize]),
+            "a page of zeros"
+        );
     }
 }

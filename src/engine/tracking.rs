@@ -46,8 +46,11 @@ fn new_bitmap_id() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut x = nanos ^ ((std::process::id() as u64) << 32)
-        ^ COUNTER.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut x = nanos
+        ^ ((std::process::id() as u64) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     // splitmix64 finaliser
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -430,5 +433,67 @@ impl Tracking {
             h.copy_total = 0;
             extra_flags(h);
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::header::flags;
+    use super::super::volume::{MemVolume, Volume, VolumeId};
+    use super::super::{Durability, EnableSpec, Engine, MapOpener, SetKind};
+    use std::io;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    struct Failing(MemVolume, AtomicBool);
+
+    impl Volume for Failing {
+        fn len(&self) -> u64 {
+            self.0.len()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            self.0.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            if self.1.load(Ordering::SeqCst) {
+                return Err(io::Error::other("injected"));
+            }
+            self.0.write_at(buf, offset)
+        }
+        fn sync(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn id(&self) -> VolumeId {
+            self.0.id()
+        }
+    }
+
+    /// The end of a full copy clears the full-copy mark; racing with a failure of the master,
+    /// it must not clear the record that the master failed (version 1 kept both in bit 7).
+    #[test]
+    fn the_end_of_a_full_copy_keeps_a_failed_master_recorded() {
+        let master = Arc::new(Failing(MemVolume::new(16 * 4096), AtomicBool::new(false)));
+        let o = MapOpener::new();
+        o.insert("/m", master.clone());
+        o.insert("/s", Arc::new(MemVolume::new(16 * 4096)));
+        o.insert("/b", Arc::new(MemVolume::new(16384)));
+        let e = Engine::new(Box::new(o));
+        let spec = EnableSpec {
+            kind: SetKind::Independent,
+            master: "/m".into(),
+            shadow: "/s".into(),
+            bitmap: "/b".into(),
+            name: "r".into(),
+            chunk_size: 4096,
+            durability: Durability::Strict,
+        };
+        let s = e.enable_throttled(&spec, 10_000, 1).expect("enable");
+        master.1.store(true, Ordering::SeqCst);
+        let _ = s.master.write(&[1; 10], 15 * 4096);
+        assert_ne!(s.flags() & flags::OFFLINE_MASTER, 0);
+        // The copier reaches its end in that same moment.
+        s.copy_ended(true);
+        assert_ne!(s.flags() & flags::OFFLINE_MASTER, 0);
+        assert_ne!(s.header().flags & flags::OFFLINE_MASTER, 0);
     }
 }
