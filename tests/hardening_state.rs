@@ -508,3 +508,73 @@ fn mount_progress_goes_on_after_the_daemon_is_killed() {
     m.set_ok("i", "wait");
     assert_eq!(progress(&m), 100);
 }
+
+/// A tiny tmpfs, unmounted (lazily: the daemon may still hold a file on it) when dropped.
+struct Tiny(std::path::PathBuf);
+
+impl Tiny {
+    fn mount(dir: &Path, size: &str) -> Option<Tiny> {
+        let p = dir.join("tiny");
+        std::fs::create_dir_all(&p).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(Tiny(p))
+    }
+}
+
+impl Drop for Tiny {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn mount_the_reason_of_an_offline_set_survives_a_restart() {
+    let mut m = mount_or_skip!();
+    let Some(tiny) = Tiny::mount(m.dir.path(), "64k") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs for the failing shadow"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs for the failing shadow");
+        return;
+    };
+    let master = m.volume("m.img", 1 << 20, 3);
+    // Sparse, on a file system with room for 64 KiB of it: the first copy fails.
+    let shadow = tiny.0.join("s.img");
+    std::fs::File::create(&shadow)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("shadow");
+    let shadow = shadow.to_string_lossy().into_owned();
+    let bitmap = m.volume("b.bm", 0, 0);
+    m.ok(
+        "ctl",
+        &format!("enable ind {master} {shadow} {bitmap} o chunk_size=4096"),
+    );
+    assert!(m.ctl("sets/o/ctl", "wait").is_err());
+    let why = m.status("o")["last_error"].clone();
+    assert!(why.contains(&shadow), "{why}");
+    // Offline, it takes no command but reset and disable; nothing changes.
+    let before = std::fs::read(&bitmap).expect("bitmap");
+    for cmd in ["params 1 1", "abort", "update shadow"] {
+        let (errno, _) = m.ctl("sets/o/ctl", cmd).expect_err(cmd);
+        assert_eq!(errno, libc::EPERM, "{cmd}");
+    }
+    assert_eq!(std::fs::read(&bitmap).expect("bitmap"), before);
+    m.restart();
+    let st = m.status("o");
+    assert_eq!(st["state"], "offline", "{st:?}");
+    assert_eq!(st["last_error"], why);
+    m.kill9();
+    m.start_again();
+    assert_eq!(m.status("o")["last_error"], why);
+    drop(m);
+    drop(tiny);
+}
