@@ -187,6 +187,13 @@ impl Controller {
         match cmd {
             SetCommand::Update(dir) => set.start_copy(*dir, false),
             SetCommand::Copy(dir) => set.start_copy(*dir, true),
+            // An offline set takes only `reset` and `disable`.
+            SetCommand::Abort if set.is_offline() => {
+                Err(crate::engine::error::not_permitted(format!(
+                    "set {name} is offline ({}); reset it first",
+                    set.last_error().unwrap_or_default()
+                )))
+            }
             SetCommand::Abort => {
                 set.abort_copy();
                 Ok(())
