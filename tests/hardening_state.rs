@@ -6,71 +6,25 @@
 
 mod common;
 
-use std::io;
+#[path = "support/flaky.rs"]
+mod flaky;
+#[path = "support/tiny.rs"]
+mod tiny;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flaky::Flaky;
 use iifs::engine::header::flags;
 use iifs::engine::tracking::Map;
-use iifs::engine::volume::{MemVolume, Volume, VolumeId};
+use iifs::engine::volume::Volume;
 use iifs::engine::{Durability, EnableSpec, Engine, Kind, MapOpener, SetKind, SetRecord};
+use tiny::Tiny;
 
 const CHUNK: usize = 4096;
 
 // ------------------------------------------------------------------ engine-level helpers
-
-/// A memory volume whose writes and syncs fail while `broken` is set.
-struct Flaky {
-    inner: MemVolume,
-    broken: AtomicBool,
-}
-
-impl Flaky {
-    fn new(data: Vec<u8>) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner: MemVolume::from_bytes(data),
-            broken: AtomicBool::new(false),
-        })
-    }
-
-    fn fail(&self, on: bool) {
-        self.broken.store(on, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected failure"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        self.inner.snapshot()
-    }
-}
-
-impl Volume for Flaky {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check()?;
-        self.inner.write_at(buf, offset)
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.check()?;
-        self.inner.sync()
-    }
-    fn id(&self) -> VolumeId {
-        self.inner.id()
-    }
-}
 
 /// Three volumes of a set by path, kept across engine restarts.
 struct Vols {
@@ -366,14 +320,7 @@ fn flipped_bits_in_a_bitmap_page_are_refused_at_start() {
         let mut bytes = vols.bitmap.bytes();
         bytes[at] ^= mask;
         vols.bitmap.inner.write_at(&bytes, 0).unwrap();
-        let e = vols.engine();
-        let failed = e.restore_all(&records);
-        let msg = &failed.first().expect("refused").1.message;
-        assert!(
-            msg.contains("/srv/crc.bm") && msg.contains("checksum"),
-            "{msg}"
-        );
-        assert!(e.set("crc").is_err());
+        assert_refused_at_start(&vols, &records, "checksum");
     }
 }
 
@@ -392,15 +339,16 @@ fn an_older_copy_of_the_bitmap_volume_is_refused_at_start() {
     drop(e);
     // The older copy is put back.
     vols.bitmap.inner.write_at(&old, 0).unwrap();
+    assert_refused_at_start(&vols, &records, "older copy");
+}
+
+/// The set of `records` does not come back, for a reason naming its bitmap and `what`.
+fn assert_refused_at_start(vols: &Vols, records: &[SetRecord], what: &str) {
     let e = vols.engine();
-    let failed = e.restore_all(&records);
+    let failed = e.restore_all(records);
     let msg = &failed.first().expect("refused").1.message;
-    assert!(
-        msg.contains("/srv/crc.bm") && msg.contains("older copy"),
-        "{msg}"
-    );
-    // The current one is accepted.
-    drop(e);
+    assert!(msg.contains("/srv/crc.bm") && msg.contains(what), "{msg}");
+    assert!(e.set("crc").is_err());
 }
 
 // ------------------------------------------------------------------ on the mount
@@ -433,15 +381,22 @@ fn assert_refused(m: &common::Mount, set: &str, bitmap: &str, what: &str) {
     );
 }
 
-/// A dependent set with some chunks differing, stopped cleanly; returns its bitmap path.
-fn mount_set(m: &mut common::Mount) -> String {
-    let master = m.volume("m.img", 1 << 20, 1);
-    let shadow = m.volume("s.img", 1 << 20, 0);
+/// Enable set `name` of type `kind` with `options`, on a master of `size` bytes and new
+/// shadow and bitmap files; returns the three paths.
+fn enable(m: &common::Mount, kind: &str, name: &str, size: u64, options: &str) -> [String; 3] {
+    let master = m.volume("m.img", size, 1);
+    let shadow = m.volume("s.img", size, 0);
     let bitmap = m.volume("b.bm", 0, 0);
     m.ok(
         "ctl",
-        &format!("enable dep {master} {shadow} {bitmap} d chunk_size=4096"),
+        &format!("enable {kind} {master} {shadow} {bitmap} {name} chunk_size=4096 {options}"),
     );
+    [master, shadow, bitmap]
+}
+
+/// A dependent set with some chunks differing; returns its bitmap path.
+fn mount_set(m: &mut common::Mount) -> String {
+    let [_, _, bitmap] = enable(m, "dep", "d", 1 << 20, "");
     for c in [0u64, 3, 17, 200] {
         m.write_at("sets/d/master", c * 4096 + 5, b"changed");
     }
@@ -477,14 +432,8 @@ fn mount_an_older_copy_of_the_bitmap_file_is_refused() {
 #[test]
 fn mount_progress_goes_on_after_the_daemon_is_killed() {
     let mut m = mount_or_skip!();
-    let master = m.volume("m.img", 4 << 20, 1);
-    let shadow = m.volume("s.img", 4 << 20, 0);
-    let bitmap = m.volume("b.bm", 0, 0);
     // 1024 chunks, 8 every 40 ms: about 5 s.
-    m.ok(
-        "ctl",
-        &format!("enable ind {master} {shadow} {bitmap} i chunk_size=4096 delay=40 units=8"),
-    );
+    enable(&m, "ind", "i", 4 << 20, "delay=40 units=8");
     let progress = |m: &common::Mount| m.status("i")["progress"].parse::<u64>().expect("progress");
     let deadline = Instant::now() + Duration::from_secs(20);
     while progress(&m) < 30 {
@@ -507,32 +456,6 @@ fn mount_progress_goes_on_after_the_daemon_is_killed() {
     );
     m.set_ok("i", "wait");
     assert_eq!(progress(&m), 100);
-}
-
-/// A tiny tmpfs, unmounted (lazily: the daemon may still hold a file on it) when dropped.
-struct Tiny(std::path::PathBuf);
-
-impl Tiny {
-    fn mount(dir: &Path, size: &str) -> Option<Tiny> {
-        let p = dir.join("tiny");
-        std::fs::create_dir_all(&p).ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&p)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then_some(Tiny(p))
-    }
-}
-
-impl Drop for Tiny {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 #[test]

@@ -16,8 +16,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{file_bytes, Mount};
@@ -1170,28 +1168,9 @@ fn bitmap_file_is_read_only() {
 
 // ------------------------------------------------------------------------------ EIO and EPERM
 
-/// A tiny tmpfs, unmounted (lazily, the daemon may still hold a file on it) when dropped.
-struct Tiny(std::path::PathBuf);
-
-impl Tiny {
-    fn mount(dir: &Path, size: &str) -> Option<Tiny> {
-        let p = dir.join("tiny");
-        fs::create_dir_all(&p).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&p)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then_some(Tiny(p))
-    }
-}
-
-impl Drop for Tiny {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+#[path = "support/tiny.rs"]
+mod tiny;
+use tiny::Tiny;
 
 /// A shadow on a file system too small for it: the first copy fails with a backing I/O error,
 /// the set goes offline (EIO, reason in last_error), and copies are then refused (EPERM).
