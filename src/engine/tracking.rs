@@ -440,7 +440,7 @@ impl Tracking {
 mod tests {
     use super::super::header::flags;
     use super::super::volume::{MemVolume, Volume, VolumeId};
-    use super::super::{Durability, EnableSpec, Engine, MapOpener, SetKind};
+    use super::super::{Direction, Durability, EnableSpec, Engine, MapOpener, SetKind};
     use std::io;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
@@ -469,13 +469,18 @@ mod tests {
     }
 
     /// The end of a full copy clears the full-copy mark; racing with a failure of the master,
-    /// it must not clear the record that the master failed (version 1 kept both in bit 7).
+    /// it must not clear the record that the master failed (version 1 kept both in bit 7), or
+    /// a reset would take the failed master for the good copy and overwrite the sound shadow.
     #[test]
     fn the_end_of_a_full_copy_keeps_a_failed_master_recorded() {
-        let master = Arc::new(Failing(MemVolume::new(16 * 4096), AtomicBool::new(false)));
+        let master = Arc::new(Failing(
+            MemVolume::from_bytes(vec![5; 16 * 4096]),
+            AtomicBool::new(false),
+        ));
+        let shadow = Arc::new(MemVolume::new(16 * 4096));
         let o = MapOpener::new();
         o.insert("/m", master.clone());
-        o.insert("/s", Arc::new(MemVolume::new(16 * 4096)));
+        o.insert("/s", shadow.clone());
         o.insert("/b", Arc::new(MemVolume::new(16384)));
         let e = Engine::new(Box::new(o));
         let spec = EnableSpec {
@@ -487,13 +492,27 @@ mod tests {
             chunk_size: 4096,
             durability: Durability::Strict,
         };
-        let s = e.enable_throttled(&spec, 10_000, 1).expect("enable");
+        let s = e.enable(&spec).expect("enable");
+        s.wait_copy().expect("copy");
+        // A restore of the master from the shadow (a full copy), slow; the master fails.
+        s.set_params(10_000, 1).expect("params");
+        s.start_copy(Direction::Master, true).expect("copy master");
         master.1.store(true, Ordering::SeqCst);
         let _ = s.master.write(&[1; 10], 15 * 4096);
-        assert_ne!(s.flags() & flags::OFFLINE_MASTER, 0);
+        assert_eq!(
+            s.flags() & flags::OFFLINE_ALL,
+            flags::OFFLINE | flags::OFFLINE_MASTER
+        );
         // The copier reaches its end in that same moment.
         s.copy_ended(true);
         assert_ne!(s.flags() & flags::OFFLINE_MASTER, 0);
         assert_ne!(s.header().flags & flags::OFFLINE_MASTER, 0);
+        // The reset keeps the sound shadow: nothing is copied onto it.
+        master.1.store(false, Ordering::SeqCst);
+        let before = shadow.snapshot();
+        s.reset().expect("reset");
+        let st = s.status();
+        assert_eq!((st.state, st.direction), ("idle", "-"));
+        assert_eq!(shadow.snapshot(), before);
     }
 }
