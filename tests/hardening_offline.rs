@@ -245,7 +245,7 @@ fn engine_enable_on_a_failed_master_is_refused_until_reset() {
 /// restored a few chunks (but far from all).
 fn restore_under_way(r: &Rig) {
     r.set.master.write(&bytes(9), 0).expect("master write");
-    r.set.set_params(20, 1).expect("throttle");
+    r.set.set_params(50, 1).expect("throttle");
     r.set
         .start_copy(Direction::Master, true)
         .expect("copy master");

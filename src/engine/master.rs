@@ -148,15 +148,14 @@ impl Master {
                 Error::io_on(Role::Master, format!("read of master {}", self.path), &e)
             }),
         };
-        result.map_err(|e| {
+        result.inspect_err(|e| {
             // A volume that fails a read (or shrank under the sets) takes offline the sets
             // that rely on it: all of them for the master, the restoring set for its shadow.
             match e.volume {
-                Some(Role::Master) => sets.iter().for_each(|s| s.go_offline(&e)),
-                Some(_) => restoring.iter().for_each(|s| s.go_offline(&e)),
+                Some(Role::Master) => sets.iter().for_each(|s| s.go_offline(e)),
+                Some(_) => restoring.iter().for_each(|s| s.go_offline(e)),
                 None => {}
             }
-            e
         })
     }
 
