@@ -401,6 +401,17 @@ fn a_file_volume_that_shrank_is_an_error_not_zeros() {
         CHUNK as u64,
         "not grown back"
     );
+    // A kernel copy into it (a copy-on-write into a shadow that shrank) is refused too.
+    let e = copy_range(
+        &target,
+        &vol,
+        8 * CHUNK as u64,
+        CHUNK as u64,
+        Access::Random,
+    )
+    .expect_err("copy into a volume that shrank");
+    assert!(e.to_string().contains("shrank"), "{e}");
+    assert_eq!(fs::metadata(&path).unwrap().len(), CHUNK as u64);
 }
 
 // ------------------------------------------------------------------------------ mount level
@@ -656,7 +667,7 @@ fn mount_restore_under_way(m: &Mount, name: &str) -> (String, String, String) {
 /// is whole again, `reset` settles the master as it is.
 #[test]
 fn mount_a_restore_that_fails_half_way_does_not_tear_the_master() {
-    let m = mount_or_skip!();
+    let mut m = mount_or_skip!();
     let (master, shadow, _bitmap) = mount_restore_under_way(&m, "r");
     let image = pattern(MSIZE as usize, 1);
     OpenOptions::new()
@@ -694,13 +705,19 @@ fn mount_a_restore_that_fails_half_way_does_not_tear_the_master() {
     assert_eq!(snapshot(&files), before);
     assert_eq!(m.set_names(), ["r"]);
 
-    // The shadow file is whole again: reset takes the master as it is.
+    // The shadow file is whole again. After a restart the set is still offline and the
+    // unrestored chunks still fail: the record is in the bitmap volume.
     OpenOptions::new()
         .write(true)
         .open(&shadow)
         .unwrap()
         .set_len(MSIZE)
         .unwrap();
+    m.restart();
+    assert_eq!(m.status("r")["state"], "offline");
+    let e = read_range(&m, "sets/r/master", MSIZE - 4096, 4096).expect_err("after a restart");
+    assert_eq!(errno_of(&e), libc::EIO, "{e}");
+    // Reset takes the master as it is.
     m.set_ok("r", "params 0 100");
     m.set_ok("r", "reset");
     m.set_ok("r", "wait");
