@@ -339,6 +339,10 @@ fn engine_a_restore_whose_master_failed_is_finished_by_reset_and_copy_master() {
 fn engine_disable_is_refused_while_a_restore_is_recorded() {
     let r = rig();
     restore_under_way(&r);
+    // Running: wait for it.
+    let e = r.engine.disable("r").expect_err("disable during a restore");
+    assert_eq!(e.kind, Kind::Busy, "{e:?}");
+    assert!(e.message.contains("'wait'"), "{e}");
     r.set.abort_copy();
     assert_eq!(r.set.status().state, "aborted");
     let mut before = vec![0; SIZE];

@@ -427,17 +427,17 @@ impl Set {
         }
         let left = self.tracking.count(Map::Copy);
         if !self.is_offline() {
+            let finish = if self.copy_active() {
+                "wait for it to end ('wait')"
+            } else {
+                "it was aborted: finish it with 'update master' (then 'wait')"
+            };
             return Err(busy(format!(
-                "set {} has an unfinished copy of its shadow onto master {} ({left} chunks to go, \
-                 {}): until it ends, those chunks of the master read from the shadow. Finish it \
-                 with 'update master' (and 'wait'), then disable",
-                self.name,
-                self.paths.master,
-                if self.copy_active() {
-                    "running"
-                } else {
-                    "aborted"
-                }
+                "set {} has an unfinished copy of its shadow onto master {} ({left} chunks to \
+                 go): until it ends, those chunks of the master read from the shadow, and \
+                 without the set they would read as the old master again; {finish}, then \
+                 disable",
+                self.name, self.paths.master
             )));
         }
         // A bitmap that failed cannot record a reset either: disable is then the only way out.
