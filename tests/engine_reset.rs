@@ -5,66 +5,13 @@
 //! taking writes while the set is offline. Volumes are in memory, with a switch that makes one
 //! of them fail its writes and syncs.
 
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use iifs::engine::volume::{MemVolume, Volume, VolumeId};
+use iifs::engine::faulty::FlakyVolume as Flaky;
 use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
 
 const SIZE: usize = 64 * 4096;
 const CHUNK: usize = 4096;
-
-/// A memory volume whose writes and syncs fail while `broken` is set.
-struct Flaky {
-    inner: MemVolume,
-    broken: AtomicBool,
-}
-
-impl Flaky {
-    fn new(data: Vec<u8>) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner: MemVolume::from_bytes(data),
-            broken: AtomicBool::new(false),
-        })
-    }
-
-    fn fail(&self, on: bool) {
-        self.broken.store(on, Ordering::SeqCst);
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected failure"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        self.inner.snapshot()
-    }
-}
-
-impl Volume for Flaky {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check()?;
-        self.inner.write_at(buf, offset)
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.check()?;
-        self.inner.sync()
-    }
-    fn id(&self) -> VolumeId {
-        self.inner.id()
-    }
-}
 
 fn pattern(seed: u8) -> Vec<u8> {
     (0..SIZE)

@@ -13,14 +13,12 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{file_bytes, pattern, Mount};
-use iifs::engine::volume::{copy_range, Access, FileVolume, MemVolume, Volume, VolumeId};
+use iifs::engine::faulty::FlakyVolume as Flaky;
+use iifs::engine::volume::{copy_range, Access, FileVolume, Volume};
 use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
 
 // ------------------------------------------------------------------------------ engine level
@@ -29,68 +27,9 @@ const SIZE: usize = 64 * 4096;
 const CHUNK: usize = 4096;
 const CHUNKS: u64 = (SIZE / CHUNK) as u64;
 
-/// A memory volume whose reads, or writes and syncs, fail while switched on.
-struct Flaky {
-    inner: MemVolume,
-    writes_fail: AtomicBool,
-    reads_fail: AtomicBool,
-}
-
-impl Flaky {
-    fn new(data: Vec<u8>) -> Arc<Flaky> {
-        Arc::new(Flaky {
-            inner: MemVolume::from_bytes(data),
-            writes_fail: AtomicBool::new(false),
-            reads_fail: AtomicBool::new(false),
-        })
-    }
-
-    fn fail_writes(&self, on: bool) {
-        self.writes_fail.store(on, Ordering::SeqCst);
-    }
-
-    fn fail_reads(&self, on: bool) {
-        self.reads_fail.store(on, Ordering::SeqCst);
-    }
-
-    fn check(flag: &AtomicBool) -> io::Result<()> {
-        if flag.load(Ordering::SeqCst) {
-            Err(io::Error::other("injected failure"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        self.inner.snapshot()
-    }
-}
-
-impl Volume for Flaky {
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        Flaky::check(&self.reads_fail)?;
-        self.inner.read_at(buf, offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        Flaky::check(&self.writes_fail)?;
-        self.inner.write_at(buf, offset)
-    }
-    fn sync(&self) -> io::Result<()> {
-        Flaky::check(&self.writes_fail)?;
-        self.inner.sync()
-    }
-    fn id(&self) -> VolumeId {
-        self.inner.id()
-    }
-}
-
-fn bytes(seed: u8) -> Vec<u8> {
-    (0..SIZE)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+/// The content of a memory volume made from `seed`.
+fn bytes(seed: u64) -> Vec<u8> {
+    pattern(SIZE, seed)
 }
 
 struct Rig {
@@ -115,18 +54,19 @@ fn spec(name: &str, master: &str, shadow: &str, bitmap: &str) -> EnableSpec {
 /// An independent set whose full copy has finished (master and shadow read `bytes(1)`), and
 /// the volumes of a second set on the same master (`/s2`, `/b2`).
 fn rig() -> Rig {
-    let master = Flaky::new(bytes(1));
-    let shadow = Flaky::new(vec![0; SIZE]);
+    let (master, shadow) = (Flaky::new(bytes(1)), Flaky::new(vec![0; SIZE]));
     let opener = MapOpener::new();
-    opener.insert("/m", master.clone());
-    opener.insert("/s", shadow.clone());
-    opener.insert("/b", Flaky::new(vec![0; 16384]));
-    opener.insert("/s2", Flaky::new(vec![0; SIZE]));
-    opener.insert("/b2", Flaky::new(vec![0; 16384]));
+    let others = ["/b", "/s2", "/b2"].map(|p| (p, Flaky::new(vec![0; SIZE])));
+    for (path, vol) in [("/m", master.clone()), ("/s", shadow.clone())]
+        .into_iter()
+        .chain(others)
+    {
+        opener.insert(path, vol);
+    }
     let engine = Engine::new(Box::new(opener));
     let set = engine.enable(&spec("r", "/m", "/s", "/b")).expect("enable");
     set.wait_copy().expect("the first full copy");
-    assert_eq!(shadow.bytes(), bytes(1));
+    assert_eq!(read_shadow(&set), bytes(1));
     Rig {
         engine,
         set,
@@ -135,10 +75,19 @@ fn rig() -> Rig {
     }
 }
 
+/// The whole shadow, read through the set.
 fn read_shadow(set: &Set) -> Vec<u8> {
+    read_all(|buf| set.read_shadow(buf, 0)).expect("shadow read")
+}
+
+/// The whole master, read through the set's master.
+fn read_master(set: &Set) -> iifs::engine::Result<Vec<u8>> {
+    read_all(|buf| set.master.read(buf, 0))
+}
+
+fn read_all(read: impl Fn(&mut [u8]) -> iifs::engine::Result<()>) -> iifs::engine::Result<Vec<u8>> {
     let mut buf = vec![0; SIZE];
-    set.read_shadow(&mut buf, 0).expect("read of the shadow");
-    buf
+    read(&mut buf).map(|_| buf)
 }
 
 fn read_master_chunk(set: &Set, c: u64) -> iifs::engine::Result<Vec<u8>> {
@@ -148,12 +97,12 @@ fn read_master_chunk(set: &Set, c: u64) -> iifs::engine::Result<Vec<u8>> {
 
 /// Take the set offline through a failing master write.
 fn fail_the_master(r: &Rig) {
-    r.master.fail_writes(true);
+    r.master.fail(true);
     r.set
         .master
         .write(&[0xEE; CHUNK], 5 * CHUNK as u64)
         .expect_err("a write to a failing master");
-    r.master.fail_writes(false);
+    r.master.fail(false);
     let st = r.set.status();
     assert_eq!(st.state, "offline", "{st:?}");
     assert!(
@@ -209,7 +158,7 @@ fn engine_a_dependent_shadow_is_offline_when_its_master_failed() {
             ..spec("d", "/m", "/s", "/b")
         })
         .expect("enable");
-    master.fail_writes(true);
+    master.fail(true);
     let _ = set.master.write(&[1; CHUNK], 0);
     let mut buf = vec![0; CHUNK];
     let e = set
@@ -296,11 +245,7 @@ fn engine_a_restore_that_fails_half_way_leaves_unrestored_chunks_unreadable() {
     r.set.set_params(0, 100).expect("no throttle");
     r.set.reset().expect("reset");
     r.set.wait_copy().expect("the copy of the reset");
-    let mut all = vec![0; SIZE];
-    r.set
-        .master
-        .read(&mut all, 0)
-        .expect("master reads after the reset");
+    let all = read_master(&r.set).expect("master reads after the reset");
     assert_eq!(all, r.master.bytes());
     assert_eq!(r.shadow.bytes(), r.master.bytes());
     r.engine.disable("r").expect("disable after the reset");
@@ -312,9 +257,9 @@ fn engine_a_restore_that_fails_half_way_leaves_unrestored_chunks_unreadable() {
 fn engine_a_restore_whose_master_failed_is_finished_by_reset_and_copy_master() {
     let r = rig();
     restore_under_way(&r);
-    r.master.fail_writes(true);
+    r.master.fail(true);
     r.set.wait_copy().expect_err("the restore fails");
-    r.master.fail_writes(false);
+    r.master.fail(false);
     let e = read_master_chunk(&r.set, CHUNKS - 1).expect_err("an unrestored chunk");
     assert_eq!(e.kind, Kind::Io, "{e:?}");
     assert!(e.message.contains("copy master"), "{e}");
@@ -326,9 +271,7 @@ fn engine_a_restore_whose_master_failed_is_finished_by_reset_and_copy_master() {
         .start_copy(Direction::Master, true)
         .expect("copy master");
     r.set.wait_copy().expect("the restore");
-    let mut all = vec![0; SIZE];
-    r.set.master.read(&mut all, 0).expect("master read");
-    assert_eq!(all, bytes(1));
+    assert_eq!(read_master(&r.set).expect("master read"), bytes(1));
     assert_eq!(r.master.bytes(), bytes(1));
     drop(r.engine);
 }
@@ -345,8 +288,7 @@ fn engine_disable_is_refused_while_a_restore_is_recorded() {
     assert!(e.message.contains("'wait'"), "{e}");
     r.set.abort_copy();
     assert_eq!(r.set.status().state, "aborted");
-    let mut before = vec![0; SIZE];
-    r.set.master.read(&mut before, 0).expect("master read");
+    let before = read_master(&r.set).expect("master read");
     assert_eq!(before, bytes(1), "the master reads as restored");
     let e = r
         .engine
@@ -355,8 +297,7 @@ fn engine_disable_is_refused_while_a_restore_is_recorded() {
     assert_eq!(e.kind, Kind::Busy, "{e:?}");
     assert!(e.message.contains("update master"), "{e}");
     assert!(r.engine.set("r").is_ok(), "the set is still there");
-    let mut after = vec![0; SIZE];
-    r.set.master.read(&mut after, 0).expect("master read");
+    let after = read_master(&r.set).expect("master read");
     assert_eq!(after, before, "the refusal changed nothing");
     r.set.set_params(0, 100).expect("no throttle");
     r.set
@@ -438,16 +379,14 @@ fn read_range(m: &Mount, rel: &str, offset: u64, len: usize) -> io::Result<Vec<u
     Ok(buf)
 }
 
+/// Poll `set`'s status until `cond` holds (at most 30 s).
 fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = m.status(set);
-        if cond(&st) {
-            return;
-        }
+    while !cond(&m.status(set)) {
         assert!(
             Instant::now() < deadline,
-            "set {set}: timed out waiting for {what}: {st:?}"
+            "set {set}: no {what}: {:?}",
+            m.status(set)
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -472,46 +411,26 @@ fn snapshot(files: &[&str]) -> Vec<Vec<u8>> {
     files.iter().map(|f| file_bytes(f)).collect()
 }
 
-/// A tiny tmpfs, unmounted (lazily) when dropped.
-struct Tiny(std::path::PathBuf);
-
-impl Tiny {
-    fn mount(dir: &Path, size: &str) -> Option<Tiny> {
-        let p = dir.join("tiny");
-        fs::create_dir_all(&p).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&p)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "cannot mount a tmpfs for the failing volume"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs for the failing volume");
-        }
-        ok.then_some(Tiny(p))
-    }
-}
-
-impl Drop for Tiny {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Defects 2 and 7 on the mount: a master on a file system that fills up fails a write; the
 /// independent set goes offline naming the master, its shadow still reads its point in time,
 /// and no second set may be enabled on that master until the first is reset.
 #[test]
 fn mount_a_failed_master_leaves_the_independent_shadow_readable_and_refuses_new_sets() {
     let m = mount_or_skip!();
-    let Some(tiny) = Tiny::mount(m.dir.path(), "256k") else {
-        return;
-    };
-    // A sparse 1 MiB master with 128 KiB of data: the tmpfs has room for 128 KiB more.
+    /// Unmounts the tmpfs (lazily: the daemon may still hold a file there) when dropped.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            common::sh(&format!("umount -l {} || true", self.0.display()));
+        }
+    }
+    // A sparse 1 MiB master with 128 KiB of data on a tmpfs with room for 128 KiB more.
+    let tiny = Unmount(m.dir.path().join("tiny"));
+    fs::create_dir_all(&tiny.0).unwrap();
+    common::sh(&format!(
+        "mount -t tmpfs -o size=256k tmpfs {}",
+        tiny.0.display()
+    ));
     let master = tiny.0.join("master");
     let f = File::create(&master).unwrap();
     f.set_len(MSIZE).unwrap();

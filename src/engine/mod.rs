@@ -5,6 +5,7 @@ pub mod bitmap;
 pub mod commit;
 pub mod copier;
 pub mod error;
+pub mod faulty;
 pub mod header;
 pub mod master;
 pub mod powerloss;
