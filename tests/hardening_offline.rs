@@ -54,25 +54,35 @@ fn spec(name: &str, master: &str, shadow: &str, bitmap: &str) -> EnableSpec {
 /// An independent set whose full copy has finished (master and shadow read `bytes(1)`), and
 /// the volumes of a second set on the same master (`/s2`, `/b2`).
 fn rig() -> Rig {
+    let (r, _bitmap) = rig_of(SetKind::Independent);
+    r.set.wait_copy().expect("the first full copy");
+    assert_eq!(read_shadow(&r.set), bytes(1));
+    r
+}
+
+/// A set of `kind` over memory volumes (the master reads `bytes(1)`), and its bitmap volume.
+fn rig_of(kind: SetKind) -> (Rig, Arc<Flaky>) {
     let (master, shadow) = (Flaky::new(bytes(1)), Flaky::new(vec![0; SIZE]));
+    let bitmap = Flaky::new(vec![0; SIZE]);
     let opener = MapOpener::new();
-    let others = ["/b", "/s2", "/b2"].map(|p| (p, Flaky::new(vec![0; SIZE])));
-    for (path, vol) in [("/m", master.clone()), ("/s", shadow.clone())]
-        .into_iter()
-        .chain(others)
-    {
+    let others = ["/s2", "/b2"].map(|p| (p, Flaky::new(vec![0; SIZE])));
+    let ours = [("/m", &master), ("/s", &shadow), ("/b", &bitmap)];
+    for (path, vol) in ours.map(|(p, v)| (p, v.clone())).into_iter().chain(others) {
         opener.insert(path, vol);
     }
     let engine = Engine::new(Box::new(opener));
-    let set = engine.enable(&spec("r", "/m", "/s", "/b")).expect("enable");
-    set.wait_copy().expect("the first full copy");
-    assert_eq!(read_shadow(&set), bytes(1));
-    Rig {
+    let spec = EnableSpec {
+        kind,
+        ..spec("r", "/m", "/s", "/b")
+    };
+    let set = engine.enable(&spec).expect("enable");
+    let r = Rig {
         engine,
         set,
         master,
         shadow,
-    }
+    };
+    (r, bitmap)
 }
 
 /// The whole shadow, read through the set.
@@ -146,26 +156,38 @@ fn engine_an_independent_shadow_stays_readable_when_only_its_master_failed() {
 /// A dependent shadow needs its master for every chunk not preserved: it does go offline.
 #[test]
 fn engine_a_dependent_shadow_is_offline_when_its_master_failed() {
-    let master = Flaky::new(bytes(1));
-    let opener = MapOpener::new();
-    opener.insert("/m", master.clone());
-    opener.insert("/s", Flaky::new(vec![0; SIZE]));
-    opener.insert("/b", Flaky::new(vec![0; 16384]));
-    let engine = Engine::new(Box::new(opener));
-    let set = engine
-        .enable(&EnableSpec {
-            kind: SetKind::Dependent,
-            ..spec("d", "/m", "/s", "/b")
-        })
-        .expect("enable");
-    master.fail(true);
-    let _ = set.master.write(&[1; CHUNK], 0);
+    let (r, _bitmap) = rig_of(SetKind::Dependent);
+    r.master.fail(true);
+    let _ = r.set.master.write(&[1; CHUNK], 0);
     let mut buf = vec![0; CHUNK];
-    let e = set
+    let e = r
+        .set
         .read_shadow(&mut buf, 0)
         .expect_err("dependent shadow read");
     assert_eq!(e.kind, Kind::Io);
-    drop(engine);
+    drop(r.engine);
+}
+
+/// When only the bitmap failed, a sound independent shadow still reads; its writes, which
+/// must record the chunk as differing, are refused.
+#[test]
+fn engine_an_independent_shadow_stays_readable_when_only_its_bitmap_failed() {
+    let (r, bitmap) = rig_of(SetKind::Independent);
+    r.set.wait_copy().expect("the first full copy");
+    bitmap.fail(true);
+    let _ = r.set.master.write(&[7; CHUNK], 0);
+    let st = r.set.status();
+    assert_eq!(st.state, "offline", "{st:?}");
+    assert_eq!(read_shadow(&r.set), bytes(1));
+    let e = r
+        .set
+        .write_shadow(&[1; CHUNK], 0)
+        .expect_err("a shadow write needs the bitmap");
+    assert_eq!(e.kind, Kind::Io, "{e:?}");
+    bitmap.fail(false);
+    r.set.reset().expect("reset");
+    assert_eq!(r.shadow.bytes(), bytes(1), "reset keeps the shadow");
+    drop(r.engine);
 }
 
 /// Defect 7: a master that failed takes no new set until the set it took offline is reset.
