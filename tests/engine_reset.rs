@@ -7,11 +7,8 @@
 
 use std::sync::Arc;
 
+use iifs::engine::faulty::FlakyVolume as Flaky;
 use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
-
-#[path = "support/flaky.rs"]
-mod flaky;
-use flaky::Flaky;
 
 const SIZE: usize = 64 * 4096;
 const CHUNK: usize = 4096;

@@ -6,8 +6,6 @@
 
 mod common;
 
-#[path = "support/flaky.rs"]
-mod flaky;
 #[path = "support/tiny.rs"]
 mod tiny;
 
@@ -15,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flaky::Flaky;
+use iifs::engine::faulty::FlakyVolume as Flaky;
 use iifs::engine::header::flags;
 use iifs::engine::tracking::Map;
 use iifs::engine::volume::Volume;
@@ -319,7 +317,7 @@ fn flipped_bits_in_a_bitmap_page_are_refused_at_start() {
         let records = stopped_set(&vols);
         let mut bytes = vols.bitmap.bytes();
         bytes[at] ^= mask;
-        vols.bitmap.inner.write_at(&bytes, 0).unwrap();
+        vols.bitmap.write_at(&bytes, 0).unwrap();
         assert_refused_at_start(&vols, &records, "checksum");
     }
 }
@@ -338,7 +336,7 @@ fn an_older_copy_of_the_bitmap_volume_is_refused_at_start() {
     let records = e.records();
     drop(e);
     // The older copy is put back.
-    vols.bitmap.inner.write_at(&old, 0).unwrap();
+    vols.bitmap.write_at(&old, 0).unwrap();
     assert_refused_at_start(&vols, &records, "older copy");
 }
 

@@ -138,18 +138,25 @@ impl Master {
     /// A user read of the master: chunks still waiting for an update from a shadow are read there.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let sets = self.sets();
-        // An offline set no longer pushes its shadow before master writes (they go straight
-        // to the master), so its reads must not be redirected either: the master's own bytes
-        // are what was last written.
-        let restoring = sets
-            .iter()
-            .find(|s| s.is_copying_to_master() && !s.is_offline());
-        match restoring {
+        // At most one set has a copy onto this master recorded (a second one is refused). If
+        // it went offline, the chunks that copy had not finished read as errors, not as the
+        // old master (see `Set::read_master_through`).
+        let restoring = sets.iter().find(|s| s.is_copying_to_master());
+        let result = match restoring {
             Some(set) => set.read_master_through(self, buf, offset),
             None => self.vol.read_at(buf, offset).map_err(|e| {
                 Error::io_on(Role::Master, format!("read of master {}", self.path), &e)
             }),
-        }
+        };
+        result.inspect_err(|e| {
+            // A volume that fails a read (or shrank under the sets) takes offline the sets
+            // that rely on it: all of them for the master, the restoring set for its shadow.
+            match e.volume {
+                Some(Role::Master) => sets.iter().for_each(|s| s.go_offline(e)),
+                Some(_) => restoring.iter().for_each(|s| s.go_offline(e)),
+                None => {}
+            }
+        })
     }
 
     /// Before bytes `[offset, offset+len)` of the master change: every set (except `writer`, the

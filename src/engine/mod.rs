@@ -5,6 +5,7 @@ pub mod bitmap;
 pub mod commit;
 pub mod copier;
 pub mod error;
+pub mod faulty;
 pub mod header;
 pub mod master;
 pub mod powerloss;
@@ -376,6 +377,7 @@ impl Engine {
                 )));
             }
         }
+        self.check_master_not_failed(mid, &spec.master)?;
         if let Some(m) = self.tables().masters.get(&mid) {
             if let Some(other) = m.copying_to_master(None) {
                 return Err(error::busy(format!(
@@ -455,6 +457,29 @@ impl Engine {
         }
         log::info!("enabled {} set {}", spec.kind.word(), spec.name);
         Ok(set)
+    }
+
+    /// Refuse a new set on a master that some set took offline as failed (or left half
+    /// restored): its content cannot be trusted as a point in time until that set is reset.
+    fn check_master_not_failed(&self, mid: VolumeId, path: &str) -> Result<()> {
+        let Some(m) = self.tables().masters.get(&mid).cloned() else {
+            return Ok(());
+        };
+        let failed = m.sets().iter().find(|s| s.master_offline()).cloned();
+        match failed {
+            None => Ok(()),
+            Some(s) => Err(Error::new(
+                Kind::Io,
+                format!(
+                    "master volume {path} is offline in set {} ({}); fix the volume and reset \
+                     set {} before enabling another set on it",
+                    s.name,
+                    s.last_error()
+                        .unwrap_or_else(|| "the master failed".to_string()),
+                    s.name
+                ),
+            )),
+        }
     }
 
     /// Add a set to the tables and its master.
@@ -585,11 +610,13 @@ impl Engine {
     }
 
     /// Whether `disable` would be refused, and why; changes nothing. Refused while an
-    /// independent set's full copy runs (its shadow would be half a copy) and while the set's
+    /// independent set's full copy runs (its shadow would be half a copy), while a copy onto
+    /// the master is recorded (see `Set::check_restore_settled`) and while the set's
     /// `master` or `shadow` file is open (a loop device or a process would go on writing a
     /// volume that no set protects any more).
     pub fn check_disable(&self, name: &str) -> Result<()> {
         let set = self.set(name)?;
+        set.check_restore_settled()?;
         if set.kind == SetKind::Independent && set.copy_active() && !set.is_offline() {
             return Err(error::busy(format!(
                 "set {name} is copying; wait for the copy (or abort it) before disabling"

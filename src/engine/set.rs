@@ -11,7 +11,7 @@ use super::error::{busy, invalid, not_permitted, Error, Result, Role};
 use super::header::{flags, Durability, Header, SetKind};
 use super::master::{check_range, region_spans, Master};
 use super::tracking::{Map, Tracking};
-use super::volume::{copy_range, Access, Volume};
+use super::volume::{copy_range_ends, Access, CopyEnd, Volume};
 
 /// Which way a copy or update moves data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +411,85 @@ impl Set {
         )
     }
 
+    /// Whether this offline set's shadow is still a sound, complete image: an independent
+    /// shadow that neither failed nor was half way through a copy to it, of a set that knows
+    /// which volume failed (the master or the bitmap). Only the failed volume is then offline:
+    /// the shadow goes on being read, and `reset` keeps it as it is.
+    fn shadow_sound(&self) -> bool {
+        let f = self.flags();
+        let roles = flags::OFFLINE_MASTER | flags::OFFLINE_SHADOW | flags::OFFLINE_BITMAP;
+        !self.is_dependent()
+            && f & roles != 0
+            && f & flags::OFFLINE_SHADOW == 0
+            && f & flags::TO_SHADOW == 0
+    }
+
+    /// Whether the shadow may be written while the set is offline: it is sound, its writes
+    /// need neither the master (no copy to the master recorded, whose chunks a shadow write
+    /// pushes there first) nor a bitmap that failed (they record the chunk as differing).
+    fn shadow_writable_offline(&self) -> bool {
+        self.shadow_sound() && self.flags() & (flags::TO_MASTER | flags::OFFLINE_BITMAP) == 0
+    }
+
+    /// Whether the set is offline with its master recorded as failed or untrustworthy.
+    pub fn master_offline(&self) -> bool {
+        self.is_offline() && self.has(flags::OFFLINE_MASTER)
+    }
+
+    /// Refuse (EBUSY) to let the set go while a copy of its shadow onto the master is
+    /// recorded, running or aborted: until it finishes, the master's chunks it has not reached
+    /// read from the shadow (or, once the set is offline, fail), and without the set they would
+    /// silently read as the old master again.
+    pub fn check_restore_settled(&self) -> Result<()> {
+        if !self.is_copying_to_master() {
+            return Ok(());
+        }
+        let left = self.tracking.count(Map::Copy);
+        if !self.is_offline() {
+            let finish = if self.copy_active() {
+                "wait for it to end ('wait')"
+            } else {
+                "it was aborted: finish it with 'update master' (then 'wait')"
+            };
+            return Err(busy(format!(
+                "set {} has an unfinished copy of its shadow onto master {} ({left} chunks to \
+                 go): until it ends, those chunks of the master read from the shadow, and \
+                 without the set they would read as the old master again; {finish}, then \
+                 disable",
+                self.name, self.paths.master
+            )));
+        }
+        // A bitmap that failed cannot record a reset either: disable is then the only way out.
+        if self.has(flags::OFFLINE_BITMAP) {
+            return Ok(());
+        }
+        Err(busy(format!(
+            "set {} went offline during a copy of its shadow onto master {}: {left} chunks of \
+             the master were not restored and read as errors; {}, then disable",
+            self.name,
+            self.paths.master,
+            self.unsettled_advice()
+        )))
+    }
+
+    /// What settles the master chunks a copy onto the master left unrestored when the set
+    /// went offline (for the errors that name them).
+    fn unsettled_advice(&self) -> String {
+        if self.shadow_sound() {
+            format!(
+                "reset set {} (the master keeps what it holds now), then 'copy master' restores \
+                 the master whole from the shadow",
+                self.name
+            )
+        } else {
+            format!(
+                "the shadow cannot be trusted any more: reset set {} to accept the master as \
+                 it is (the set takes it as its new point in time)",
+                self.name
+            )
+        }
+    }
+
     // ---------------------------------------------------------------- planning and applying
 
     /// What this set must do before master bytes `[offset, offset+len)` change (REFERENCE-II 4.1):
@@ -545,12 +624,9 @@ impl Set {
             } else {
                 Access::Random
             };
-            copy_range(from, to, off, len, access).map_err(|e| {
-                Error::io_on(
-                    role,
-                    format!("copy of chunks {}..={} to {path}", chunks[i], chunks[j - 1]),
-                    &e,
-                )
+            copy_range_ends(from, to, off, len, access).map_err(|(end, e)| {
+                let what = format!("copy of chunks {}..={} to {path}", chunks[i], chunks[j - 1]);
+                self.copy_error(end, role, &what, &e)
             })?;
             i = j;
         }
@@ -588,7 +664,7 @@ impl Set {
             self.size,
             &format!("the shadow of set {}", self.name),
         )?;
-        if self.is_offline() {
+        if self.is_offline() && !self.shadow_writable_offline() {
             return Err(self.offline_error());
         }
         self.master
@@ -662,7 +738,9 @@ impl Set {
     }
 
     pub fn read_shadow(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        if self.is_offline() {
+        // A sound independent shadow reads from itself alone (no copy to it is recorded): it
+        // stays readable when only the master or the bitmap failed.
+        if self.is_offline() && !self.shadow_sound() {
             return Err(self.offline_error());
         }
         let _gate = self.gate_read();
@@ -682,6 +760,9 @@ impl Set {
 
     /// A master read while this set updates the master: chunks not yet copied come from the shadow.
     pub fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
+        if self.is_offline() {
+            return self.read_master_unsettled(master, buf, offset);
+        }
         let home = (
             master.vol.as_ref(),
             self.paths.master.as_str(),
@@ -695,6 +776,35 @@ impl Set {
         self.read_redirected(buf, offset, home, shadow, |c| {
             self.is_copying_to_master() && self.tracking.test(Map::Copy, c)
         })
+    }
+
+    /// A master read after this set went offline with a copy onto the master recorded. The
+    /// chunks that copy had not finished read as the shadow's until then; now they are neither
+    /// that (the shadow failed, or an offline set no longer pushes it before master writes) nor
+    /// surely the old master (the copy may have written part of them): reading them fails
+    /// until `reset` or a finished `copy master` settles them. Other chunks read from the master.
+    fn read_master_unsettled(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
+        if let Some(c) = self
+            .chunks_of(offset, buf.len() as u64)
+            .find(|&c| self.tracking.test(Map::Copy, c))
+        {
+            return Err(Error::new(
+                super::error::Kind::Io,
+                format!(
+                    "chunk {c} of master {} was not yet restored from the shadow of set {} \
+                     when the set went offline ({}); its content is unknown: {}",
+                    self.paths.master,
+                    self.name,
+                    self.last_error()
+                        .unwrap_or_else(|| "a volume failed".into()),
+                    self.unsettled_advice()
+                ),
+            ));
+        }
+        master
+            .vol
+            .read_at(buf, offset)
+            .map_err(|e| Error::io_on(Role::Master, format!("read of master {}", master.path), &e))
     }
 
     /// Read chunk by chunk from `home`, or from `elsewhere` for chunks where `redirected` says
@@ -778,13 +888,30 @@ impl Set {
                 )
             }
         };
-        copy_range(from, to, off, len, Access::Sequential).map_err(|e| {
-            Error::io_on(
-                role,
-                format!("copy of chunks {first}..{} to {path}", first + count),
-                &e,
-            )
+        copy_range_ends(from, to, off, len, Access::Sequential).map_err(|(end, e)| {
+            let what = format!("copy of chunks {first}..{} to {path}", first + count);
+            self.copy_error(end, role, &what, &e)
         })
+    }
+
+    /// The error of a copy between master and shadow towards `to`, charged to the volume that
+    /// failed: a source that cannot be read is what goes offline, not the target; that
+    /// decides what `reset` rebuilds.
+    fn copy_error(&self, end: CopyEnd, to: Role, what: &str, e: &std::io::Error) -> Error {
+        let source = match to {
+            Role::Shadow => Role::Master,
+            _ => Role::Shadow,
+        };
+        match end {
+            CopyEnd::Target => Error::io_on(to, what, e),
+            CopyEnd::Source => {
+                let path = match source {
+                    Role::Master => &self.paths.master,
+                    _ => &self.paths.shadow,
+                };
+                Error::io_on(source, format!("read of {path} for the {what}"), e)
+            }
+        }
     }
 
     /// After a batch of copied chunks is durable: clear their copy bits, unless a writer

@@ -34,6 +34,11 @@ pub trait Volume: Send + Sync {
     fn will_need(&self, _offset: u64, _len: u64) {}
     /// Bytes were written to the volume behind `write_at`'s back (through `raw_fd`).
     fn note_written(&self) {}
+    /// Err if the volume is now shorter than `len()` (its backing file was truncated): a
+    /// write behind `write_at`'s back must not grow it again (see `FileVolume::write_at`).
+    fn check_not_shrunk(&self) -> io::Result<()> {
+        Ok(())
+    }
     fn id(&self) -> VolumeId;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -59,6 +64,13 @@ pub enum Access {
     Sequential,
 }
 
+/// Which end of a copy failed: the volume read or the volume written.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CopyEnd {
+    Source,
+    Target,
+}
+
 /// Copy `len` bytes at `offset` from `src` to the same offset of `dst`, in kernel where possible.
 pub fn copy_range(
     src: &dyn Volume,
@@ -67,6 +79,18 @@ pub fn copy_range(
     len: u64,
     access: Access,
 ) -> io::Result<()> {
+    copy_range_ends(src, dst, offset, len, access).map_err(|(_, e)| e)
+}
+
+/// `copy_range`, saying on failure which end failed (a kernel copy's own error is counted as
+/// the target's: it cannot tell).
+pub fn copy_range_ends(
+    src: &dyn Volume,
+    dst: &dyn Volume,
+    offset: u64,
+    len: u64,
+    access: Access,
+) -> Result<(), (CopyEnd, io::Error)> {
     // A sweep asks for all of its source at once, so the disk reads it in parallel. Not the
     // kernel's readahead: that fills the page cache with large folios, and on this kernel
     // 4 KiB writes into large folios are throttled hard (a master read by a full copy then
@@ -75,7 +99,8 @@ pub fn copy_range(
         src.will_need(offset, len);
     }
     if let (Some(sfd), Some(dfd)) = (src.raw_fd(), dst.raw_fd()) {
-        let copied = copy_file_range_all(sfd, dfd, offset, len);
+        dst.check_not_shrunk().map_err(|e| (CopyEnd::Target, e))?;
+        let copied = copy_file_range_all(sfd, dfd, offset, len, src.len());
         dst.note_written();
         if copied? {
             return Ok(());
@@ -85,15 +110,25 @@ pub fn copy_range(
     let mut done = 0;
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
-        src.read_at(&mut buf[..n], offset + done)?;
-        dst.write_at(&buf[..n], offset + done)?;
+        src.read_at(&mut buf[..n], offset + done)
+            .map_err(|e| (CopyEnd::Source, e))?;
+        dst.write_at(&buf[..n], offset + done)
+            .map_err(|e| (CopyEnd::Target, e))?;
         done += n as u64;
     }
     Ok(())
 }
 
 /// Returns Ok(false) when the kernel cannot do it for these files (the caller falls back).
-fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+/// `src_len` is the source's length when it was opened: an end of file before it means the
+/// source shrank under the set, an I/O error (copying zeros would be a silently wrong image).
+fn copy_file_range_all(
+    sfd: RawFd,
+    dfd: RawFd,
+    offset: u64,
+    len: u64,
+    src_len: u64,
+) -> Result<bool, (CopyEnd, io::Error)> {
     let mut done = 0u64;
     while done < len {
         let mut off_in = (offset + done) as libc::loff_t;
@@ -117,15 +152,18 @@ fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Res
                     Ok(false)
                 }
                 Some(libc::EINTR) => continue,
-                _ => Err(err),
+                _ => Err((CopyEnd::Target, err)),
             };
         }
         if n == 0 {
-            // Source shorter than expected: the rest reads as zeros.
+            if offset + done < src_len {
+                return Err((CopyEnd::Source, shrank(offset + done, src_len)));
+            }
+            // Past the source's recorded end: the rest reads as zeros.
             let zeros = vec![0u8; (len - done).min(1 << 20) as usize];
             while done < len {
                 let k = (len - done).min(zeros.len() as u64) as usize;
-                write_all_at(dfd, &zeros[..k], offset + done)?;
+                write_all_at(dfd, &zeros[..k], offset + done).map_err(|e| (CopyEnd::Target, e))?;
                 done += k as u64;
             }
             break;
@@ -133,6 +171,19 @@ fn copy_file_range_all(sfd: RawFd, dfd: RawFd, offset: u64, len: u64) -> io::Res
         done += n as u64;
     }
     Ok(true)
+}
+
+/// The error of a volume whose end of file came before the length it had when it was opened:
+/// someone truncated the backing file behind the daemon's back. Its bytes there are lost, not
+/// zeros.
+fn shrank(eof: u64, len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "the volume shrank: it ends at byte {eof} or before, but it was {len} bytes when \
+             the set opened it (truncated behind the daemon's back?)"
+        ),
+    )
 }
 
 fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -214,6 +265,10 @@ impl Volume for FileVolume {
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => {
+                    let at = offset + done as u64;
+                    if at < self.len {
+                        return Err(shrank(at, self.len));
+                    }
                     buf[done..].fill(0);
                     break;
                 }
@@ -226,6 +281,7 @@ impl Volume for FileVolume {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_not_shrunk()?;
         let result = self.file.write_all_at(buf, offset);
         self.note_written();
         result
@@ -243,6 +299,19 @@ impl Volume for FileVolume {
 
     fn note_written(&self) {
         self.dirty.store(true, Ordering::SeqCst);
+    }
+
+    fn check_not_shrunk(&self) -> io::Result<()> {
+        // A write into a file that shrank would grow it again, and the bytes lost in between
+        // would then read as zeros without an error: refuse it while the file is short. (A
+        // block device cannot be truncated; its reads past a shrunk end fail in `read_at`.)
+        if self.is_regular_file() {
+            let now = self.file.metadata()?.len();
+            if now < self.len {
+                return Err(shrank(now, self.len));
+            }
+        }
+        Ok(())
     }
 
     fn will_need(&self, offset: u64, len: u64) {
