@@ -137,7 +137,8 @@ impl Controller {
         if let Ok(set) = self.engine.set(name) {
             match cmd {
                 SetCommand::Disable => set.wait_files_closed(crate::engine::RELEASE_GRACE),
-                SetCommand::Update { dir, force: false } | SetCommand::Copy { dir, force: false } => {
+                SetCommand::Update { dir, force: false }
+                | SetCommand::Copy { dir, force: false } => {
                     let deadline = std::time::Instant::now() + crate::engine::RELEASE_GRACE;
                     while self.target_open(&set, *dir).is_some()
                         && std::time::Instant::now() < deadline

@@ -26,13 +26,22 @@ pub enum GlobalCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetCommand {
     /// `force`: start even while the target file (`shadow` or `master`) is open.
-    Update { dir: Direction, force: bool },
-    Copy { dir: Direction, force: bool },
+    Update {
+        dir: Direction,
+        force: bool,
+    },
+    Copy {
+        dir: Direction,
+        force: bool,
+    },
     Abort,
     Wait,
     Reset,
     Disable,
-    Params { delay_ms: u32, units: u32 },
+    Params {
+        delay_ms: u32,
+        units: u32,
+    },
 }
 
 /// Words the interface reserves for features of later versions.
@@ -273,7 +282,9 @@ impl fmt::Display for SetCommand {
             SetCommand::Update { dir, force } => {
                 write!(f, "update {}{}", dir.word(), force_word(*force))
             }
-            SetCommand::Copy { dir, force } => write!(f, "copy {}{}", dir.word(), force_word(*force)),
+            SetCommand::Copy { dir, force } => {
+                write!(f, "copy {}{}", dir.word(), force_word(*force))
+            }
             SetCommand::Abort => f.write_str("abort"),
             SetCommand::Wait => f.write_str("wait"),
             SetCommand::Reset => f.write_str("reset"),

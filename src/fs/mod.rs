@@ -42,9 +42,10 @@ thread_local! {
 const TTL: Duration = Duration::from_secs(1);
 
 /// The size a ctl file shows, and the longest command: a command is one write(2) that lies
-/// within it. Writes inside the shown size do not extend the file, which is what lets the
-/// kernel run writes to one ctl file in parallel (with FOPEN_PARALLEL_DIRECT_WRITES it still
-/// takes the inode lock exclusively for a write past the end of the file).
+/// within it. Writes inside the shown size do not extend the file, which lets the kernel run
+/// writes to one open ctl file in parallel (with FOPEN_PARALLEL_DIRECT_WRITES it still takes
+/// the inode lock exclusively for a write past the end of the file, as after an O_TRUNC open,
+/// hence also one inode per open: `Inodes::ctl_instance`).
 const CTL_SIZE: u64 = 64 * 1024;
 
 /// Where writes to a ctl file may start. The kernel splits a write longer than the maximum
@@ -123,6 +124,9 @@ pub struct IifsFs {
     uid: u32,
     gid: u32,
     started: SystemTime,
+    /// The kernel passes O_TRUNC to open (FUSE_ATOMIC_O_TRUNC): a size-0 setattr is then a
+    /// real truncate, not the side effect of an O_TRUNC open.
+    atomic_o_trunc: bool,
 }
 
 fn errno(e: &Error) -> Errno {
@@ -141,6 +145,7 @@ impl IifsFs {
             uid,
             gid,
             started: SystemTime::now(),
+            atomic_o_trunc: false,
         }
     }
 
@@ -390,20 +395,19 @@ fn slice_at(data: &[u8], offset: u64, size: u32) -> &[u8] {
 impl Filesystem for IifsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // fuser asks for few capabilities: request what the data path needs, one at a time so
-        // a kernel lacking one still mounts. Not FUSE_ATOMIC_O_TRUNC: with it the kernel sets
-        // a file's size to 0 after every O_TRUNC open (`echo wait > ctl`), and a ctl write
-        // past that size would hold the inode lock for the whole command, blocking every other
-        // command on the file. Without it, O_TRUNC arrives as a setattr to size 0 without a
-        // file handle, whose reply keeps the size shown.
+        // a kernel lacking one still mounts.
         for cap in [
             InitFlags::FUSE_ASYNC_DIO,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_BIG_WRITES,
             InitFlags::FUSE_MAX_PAGES,
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
-            if config.add_capabilities(cap).is_err() {
-                log::debug!("kernel lacks FUSE capability {cap:?}");
+            match config.add_capabilities(cap) {
+                Ok(()) if cap == InitFlags::FUSE_ATOMIC_O_TRUNC => self.atomic_o_trunc = true,
+                Ok(()) => {}
+                Err(_) => log::debug!("kernel lacks FUSE capability {cap:?}"),
             }
         }
         let _ = config.set_max_write(1 << 20);
@@ -430,14 +434,28 @@ impl Filesystem for IifsFs {
         };
         match found {
             Some((ino, _, _)) => match self.node(INodeNo(ino)) {
+                // Every lookup of a ctl file gets an inode of its own (`Inodes::ctl_instance`),
+                // not cached, so the next path walk looks it up again.
+                Some(child @ (Node::Ctl | Node::Set(_, SetFile::Ctl))) => {
+                    let ino = self.inodes.ctl_instance(ino);
+                    reply.entry(&Duration::ZERO, &self.attr(ino, &child), Generation(0))
+                }
                 Some(child) => {
-                    let ttl = if text_node(&child) { Duration::ZERO } else { ttl };
+                    let ttl = if text_node(&child) {
+                        Duration::ZERO
+                    } else {
+                        ttl
+                    };
                     reply.entry(&ttl, &self.attr(ino, &child), Generation(0))
                 }
                 None => reply.error(Errno::ENOENT),
             },
             None => reply.error(Errno::ENOENT),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -464,7 +482,7 @@ impl Filesystem for IifsFs {
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
+        _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -479,13 +497,11 @@ impl Filesystem for IifsFs {
             };
         };
         let attr = self.attr(ino.0, &node);
-        // Volumes behave like block devices: O_TRUNC is ignored, a real resize refused. The
-        // O_TRUNC of an open arrives as a size-0 setattr without a file handle (no
-        // FUSE_ATOMIC_O_TRUNC); ftruncate(2) comes with its handle.
+        // Volumes behave like block devices: O_TRUNC is ignored, a real resize refused.
         if let (Some(size), Node::Set(_, SetFile::Master | SetFile::Shadow | SetFile::Bitmap)) =
             (size, &node)
         {
-            let o_trunc_side_effect = size == 0 && fh.is_none();
+            let o_trunc_side_effect = size == 0 && !self.atomic_o_trunc;
             if size != attr.size && !o_trunc_side_effect {
                 return reply.error(Errno::EINVAL);
             }
