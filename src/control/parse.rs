@@ -169,13 +169,18 @@ fn direction(w: Option<&String>, verb: &str) -> Result<Direction> {
 
 /// `shadow|master [force]` after `update` or `copy`.
 fn copy_args(w: &[String], verb: &str) -> Result<(Direction, bool)> {
-    let usage = || invalid(format!("usage: {verb} shadow|master [force]"));
+    let usage = format!("usage: {verb} shadow|master [force]");
     let force = match w.get(2).map(String::as_str) {
         None => false,
         Some("force") if w.len() == 3 => true,
-        Some(_) => return Err(usage()),
+        Some(_) => {
+            return Err(invalid(format!(
+                "'{verb}' takes shadow|master and optionally 'force', not '{}'; {usage}",
+                w[2..].join(" ")
+            )))
+        }
     };
-    let dir = direction(w.get(1), verb).map_err(|_| usage())?;
+    let dir = direction(w.get(1), verb).map_err(|_| invalid(usage))?;
     Ok((dir, force))
 }
 
