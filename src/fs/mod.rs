@@ -329,7 +329,14 @@ impl IifsFs {
 /// a request then waits for its reply whatever the signal. So a long request (`wait`) looks
 /// at its caller itself: a signal that would interrupt the syscall stays pending while the
 /// caller waits for the reply, and shows in /proc/PID/status.
+///
+/// "Pending and not blocked" is the kernel's own rule for interrupting a request (what it would
+/// send FUSE_INTERRUPT for); signals a process ignores are never pending. A caller the daemon
+/// cannot see (pid 0: another pid namespace) is never taken as interrupted.
 fn caller_interrupted(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return true;
     };
@@ -341,7 +348,8 @@ fn caller_interrupted(pid: u32) -> bool {
     };
     let zombie = text
         .lines()
-        .any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X')));
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|st| matches!(st.trim_start().chars().next(), Some('Z' | 'X')));
     let pending = mask("SigPnd:") | mask("ShdPnd:");
     let kill = 1u64 << (libc::SIGKILL - 1);
     zombie || pending & kill != 0 || pending & !mask("SigBlk:") != 0
