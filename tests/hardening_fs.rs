@@ -92,6 +92,23 @@ fn abort_and_params_run_while_a_wait_is_pending() {
         t.elapsed()
     );
     assert_eq!(m.status("s")["params"], "50 2");
+    // disable answers at once too (refused: an independent copy runs).
+    let t = Instant::now();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("echo disable > {}", ctl.display()))
+        .output()
+        .expect("run sh");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "disable took {:?} beside a pending wait",
+        t.elapsed()
+    );
+    assert!(!out.status.success(), "disable of a copying set: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{out:?}"
+    );
     let t = Instant::now();
     m.set_ok("s", "abort");
     assert!(
@@ -141,6 +158,22 @@ fn sigint_ends_a_pending_wait_and_the_copy_goes_on() {
         t.elapsed()
     );
     assert!(!st.success(), "iiadm -w was not interrupted: {st}");
+    // And `timeout 1 iiadm -w` (SIGTERM), as in a script.
+    let t = Instant::now();
+    let st = Command::new("timeout")
+        .args(["1", IIADM, "--mount"])
+        .arg(&m.mnt)
+        .args(["-w", "s"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run timeout iiadm");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "timeout 1 iiadm -w took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(st.code(), Some(124), "iiadm -w was not interrupted: {st}");
     // The copy itself was not touched.
     assert_eq!(m.status("s")["state"], "copying");
     // A blocked SIGINT does not end the wait: only a signal that would interrupt the write.
