@@ -130,50 +130,29 @@ fn sigint_ends_a_pending_wait_and_the_copy_goes_on() {
     let m = mount_or_skip!();
     slow_copy(&m);
     let ctl = m.path("sets/s/ctl");
-    let t = Instant::now();
-    let st = Command::new("timeout")
-        .args(["-s", "INT", "1", "sh", "-c"])
-        .arg(format!("echo wait > {}", ctl.display()))
-        .status()
-        .expect("run timeout");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "timeout -s INT 1 on a wait took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(st.code(), Some(124), "the wait was not interrupted: {st}");
-    // iiadm -w the same way.
-    let t = Instant::now();
-    let st = Command::new("timeout")
-        .args(["-s", "INT", "1", IIADM, "--mount"])
-        .arg(&m.mnt)
-        .args(["-w", "s"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run timeout iiadm");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "timeout -s INT 1 iiadm -w took {:?}",
-        t.elapsed()
-    );
-    assert!(!st.success(), "iiadm -w was not interrupted: {st}");
-    // And `timeout 1 iiadm -w` (SIGTERM), as in a script.
-    let t = Instant::now();
-    let st = Command::new("timeout")
-        .args(["1", IIADM, "--mount"])
-        .arg(&m.mnt)
-        .args(["-w", "s"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run timeout iiadm");
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "timeout 1 iiadm -w took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(st.code(), Some(124), "iiadm -w was not interrupted: {st}");
+    let mnt = m.mnt.display().to_string();
+    let echo_wait = format!("echo wait > {}", ctl.display());
+    // A shell's wait, and iiadm -w, under `timeout -s INT 1` and `timeout 1` (SIGTERM).
+    for (signal, cmd) in [
+        ("INT", vec!["sh", "-c", &echo_wait]),
+        ("INT", vec![IIADM, "--mount", &mnt, "-w", "s"]),
+        ("TERM", vec![IIADM, "--mount", &mnt, "-w", "s"]),
+    ] {
+        let t = Instant::now();
+        let st = Command::new("timeout")
+            .args(["-s", signal, "1"])
+            .args(&cmd)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run timeout");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "timeout -s {signal} 1 {cmd:?} took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(st.code(), Some(124), "{cmd:?} was not interrupted: {st}");
+    }
     // The copy itself was not touched.
     assert_eq!(m.status("s")["state"], "copying");
     // A blocked SIGINT does not end the wait: only a signal that would interrupt the write.
