@@ -319,8 +319,21 @@ fn fallocate(f: &File, mode: i32, offset: u64, len: u64) -> Result<(), i32> {
 #[test]
 fn fallocate_does_what_it_says_or_refuses() {
     let m = mount_or_skip!();
-    dependent(&m);
+    let (_, shadow) = dependent(&m);
     let size = 16 * CHUNK;
+    // A plain allocation reserves the backing file's blocks (the shadow file is sparse).
+    let blocks = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(p).expect("stat backing").blocks() * 512
+    };
+    assert!(blocks(&shadow) < size, "the backing shadow is not sparse");
+    let f = File::options()
+        .write(true)
+        .open(m.path("sets/d/shadow"))
+        .expect("open shadow");
+    fallocate(&f, 0, 0, size).expect("allocation of the whole shadow");
+    assert!(blocks(&shadow) >= size, "the allocation reserved nothing");
+    drop(f);
     for rel in ["sets/d/master", "sets/d/shadow"] {
         let f = OpenOptions::new()
             .read(true)

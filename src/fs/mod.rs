@@ -864,7 +864,31 @@ impl Filesystem for IifsFs {
             return reply.error(Errno::ENOSPC);
         }
         if !discard {
-            return reply.ok();
+            // Reserve the backing file's blocks, so that the writes the caller then counts on
+            // do not fail for lack of space. A block device has all of its blocks already; a
+            // backing file system without fallocate cannot reserve them either way.
+            let end = offset.saturating_add(length).min(set.size);
+            let fd = match h.as_ref() {
+                Handle::Master(s) => s.master.vol.raw_fd(),
+                _ => set.shadow.raw_fd(),
+            };
+            let (Some(fd), true) = (fd, end > offset) else {
+                return reply.ok();
+            };
+            // SAFETY: fallocate on an open descriptor with plain integer arguments.
+            let rc = unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    offset as libc::off_t,
+                    (end - offset) as libc::off_t,
+                )
+            };
+            let err = std::io::Error::last_os_error().raw_os_error();
+            return match (rc, err) {
+                (0, _) | (_, Some(libc::EOPNOTSUPP | libc::ENODEV)) => reply.ok(),
+                (_, e) => reply.error(Errno::from_i32(e.unwrap_or(libc::EIO))),
+            };
         }
         // A discard is a write of zeros as far as the point in time is concerned; the backing
         // file punches the hole (or writes zeros where it cannot).
