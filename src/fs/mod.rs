@@ -561,8 +561,9 @@ impl Filesystem for IifsFs {
                 }
             }
         };
-        // ctl files take parallel writes too: a `wait` pending on one must not hold back the
-        // `abort` written by another process.
+        // ctl files take parallel writes too: a `wait` pending on an open ctl file must not
+        // hold back a command written through the same file (a descriptor shared by several
+        // processes); opens by name have an inode each already (`Inodes::ctl_instance`).
         let fopen = match handle {
             Handle::Master(_) | Handle::Shadow(_) | Handle::Ctl(_) => {
                 direct | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
