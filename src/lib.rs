@@ -15,7 +15,7 @@
 //! use iifs::engine::Direction;
 //!
 //! let cmd = parse_set(b"update shadow\n").unwrap();
-//! assert_eq!(cmd, SetCommand::Update(Direction::Shadow));
+//! assert_eq!(cmd, SetCommand::Update { dir: Direction::Shadow, force: false });
 //! assert_eq!(cmd.to_string(), "update shadow");
 //! ```
 

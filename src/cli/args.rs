@@ -146,6 +146,11 @@ pub struct Args {
     /// Do not ask for confirmation before overwriting a master (-u m, -c m)
     #[arg(short = 'n', long = "no-confirm")]
     pub no_confirm: bool,
+    /// With -u/-c: copy even while the target file (shadow, or master) is open through the
+    /// mount (a mounted file system, a loop device, a process), which the daemon otherwise
+    /// refuses
+    #[arg(long)]
+    pub force: bool,
     /// Print -i and -l output as JSON
     #[arg(long)]
     pub json: bool,

@@ -202,6 +202,9 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     if a.chunk_size.is_some() || a.durability.is_some() {
         return usage("--chunk-size and --durability go with -e");
     }
+    if a.force && a.update.is_none() && a.copy.is_none() {
+        return usage("--force goes with -u or -c");
+    }
     if let Some(set) = &a.disable {
         return Ok(t.set(set, "disable")?);
     }
@@ -211,7 +214,8 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
             if dir == "master" {
                 confirm(a, t, &v[1])?;
             }
-            return Ok(t.set(&v[1], &format!("{verb} {dir}"))?);
+            let force = if a.force { " force" } else { "" };
+            return Ok(t.set(&v[1], &format!("{verb} {dir}{force}"))?);
         }
     }
     if let Some(set) = &a.abort {

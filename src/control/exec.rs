@@ -3,7 +3,8 @@
 use crate::engine::error::{Error, Result};
 use std::sync::{Arc, Weak};
 
-use crate::engine::{Durability, EnableSpec, Engine, Set, SetRecord};
+use crate::engine::error::Role;
+use crate::engine::{Direction, Durability, EnableSpec, Engine, Set, SetRecord};
 use crate::registry::Registry;
 
 use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
@@ -140,10 +141,17 @@ impl Controller {
 
     /// A command written to `sets/NAME/ctl`. `opened` is the set that file was opened on
     /// (`None` when there was none: a set that could not be restored): a command through a file
-    /// whose set was disabled meanwhile must not reach a new set of the same name.
-    pub fn set_command(&self, name: &str, input: &[u8], opened: Option<&Weak<Set>>) -> Result<()> {
+    /// whose set was disabled meanwhile must not reach a new set of the same name. A `wait`
+    /// gives up (Ok, the copy going on) as soon as `stop` says so.
+    pub fn set_command(
+        &self,
+        name: &str,
+        input: &[u8],
+        opened: Option<&Weak<Set>>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let cmd = parse_set(input)?;
-        self.run_set_command(name, &cmd, opened)
+        self.run_set_command(name, &cmd, opened, stop)
     }
 
     pub fn run_set_command(
@@ -151,12 +159,24 @@ impl Controller {
         name: &str,
         cmd: &SetCommand,
         opened: Option<&Weak<Set>>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<()> {
         log::info!("{name}/ctl: {cmd}");
-        if *cmd == SetCommand::Disable {
-            // Outside the command lock, so other commands go on meanwhile.
-            if let Ok(set) = self.engine.set(name) {
-                set.wait_files_closed(crate::engine::RELEASE_GRACE);
+        // Outside the command lock, so other commands go on meanwhile: the kernel sends the
+        // release of a file closed just before asynchronously.
+        if let Ok(set) = self.engine.set(name) {
+            match cmd {
+                SetCommand::Disable => set.wait_files_closed(crate::engine::RELEASE_GRACE),
+                SetCommand::Update { dir, force: false }
+                | SetCommand::Copy { dir, force: false } => {
+                    let deadline = std::time::Instant::now() + crate::engine::RELEASE_GRACE;
+                    while self.target_open(&set, *dir).is_some()
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+                _ => {}
             }
         }
         // `wait` must not hold the command lock: other commands go on meanwhile. Every other
@@ -184,9 +204,14 @@ impl Controller {
                 "set '{name}' was disabled after this ctl file was opened; open sets/{name}/ctl again"
             )));
         }
+        if let SetCommand::Update { dir, force: false } | SetCommand::Copy { dir, force: false } =
+            cmd
+        {
+            self.check_target_closed(&set, cmd, *dir)?;
+        }
         match cmd {
-            SetCommand::Update(dir) => set.start_copy(*dir, false),
-            SetCommand::Copy(dir) => set.start_copy(*dir, true),
+            SetCommand::Update { dir, .. } => set.start_copy(*dir, false),
+            SetCommand::Copy { dir, .. } => set.start_copy(*dir, true),
             // An offline set takes only `reset` and `disable`.
             SetCommand::Abort if set.is_offline() => {
                 Err(crate::engine::error::not_permitted(format!(
@@ -198,7 +223,7 @@ impl Controller {
                 set.abort_copy();
                 Ok(())
             }
-            SetCommand::Wait => set.wait_copy(),
+            SetCommand::Wait => set.wait_copy_or(stop),
             SetCommand::Reset => set.reset(),
             SetCommand::Params { delay_ms, units } => set.set_params(*delay_ms, *units),
             SetCommand::Disable => {
@@ -223,5 +248,43 @@ impl Controller {
                 Ok(())
             }
         }
+    }
+}
+
+impl Controller {
+    /// How many files of the target of a copy in direction `dir` are open through the mount,
+    /// and which file that is: the set's `shadow`, or for a copy to the master the `master`
+    /// file of any set on that master (they are one volume).
+    fn target_open(&self, set: &Arc<Set>, dir: Direction) -> Option<(usize, &'static str)> {
+        let n = match dir {
+            Direction::Shadow => set.open_files_of(Role::Shadow),
+            Direction::Master => self
+                .engine
+                .sets()
+                .iter()
+                .filter(|s| Arc::ptr_eq(&s.master, &set.master))
+                .map(|s| s.open_files_of(Role::Master))
+                .sum(),
+        };
+        let file = match dir {
+            Direction::Shadow => "shadow",
+            Direction::Master => "master",
+        };
+        (n > 0).then_some((n, file))
+    }
+
+    /// Refuse a copy onto a file that is open: a mounted file system, a loop device or a
+    /// process would see its bytes change under it. `force` (checked by the caller) skips this.
+    fn check_target_closed(&self, set: &Arc<Set>, cmd: &SetCommand, dir: Direction) -> Result<()> {
+        let Some((n, file)) = self.target_open(set, dir) else {
+            return Ok(());
+        };
+        Err(crate::engine::error::busy(format!(
+            "the {file} file of set {} is open ({n} open): a mounted file system, a loop device \
+             or a process uses it, and '{cmd}' would change its bytes under it; unmount it or \
+             detach it (umount, losetup -d) or close it first, or write '{cmd} force' if its \
+             users expect the change",
+            set.name
+        )))
     }
 }

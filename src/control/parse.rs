@@ -25,13 +25,23 @@ pub enum GlobalCommand {
 /// A command written to a set's `ctl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SetCommand {
-    Update(Direction),
-    Copy(Direction),
+    /// `force`: start even while the target file (`shadow` or `master`) is open.
+    Update {
+        dir: Direction,
+        force: bool,
+    },
+    Copy {
+        dir: Direction,
+        force: bool,
+    },
     Abort,
     Wait,
     Reset,
     Disable,
-    Params { delay_ms: u32, units: u32 },
+    Params {
+        delay_ms: u32,
+        units: u32,
+    },
 }
 
 /// Words the interface reserves for features of later versions.
@@ -157,6 +167,23 @@ fn direction(w: Option<&String>, verb: &str) -> Result<Direction> {
     }
 }
 
+/// `shadow|master [force]` after `update` or `copy`.
+fn copy_args(w: &[String], verb: &str) -> Result<(Direction, bool)> {
+    let usage = format!("usage: {verb} shadow|master [force]");
+    let force = match w.get(2).map(String::as_str) {
+        None => false,
+        Some("force") if w.len() == 3 => true,
+        Some(_) => {
+            return Err(invalid(format!(
+                "'{verb}' takes shadow|master and optionally 'force', not '{}'; {usage}",
+                w[2..].join(" ")
+            )))
+        }
+    };
+    let dir = direction(w.get(1), verb).map_err(|_| invalid(usage))?;
+    Ok((dir, force))
+}
+
 pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
     let w = words(input)?;
     let extra = |n: usize| -> Result<()> {
@@ -168,12 +195,12 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
     };
     let cmd = match w[0].as_str() {
         "update" => {
-            extra(2)?;
-            SetCommand::Update(direction(w.get(1), "update")?)
+            let (dir, force) = copy_args(&w, "update")?;
+            SetCommand::Update { dir, force }
         }
         "copy" => {
-            extra(2)?;
-            SetCommand::Copy(direction(w.get(1), "copy")?)
+            let (dir, force) = copy_args(&w, "copy")?;
+            SetCommand::Copy { dir, force }
         }
         "abort" => {
             extra(1)?;
@@ -203,7 +230,7 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
         x if SET_LATER.contains(&x) => return Err(later(x)),
         x => {
             return Err(invalid(format!(
-                "unknown command '{x}'; a set's ctl takes: update shadow|master, copy shadow|master, abort, wait, reset, disable, params DELAY UNITS"
+                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS"
             )))
         }
     };
@@ -246,11 +273,23 @@ impl fmt::Display for GlobalCommand {
     }
 }
 
+fn force_word(force: bool) -> &'static str {
+    if force {
+        " force"
+    } else {
+        ""
+    }
+}
+
 impl fmt::Display for SetCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetCommand::Update(d) => write!(f, "update {}", d.word()),
-            SetCommand::Copy(d) => write!(f, "copy {}", d.word()),
+            SetCommand::Update { dir, force } => {
+                write!(f, "update {}{}", dir.word(), force_word(*force))
+            }
+            SetCommand::Copy { dir, force } => {
+                write!(f, "copy {}{}", dir.word(), force_word(*force))
+            }
             SetCommand::Abort => f.write_str("abort"),
             SetCommand::Wait => f.write_str("wait"),
             SetCommand::Reset => f.write_str("reset"),
@@ -269,8 +308,10 @@ mod tests {
         for text in [
             "update shadow",
             "update master",
+            "update shadow force",
             "copy shadow",
             "copy master",
+            "copy master force",
             "abort",
             "wait",
             "reset",
@@ -315,6 +356,9 @@ mod tests {
         assert!(parse_global(b"").is_err());
         assert!(parse_set(b"params x 1").is_err());
         assert!(parse_set(b"wait now").is_err());
+        assert!(parse_set(b"update shadow now").is_err());
+        assert!(parse_set(b"update shadow force force").is_err());
+        assert!(parse_set(b"copy force").is_err());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn mount(
         "fd={},rootmode=40000,user_id={uid},group_id={gid}",
         fd.as_raw_fd()
     );
+    // Always: the kernel checks the modes and owners the tree shows (see `crate::fs`).
+    // Without it, every user that `allow_other` lets in would act as the daemon's user (root).
+    data.push_str(",default_permissions");
     if settings.allow_other {
         data.push_str(",allow_other");
     }

@@ -99,9 +99,10 @@ pub struct Set {
     /// Throttle as `delay_ms << 32 | units`.
     throttle: AtomicU64,
     last_error: Mutex<Option<String>>,
-    /// Open `master`/`shadow` files of this set (loop devices, mounts, processes): a set in
-    /// use is not disabled under them.
-    open_files: AtomicUsize,
+    /// Open `master` and `shadow` files of this set (loop devices, mounts, processes), counted
+    /// per file: a set in use is not disabled under them, and a copy is not started onto a
+    /// file that is open (`update shadow` under a mounted shadow).
+    open_files: [AtomicUsize; 2],
     /// The set was disabled: files still open on it are no longer served.
     detached: AtomicBool,
     /// Told when the set went offline and its bitmap volume could not record it.
@@ -211,28 +212,41 @@ impl Set {
                     h.last_error.clone()
                 }
             })),
-            open_files: AtomicUsize::new(0),
+            open_files: [AtomicUsize::new(0), AtomicUsize::new(0)],
             detached: AtomicBool::new(false),
             unrecorded_offline: None,
             tracking,
         }
     }
 
-    /// A `master` or `shadow` file of this set was opened.
-    pub fn file_opened(&self) {
-        self.open_files.fetch_add(1, Ordering::SeqCst);
+    fn open_counter(&self, role: Role) -> &AtomicUsize {
+        match role {
+            Role::Master => &self.open_files[0],
+            // The bitmap file is read-only and never counted.
+            Role::Shadow | Role::Bitmap => &self.open_files[1],
+        }
     }
 
-    /// A `master` or `shadow` file of this set was released.
-    pub fn file_closed(&self) {
+    /// This set's `master` (Role::Master) or `shadow` (Role::Shadow) file was opened.
+    pub fn file_opened(&self, role: Role) {
+        self.open_counter(role).fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// This set's `master` or `shadow` file was released.
+    pub fn file_closed(&self, role: Role) {
         let _ = self
-            .open_files
+            .open_counter(role)
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
-    /// How many `master` or `shadow` files of this set are open.
+    /// How many `master` and `shadow` files of this set are open.
     pub fn open_files(&self) -> usize {
-        self.open_files.load(Ordering::SeqCst)
+        self.open_files_of(Role::Master) + self.open_files_of(Role::Shadow)
+    }
+
+    /// How many of this set's `master` (or `shadow`) files are open.
+    pub fn open_files_of(&self, role: Role) -> usize {
+        self.open_counter(role).load(Ordering::SeqCst)
     }
 
     /// Wait up to `within` for this set's open files to be released. The kernel sends the
@@ -1123,14 +1137,26 @@ impl Set {
 
     /// Block until no copy runs. Err if the set went offline meanwhile.
     pub fn wait_copy(&self) -> Result<()> {
+        self.wait_copy_or(&|| false)
+    }
+
+    /// As `wait_copy`, but give up (with Ok, the copy going on) as soon as `stop` says so;
+    /// `stop` is asked every 50 ms. The caller knows why it stopped.
+    pub fn wait_copy_or(&self, stop: &dyn Fn() -> bool) -> Result<()> {
         let mut st = match self.copy.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
         while self.copy_active() && !self.is_offline() {
-            st = match self.copy_done.wait(st) {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
+            if stop() {
+                return Ok(());
+            }
+            st = match self
+                .copy_done
+                .wait_timeout(st, std::time::Duration::from_millis(50))
+            {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
             };
         }
         if self.is_offline() {

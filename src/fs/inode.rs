@@ -15,6 +15,9 @@ pub const SETS: u64 = 6;
 const SET_BASE: u64 = 1000;
 const SLOT: u64 = 8;
 
+/// Inode numbers handed out to ctl files, one per lookup (see `Inodes::ctl_instance`).
+const CTL_INSTANCE_BASE: u64 = 1 << 48;
+
 /// The files of a set's directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetFile {
@@ -77,9 +80,18 @@ struct Slots {
     next: u64,
 }
 
+/// The ctl inodes handed out by lookups: their ctl file's fixed number and the kernel's
+/// lookup count, until the kernel forgets them.
+#[derive(Default)]
+struct Instances {
+    of: HashMap<u64, (u64, u64)>,
+    next: u64,
+}
+
 #[derive(Default)]
 pub struct Inodes {
     slots: RwLock<Slots>,
+    ctl_instances: RwLock<Instances>,
 }
 
 impl Inodes {
@@ -116,7 +128,46 @@ impl Inodes {
         }
     }
 
+    /// A new inode number for a lookup of the ctl file whose fixed number is `fixed`.
+    ///
+    /// Each lookup (each path walk, the entry not being cached) gets its own inode, so every
+    /// open of a ctl file by name has its own inode in the kernel. The kernel locks an inode
+    /// for a write, and for the truncate of an O_TRUNC open (`echo abort > ctl`) exclusively:
+    /// with one inode per ctl file, a `wait` pending in one process's write would hold back
+    /// every command another process writes to that file.
+    pub fn ctl_instance(&self, fixed: u64) -> u64 {
+        let mut i = match self.ctl_instances.write() {
+            Ok(i) => i,
+            Err(p) => p.into_inner(),
+        };
+        let ino = CTL_INSTANCE_BASE + i.next;
+        i.next += 1;
+        i.of.insert(ino, (fixed, 1));
+        ino
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino < CTL_INSTANCE_BASE {
+            return;
+        }
+        let mut i = match self.ctl_instances.write() {
+            Ok(i) => i,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((_, count)) = i.of.get_mut(&ino) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                i.of.remove(&ino);
+            }
+        }
+    }
+
     pub fn node(&self, ino: u64) -> Option<Node> {
+        if ino >= CTL_INSTANCE_BASE {
+            let fixed = self.ctl_instances.read().ok()?.of.get(&ino)?.0;
+            return self.node(fixed);
+        }
         Some(match ino {
             ROOT => Node::Root,
             CTL => Node::Ctl,

@@ -5,6 +5,12 @@
 //! ```
 //! Data files are opened with FOPEN_DIRECT_IO (no double caching, no stale pages after an
 //! update); ctl and status files too, their content made at open.
+//!
+//! The mount always has `default_permissions`: the kernel checks the modes and owners shown
+//! here, which matters once `allow_other` lets other users in. ctl files are 0200 and status
+//! files 0444, owned by the daemon's user; `master` and `shadow` show the mode and owner of
+//! their backing files, so no user reads or writes through the mount what they could not
+//! read or write directly.
 
 mod inode;
 
@@ -22,6 +28,7 @@ use fuser::{
 
 use crate::control::status;
 use crate::control::Controller;
+use crate::engine::error::Role;
 use crate::engine::{Error, Set};
 use inode::{Inodes, Node, SetFile, CTL, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES};
 
@@ -34,20 +41,35 @@ thread_local! {
 
 const TTL: Duration = Duration::from_secs(1);
 
-/// An open `master` or `shadow` file: counted on its set while it lives, so the set is not
-/// disabled under a loop device or a process using it.
-struct DataFile(Arc<Set>);
+/// The size a ctl file shows, and the longest command: a command is one write(2) that lies
+/// within it. Writes inside the shown size do not extend the file, which lets the kernel run
+/// writes to one open ctl file in parallel (with FOPEN_PARALLEL_DIRECT_WRITES it still takes
+/// the inode lock exclusively for a write past the end of the file, as after an O_TRUNC open,
+/// hence also one inode per open: `Inodes::ctl_instance`).
+const CTL_SIZE: u64 = 64 * 1024;
+
+/// Where writes to a ctl file may start. The kernel splits a write longer than the maximum
+/// write size (at least 128 KiB: 1 MiB asked for, 32 pages when the kernel cannot do more)
+/// into pieces sent as separate requests, possibly out of order: every piece but the first
+/// starts at least that far from the first, and the first is longer than a command, so no
+/// piece of a long write is ever taken as a command. An O_APPEND write starts at the end of
+/// the file (CTL_SIZE), within this window.
+const CTL_WINDOW: u64 = 2 * CTL_SIZE;
+
+/// An open `master` or `shadow` file: counted on its set (per file) while it lives, so the set
+/// is not disabled, nor a copy started onto the file, under a loop device or a process using it.
+struct DataFile(Arc<Set>, Role);
 
 impl DataFile {
-    fn new(set: Arc<Set>) -> DataFile {
-        set.file_opened();
-        DataFile(set)
+    fn new(set: Arc<Set>, role: Role) -> DataFile {
+        set.file_opened(role);
+        DataFile(set, role)
     }
 }
 
 impl Drop for DataFile {
     fn drop(&mut self) {
-        self.0.file_closed();
+        self.0.file_closed(self.1);
     }
 }
 
@@ -63,8 +85,8 @@ enum Handle {
     Master(DataFile),
     Shadow(DataFile),
     Bitmap(Arc<Set>),
-    /// A ctl file: `None` for the global one. Holds the reply to the last command.
-    Ctl(Option<SetScope>, Mutex<Reply>),
+    /// A ctl file (scope `None` for the global one), with the reply to the last command.
+    Ctl(CtlFile),
     /// A status-like file: content generated at open.
     Text(Vec<u8>),
 }
@@ -76,6 +98,14 @@ enum Handle {
 struct SetScope {
     name: String,
     set: Option<std::sync::Weak<Set>>,
+}
+
+/// An open ctl file: its inode (which still answers `fstat` after a `disable` removed its set:
+/// `exec 3<>ctl; echo disable >&3; cat <&3`), its set, and the reply to its last command.
+struct CtlFile {
+    ino: u64,
+    scope: Option<SetScope>,
+    reply: Mutex<Reply>,
 }
 
 /// The transaction reply of a ctl handle and how much of it was read. Reads ignore the file
@@ -137,11 +167,16 @@ impl IifsFs {
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let (mut uid, mut gid) = (self.uid, self.gid);
         let (kind, perm, size) = match node {
             Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => (FileType::Directory, 0o755, 0),
-            Node::Ctl | Node::Set(_, SetFile::Ctl) => (FileType::RegularFile, 0o600, 0),
+            // Only the daemon's user (root) gives commands; reading the reply needs no more.
+            Node::Ctl | Node::Set(_, SetFile::Ctl) => (FileType::RegularFile, 0o200, CTL_SIZE),
+            // The size of the text an open would give now, so `cmp` and tools that trust
+            // st_size see the content; it may change by the next open, as the state does.
             Node::Status | Node::Version | Node::Volumes | Node::Set(_, SetFile::Status) => {
-                (FileType::RegularFile, 0o444, 0)
+                let size = self.text_for(node).map_or(0, |t| t.len() as u64);
+                (FileType::RegularFile, 0o444, size)
             }
             Node::Set(name, file) => {
                 let set = self.set(name);
@@ -150,10 +185,22 @@ impl IifsFs {
                     (_, Some(s)) => s.size,
                     _ => 0,
                 };
-                let perm = if *file == SetFile::Bitmap {
-                    0o400
-                } else {
-                    0o600
+                let backing = match (file, &set) {
+                    (SetFile::Master, Some(s)) => Some(&s.paths.master),
+                    (SetFile::Shadow, Some(s)) => Some(&s.paths.shadow),
+                    _ => None,
+                };
+                // A volume is as open to a user through the mount as it is directly: the mode
+                // and owner of the backing file (or device node). One that cannot be looked
+                // at any more is the daemon's alone.
+                let perm = match backing.map(std::fs::metadata) {
+                    Some(Ok(meta)) => {
+                        use std::os::unix::fs::MetadataExt;
+                        (uid, gid) = (meta.uid(), meta.gid());
+                        (meta.mode() & 0o777) as u16
+                    }
+                    Some(Err(_)) => 0o600,
+                    None => 0o400,
                 };
                 (FileType::RegularFile, perm, size)
             }
@@ -169,8 +216,8 @@ impl IifsFs {
             kind,
             perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
+            uid,
+            gid,
             rdev: 0,
             blksize: 4096,
             flags: 0,
@@ -250,13 +297,62 @@ impl IifsFs {
         }
     }
 
-    /// Run a ctl command and record the transaction reply.
-    fn run_ctl(ctl: &Controller, scope: &Option<SetScope>, data: &[u8]) -> Result<(), Error> {
+    /// Run a ctl command. A `wait` gives up when `stop` says so.
+    fn run_ctl(
+        ctl: &Controller,
+        scope: &Option<SetScope>,
+        data: &[u8],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Error> {
         let Some(scope) = scope else {
             return ctl.global(data);
         };
-        ctl.set_command(&scope.name, data, scope.set.as_ref())
+        ctl.set_command(&scope.name, data, scope.set.as_ref(), stop)
     }
+
+    /// The attributes of an open ctl file whose set was removed since (its inode no longer
+    /// resolves): the process that disabled the set through it still reads the reply.
+    fn orphan_ctl_attr(&self, ino: INodeNo) -> Option<FileAttr> {
+        let hs = self.handles.read().ok()?;
+        let open = hs
+            .values()
+            .any(|h| matches!(h.as_ref(), Handle::Ctl(c) if c.ino == ino.0));
+        open.then(|| self.attr(ino.0, &Node::Ctl))
+    }
+}
+
+/// Whether the process `pid` (the thread that made a FUSE request) was interrupted: it has a
+/// signal pending that it does not block (SIGKILL cannot be blocked), or it is gone.
+///
+/// Why not FUSE_INTERRUPT: fuser answers the kernel's INTERRUPT requests itself with ENOSYS
+/// (it does not hand them to the file system), after which the kernel sends no more of them;
+/// a request then waits for its reply whatever the signal. So a long request (`wait`) looks
+/// at its caller itself: a signal that would interrupt the syscall stays pending while the
+/// caller waits for the reply, and shows in /proc/PID/status.
+///
+/// "Pending and not blocked" is the kernel's own rule for interrupting a request (what it would
+/// send FUSE_INTERRUPT for); signals a process ignores are never pending. A caller the daemon
+/// cannot see (pid 0: another pid namespace) is never taken as interrupted.
+fn caller_interrupted(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let mask = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let zombie = text
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .is_some_and(|st| matches!(st.trim_start().chars().next(), Some('Z' | 'X')));
+    let pending = mask("SigPnd:") | mask("ShdPnd:");
+    let kill = 1u64 << (libc::SIGKILL - 1);
+    zombie || pending & kill != 0 || pending & !mask("SigBlk:") != 0
 }
 
 /// A `master` or `shadow` file whose set was disabled after it was opened (the open raced the
@@ -269,6 +365,26 @@ fn served_no_more(h: &Handle) -> bool {
         }
         _ => false,
     }
+}
+
+impl CtlFile {
+    /// Keep the reply to a command, for a read on this open file.
+    fn record(&self, result: &Result<(), Error>) {
+        if let Ok(mut r) = self.reply.lock() {
+            *r = Reply {
+                text: reply_text(result),
+                read: 0,
+            };
+        }
+    }
+}
+
+/// A status-like file, whose content is made at open.
+fn text_node(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Status | Node::Version | Node::Volumes | Node::Set(_, SetFile::Status)
+    )
 }
 
 fn reply_text(result: &Result<(), Error>) -> String {
@@ -326,17 +442,40 @@ impl Filesystem for IifsFs {
         };
         match found {
             Some((ino, _, _)) => match self.node(INodeNo(ino)) {
-                Some(child) => reply.entry(&ttl, &self.attr(ino, &child), Generation(0)),
+                // Every lookup of a ctl file gets an inode of its own (`Inodes::ctl_instance`),
+                // not cached, so the next path walk looks it up again.
+                Some(child @ (Node::Ctl | Node::Set(_, SetFile::Ctl))) => {
+                    let ino = self.inodes.ctl_instance(ino);
+                    reply.entry(&Duration::ZERO, &self.attr(ino, &child), Generation(0))
+                }
+                Some(child) => {
+                    let ttl = if text_node(&child) {
+                        Duration::ZERO
+                    } else {
+                        ttl
+                    };
+                    reply.entry(&ttl, &self.attr(ino, &child), Generation(0))
+                }
                 None => reply.error(Errno::ENOENT),
             },
             None => reply.error(Errno::ENOENT),
         }
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.node(ino) {
+            // A status file's size follows its content: never cached.
+            Some(node) if text_node(&node) => reply.attr(&Duration::ZERO, &self.attr(ino.0, &node)),
             Some(node) => reply.attr(&TTL, &self.attr(ino.0, &node)),
-            None => reply.error(Errno::ENOENT),
+            // fstat of an open file comes without its handle: look for one among the open ctls.
+            None => match self.orphan_ctl_attr(ino) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(Errno::ENOENT),
+            },
         }
     }
 
@@ -359,7 +498,11 @@ impl Filesystem for IifsFs {
         reply: ReplyAttr,
     ) {
         let Some(node) = self.node(ino) else {
-            return reply.error(Errno::ENOENT);
+            // `echo disable > ctl` again on a file whose set is gone: nothing to change.
+            return match self.orphan_ctl_attr(ino) {
+                Some(attr) => reply.attr(&Duration::ZERO, &attr),
+                None => reply.error(Errno::ENOENT),
+            };
         };
         let attr = self.attr(ino.0, &node);
         // Volumes behave like block devices: O_TRUNC is ignored, a real resize refused.
@@ -386,20 +529,25 @@ impl Filesystem for IifsFs {
                     return reply.error(Errno::ENOENT);
                 };
                 match file {
-                    SetFile::Master => Handle::Master(DataFile::new(set)),
-                    SetFile::Shadow => Handle::Shadow(DataFile::new(set)),
+                    SetFile::Master => Handle::Master(DataFile::new(set, Role::Master)),
+                    SetFile::Shadow => Handle::Shadow(DataFile::new(set, Role::Shadow)),
                     _ if writing => return reply.error(Errno::EACCES),
                     _ => Handle::Bitmap(set),
                 }
             }
-            Node::Ctl => Handle::Ctl(None, Mutex::default()),
-            Node::Set(name, SetFile::Ctl) => Handle::Ctl(
-                Some(SetScope {
+            Node::Ctl => Handle::Ctl(CtlFile {
+                ino: ino.0,
+                scope: None,
+                reply: Mutex::default(),
+            }),
+            Node::Set(name, SetFile::Ctl) => Handle::Ctl(CtlFile {
+                ino: ino.0,
+                scope: Some(SetScope {
                     name: name.clone(),
                     set: self.set(name).map(|s| Arc::downgrade(&s)),
                 }),
-                Mutex::default(),
-            ),
+                reply: Mutex::default(),
+            }),
             Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => {
                 return reply.error(Errno::EISDIR)
             }
@@ -413,8 +561,11 @@ impl Filesystem for IifsFs {
                 }
             }
         };
+        // ctl files take parallel writes too: a `wait` pending on an open ctl file must not
+        // hold back a command written through the same file (a descriptor shared by several
+        // processes); opens by name have an inode each already (`Inodes::ctl_instance`).
         let fopen = match handle {
-            Handle::Master(_) | Handle::Shadow(_) => {
+            Handle::Master(_) | Handle::Shadow(_) | Handle::Ctl(_) => {
                 direct | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
             }
             _ => direct,
@@ -449,8 +600,8 @@ impl Filesystem for IifsFs {
             Handle::Master(s) => (s.size, &|b, o| s.master.read(b, o)),
             Handle::Shadow(s) => (s.size, &|b, o| s.read_shadow(b, o)),
             Handle::Bitmap(s) => (s.tracking.vol.len(), &|b, o| bitmap_read(s, b, o)),
-            Handle::Ctl(_, r) => {
-                let Ok(mut r) = r.lock() else {
+            Handle::Ctl(c) => {
+                let Ok(mut r) = c.reply.lock() else {
                     return reply.error(Errno::EIO);
                 };
                 let start = r.read;
@@ -480,7 +631,7 @@ impl Filesystem for IifsFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -500,14 +651,38 @@ impl Filesystem for IifsFs {
             Handle::Master(s) => s.master.write(data, offset),
             Handle::Shadow(s) => s.write_shadow(data, offset),
             Handle::Bitmap(_) | Handle::Text(_) => return reply.error(Errno::EBADF),
-            Handle::Ctl(scope, _) => {
+            Handle::Ctl(c) => {
                 use crate::control::SetCommand;
+                // One command is one write within the file: a longer write, or a piece of
+                // one that the kernel split, is refused whole (see CTL_WINDOW).
+                if data.len() as u64 > CTL_SIZE || offset >= CTL_WINDOW {
+                    let e = crate::engine::error::invalid(format!(
+                        "a command is one write(2) of at most {CTL_SIZE} bytes, at the start of \
+                         the ctl file; this write ({} bytes at offset {offset}) is not one: \
+                         nothing was done (reopen the file for the next command)",
+                        data.len()
+                    ));
+                    log::warn!("refused: {}", e.message);
+                    c.record(&Err(e.clone()));
+                    return reply.error(errno(&e));
+                }
+                let scope = &c.scope;
                 let set_cmd = scope
                     .as_ref()
                     .and_then(|_| crate::control::parse_set(data).ok());
-                // `wait` may take long, and `disable` waits for the releases of files closed
-                // just before, which a FUSE thread must be free to deliver.
-                let blocking = matches!(set_cmd, Some(SetCommand::Wait | SetCommand::Disable));
+                // `wait` may take long, and `disable`, `update` and `copy` wait for the
+                // releases of files closed just before, which a FUSE thread must be free to
+                // deliver.
+                let blocking = matches!(
+                    set_cmd,
+                    Some(
+                        SetCommand::Wait
+                            | SetCommand::Disable
+                            | SetCommand::Update { .. }
+                            | SetCommand::Copy { .. }
+                    )
+                );
+                let waiting = matches!(set_cmd, Some(SetCommand::Wait));
                 let disabling = matches!(set_cmd, Some(SetCommand::Disable));
                 let ctl = Arc::clone(&self.ctl);
                 let inodes = Arc::clone(&self.inodes);
@@ -516,42 +691,58 @@ impl Filesystem for IifsFs {
                 let data = data.to_vec();
                 let handle = Arc::clone(&h);
                 let disabled_name = scope.as_ref().map(|s| s.name.clone());
-                let finish = move |result: Result<(), Error>, reply: ReplyWrite| {
+                // `interrupted`: a `wait` gave up because its writer got a signal.
+                let finish = move |result: Result<(), Error>, reply: ReplyWrite, interrupted| {
+                    let result = match result {
+                        Ok(()) if interrupted => {
+                            log::info!("wait: the writer was interrupted; the copy goes on");
+                            Err(crate::engine::Error::new(
+                                crate::engine::Kind::Invalid,
+                                "the wait was interrupted by a signal; the copy goes on",
+                            ))
+                        }
+                        r => r,
+                    };
                     if let (true, Ok(()), Some(name)) = (disabling, &result, &disabled_name) {
                         inodes.forget_set(name);
                     }
-                    if let Handle::Ctl(_, r) = handle.as_ref() {
-                        if let Ok(mut r) = r.lock() {
-                            *r = Reply {
-                                text: reply_text(&result),
-                                read: 0,
-                            };
-                        }
+                    if let Handle::Ctl(c) = handle.as_ref() {
+                        c.record(&result);
                     }
                     match result {
                         Ok(()) => reply.written(len),
+                        Err(_) if interrupted => reply.error(Errno::EINTR),
                         Err(e) => {
                             log::warn!("refused: {}", e.message);
                             reply.error(errno(&e))
                         }
                     }
                 };
+                let pid = req.pid();
                 if blocking {
                     // Never hold a FUSE thread for these.
                     let spawned =
                         std::thread::Builder::new()
                             .name("iifs-ctl".into())
                             .spawn(move || {
-                                let result = IifsFs::run_ctl(&ctl, &scope, &data);
-                                finish(result, reply);
+                                // A `wait` whose writer got a signal (or died) ends with EINTR;
+                                // the copy goes on.
+                                let interrupted = std::cell::Cell::new(false);
+                                let stop = || {
+                                    let now = waiting && caller_interrupted(pid);
+                                    interrupted.set(now);
+                                    now
+                                };
+                                let result = IifsFs::run_ctl(&ctl, &scope, &data, &stop);
+                                finish(result, reply, interrupted.get());
                             });
                     if let Err(e) = spawned {
                         log::error!("cannot start a thread for a ctl command: {e}");
                     }
                     return;
                 }
-                let result = IifsFs::run_ctl(&ctl, &scope, &data);
-                return finish(result, reply);
+                let result = IifsFs::run_ctl(&ctl, &scope, &data, &|| false);
+                return finish(result, reply, false);
             }
         };
         match result {
@@ -654,13 +845,50 @@ impl Filesystem for IifsFs {
             Handle::Master(s) | Handle::Shadow(s) => Arc::clone(&s.0),
             _ => return reply.error(Errno::EOPNOTSUPP),
         };
-        let discard = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE;
-        if mode & discard == 0 {
-            // Plain allocation: the volume is already as large as it will ever be.
-            return if offset.saturating_add(length) <= set.size {
-                reply.ok()
-            } else {
-                reply.error(Errno::ENOSPC)
+        // What a volume supports, as a block device does: plain allocation (the volume is
+        // already as large as it will ever be), punching a hole (a discard) and zeroing a
+        // range. Any other mode (collapse, insert, unshare, write-zeroes...) is refused rather
+        // than answered with a success that did nothing.
+        const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let keep_size = mode & KEEP_SIZE != 0;
+        let discard = match mode {
+            0 | KEEP_SIZE => false,
+            PUNCH => true,
+            m if m & !KEEP_SIZE == ZERO => true,
+            _ => return reply.error(Errno::EOPNOTSUPP),
+        };
+        // A range past the end would grow an ordinary file: a volume cannot grow (KEEP_SIZE
+        // asks for no growth, so the range is cut at the end).
+        if !keep_size && offset.saturating_add(length) > set.size {
+            return reply.error(Errno::ENOSPC);
+        }
+        if !discard {
+            // Reserve the backing file's blocks, so that the writes the caller then counts on
+            // do not fail for lack of space. A block device has all of its blocks already; a
+            // backing file system without fallocate cannot reserve them either way.
+            let end = offset.saturating_add(length).min(set.size);
+            let fd = match h.as_ref() {
+                Handle::Master(s) => s.master.vol.raw_fd(),
+                _ => set.shadow.raw_fd(),
+            };
+            let (Some(fd), true) = (fd, end > offset) else {
+                return reply.ok();
+            };
+            // SAFETY: fallocate on an open descriptor with plain integer arguments.
+            let rc = unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    offset as libc::off_t,
+                    (end - offset) as libc::off_t,
+                )
+            };
+            let err = std::io::Error::last_os_error().raw_os_error();
+            return match (rc, err) {
+                (0, _) | (_, Some(libc::EOPNOTSUPP | libc::ENODEV)) => reply.ok(),
+                (_, e) => reply.error(Errno::from_i32(e.unwrap_or(libc::EIO))),
             };
         }
         // A discard is a write of zeros as far as the point in time is concerned; the backing
@@ -713,10 +941,33 @@ impl Filesystem for IifsFs {
         }
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self.node(ino) {
-            Some(_) => reply.ok(),
-            None => reply.error(Errno::ENOENT),
+    /// The mount has `default_permissions`, so the kernel checks access itself and does not
+    /// ask; this answers the same way should it ask anyway.
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let Some(node) = self.node(ino) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let attr = self.attr(ino.0, &node);
+        let want = mask.bits() as u32 & 0o7;
+        let perm = u32::from(attr.perm);
+        let granted = if req.uid() == 0 {
+            // root: anything but executing a file no one may execute.
+            if attr.kind == FileType::Directory || perm & 0o111 != 0 {
+                0o7
+            } else {
+                0o6
+            }
+        } else if req.uid() == attr.uid {
+            (perm >> 6) & 0o7
+        } else if req.gid() == attr.gid {
+            (perm >> 3) & 0o7
+        } else {
+            perm & 0o7
+        };
+        if want & !granted == 0 {
+            reply.ok()
+        } else {
+            reply.error(Errno::EACCES)
         }
     }
 }
