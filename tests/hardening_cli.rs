@@ -83,7 +83,10 @@ fn status_of_a_set_that_could_not_be_restored_says_what_is_known_and_why() {
         block.starts_with("lost: offline, could not be restored at start\n"),
         "{block}"
     );
-    assert!(block.contains(&format!("master:         {master}")), "{block}");
+    assert!(
+        block.contains(&format!("master:         {master}")),
+        "{block}"
+    );
     assert!(
         block.contains("last error:") && block.contains(&master),
         "the reason names the missing volume:\n{block}"
@@ -106,12 +109,17 @@ fn status_of_a_set_that_could_not_be_restored_says_what_is_known_and_why() {
     for unknown in ["type", "size", "chunk_size", "chunks", "pit_time", "params"] {
         assert!(j[unknown].is_null(), "{unknown} in {j:#}");
     }
-    assert!(j["last_error"].as_str().is_some_and(|e| e.contains(&master)));
+    assert!(j["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains(&master)));
     // A restored set keeps its numbers.
     dep_set(&m, "fine");
     let o = iiadm(&m, &["-i", "fine", "--json"]);
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
-    assert_eq!((j["size"].as_u64(), j["type"].as_str()), (Some(1 << 20), Some("dependent")));
+    assert_eq!(
+        (j["size"].as_u64(), j["type"].as_str()),
+        (Some(1 << 20), Some("dependent"))
+    );
 }
 
 // ---- defect 12: SIGTERM with the mount held by another mount namespace ----
@@ -160,7 +168,10 @@ fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
             .expect("run nsenter")
     };
     let version = format!("cat {}/version", m.mnt.display());
-    assert!(inside(&version).status.success(), "the copy serves the tree");
+    assert!(
+        inside(&version).status.success(),
+        "the copy serves the tree"
+    );
 
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -185,9 +196,16 @@ fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
     m.stop();
     m.start_again();
     let s = m.status("ns");
-    assert_eq!((s["state"].as_str(), &s["chunks_differ"]), ("idle", &differ));
+    assert_eq!(
+        (s["state"].as_str(), &s["chunks_differ"]),
+        ("idle", &differ)
+    );
     assert_same(&m.read("sets/ns/shadow"), &t0, "shadow after the stop");
-    assert_same(&file_bytes(&shadow)[..65536], &t0[..65536], "preserved chunk");
+    assert_same(
+        &file_bytes(&shadow)[..65536],
+        &t0[..65536],
+        "preserved chunk",
+    );
 }
 
 // ---- defect 13: -H HOST over ssh ----
@@ -211,7 +229,8 @@ while [ "$1" != "--" ]; do [ "$1" = "-t" ] && tty=yes; shift; done
 shift; host=$1; shift
 [ "$host" = down ] && {{ echo "ssh: connect to host down port 22: Connection refused" >&2; exit 255; }}
 if [ $tty = yes ]; then exec sh -c "$1"; fi
-cat | sh -c "$1" | cat
+{{ cat | sh -c "$1"; echo $? > '{argv}.rc'; }} | cat
+exit "$(cat '{argv}.rc')"
 "#,
             argv = argv.display()
         ),
@@ -258,13 +277,28 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
     // Not on a terminal: no -t, the setting's words first, the command runs there.
     let o = remote(&["-H", "db1", "-i", "r"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).starts_with("r: dependent set, idle"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).starts_with("r: dependent set, idle"),
+        "{}",
+        text(&o.stdout)
+    );
     assert_eq!(
         recorded(&argv),
-        ["-p", "2222", "-o", "BatchMode=yes", "--", "db1", "iiadm -i r"]
+        [
+            "-p",
+            "2222",
+            "-o",
+            "BatchMode=yes",
+            "--",
+            "db1",
+            "iiadm -i r"
+        ]
     );
     // The remote iiadm's refusal (1) and ssh's own failure (255) come back as they are.
-    assert_eq!(remote(&["-H", "db1", "-d", "nosuch"]).status.code(), Some(1));
+    assert_eq!(
+        remote(&["-H", "db1", "-d", "nosuch"]).status.code(),
+        Some(1)
+    );
     let o = remote(&["-H", "down", "-l"]);
     assert_eq!(o.status.code(), Some(255), "{}", text(&o.stderr));
 
@@ -289,7 +323,10 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
         "{screen}"
     );
     let args = recorded(&argv);
-    assert_eq!(&args[..6], ["-p", "2222", "-o", "BatchMode=yes", "-t", "--"]);
+    assert_eq!(
+        &args[..6],
+        ["-p", "2222", "-o", "BatchMode=yes", "-t", "--"]
+    );
     assert_same(&file_bytes(&master), &before, "declined: master untouched");
     let o = on_tty("y");
     assert!(o.status.success(), "{}", text(&o.stdout));
@@ -308,7 +345,11 @@ fn the_io_flusher_warning_names_the_capability_and_the_risk() {
     let mnt = dir.path().join("mnt");
     let log_path = dir.path().join("log");
     let mut child = Command::new("setpriv")
-        .args(["--inh-caps=-sys_resource", "--bounding-set=-sys_resource", BIN])
+        .args([
+            "--inh-caps=-sys_resource",
+            "--bounding-set=-sys_resource",
+            BIN,
+        ])
         .arg("none")
         .arg(&mnt)
         .arg("-f")

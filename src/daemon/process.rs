@@ -293,7 +293,10 @@ mod tests {
     #[test]
     fn the_io_flusher_warning_names_the_capability_and_the_risk() {
         let m = io_flusher_refused(&std::io::Error::from_raw_os_error(libc::EPERM));
-        assert!(m.contains("CAP_SYS_RESOURCE") && m.contains("deadlock"), "{m}");
+        assert!(
+            m.contains("CAP_SYS_RESOURCE") && m.contains("deadlock"),
+            "{m}"
+        );
         assert!(!m.contains('\n'), "one log line: {m}");
     }
 }
