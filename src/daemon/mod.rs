@@ -230,6 +230,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
     let result = session
         .run()
         .map_err(|e| format!("FUSE session ended: {e}"));
+    mount::session_ended();
     process::notify_stopping();
     controller.engine.shutdown();
     log::info!("iifs unmounted from {}", mountpoint.display());

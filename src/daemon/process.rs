@@ -242,7 +242,7 @@ pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
             notify_stopping();
-            super::mount::unmount(&mountpoint);
+            super::mount::stop(&mountpoint);
         });
     if let Err(e) = spawned {
         log::error!("cannot start the signal thread: {e}");
