@@ -153,9 +153,11 @@ pub struct Args {
     /// The iifs mount to talk to
     #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
     pub mount: Option<PathBuf>,
-    /// Run the same command on HOST over ssh (with -t when stdin and stdout are terminals, so
-    /// the remote iiadm can ask and show progress). IIADM_SSH sets the ssh command and its
-    /// options, split on whitespace (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm")
+    /// Run the same command on HOST over ssh
+    ///
+    /// ssh gets -t when stdin and stdout are terminals (the remote iiadm can then ask and
+    /// show progress). IIADM_SSH sets the ssh command and its options, split on whitespace
+    /// (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm").
     #[arg(short = 'H', long = "host", value_name = "HOST")]
     pub host: Option<String>,
     /// With -e: the set's chunk size (4K..1M, a power of two)
