@@ -134,12 +134,17 @@ impl Drop for Reaped {
     }
 }
 
+/// The namespace tests one at a time: a mount namespace made by one holds a copy of the
+/// other's mount.
+static NAMESPACES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn mount_ns(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
 }
 
 #[test]
 fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
+    let _one_at_a_time = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
     let mut m = mount_or_skip!();
     let (_, shadow) = dep_set(&m, "ns");
     let t0 = m.read("sets/ns/master");
@@ -173,6 +178,8 @@ fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
         "the copy serves the tree"
     );
 
+    // Busy here too (an open file): the mount here must still go.
+    let busy = File::open(m.path("sets/ns/status")).expect("open a status file");
     // SAFETY: signalling the daemon this test started.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(
@@ -190,7 +197,7 @@ fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
         "the copy answers ENOTCONN: {}",
         text(&o.stderr)
     );
-    drop(holder);
+    drop((holder, busy));
 
     // The set comes back as it was: idle, the same chunks differ, the point in time kept.
     m.stop();
@@ -206,6 +213,55 @@ fn sigterm_stops_the_daemon_when_another_mount_namespace_holds_a_copy() {
         &t0[..65536],
         "preserved chunk",
     );
+}
+
+/// A mount namespace that no process is in, kept only by a bind mount of its nsfs file, is
+/// not found by looking at processes: the daemon notices that the session did not end after
+/// the unmount and aborts the connection through the fuse control file system.
+#[test]
+fn sigterm_stops_the_daemon_when_a_namespace_without_processes_holds_a_copy() {
+    let _one_at_a_time = NAMESPACES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut m = mount_or_skip!();
+    dep_set(&m, "pinned");
+    let pid = daemon_pid(&m.mnt).expect("daemon running");
+    let pin = m.dir.path().join("pin");
+    std::fs::create_dir_all(&pin).unwrap();
+    let p = pin.display();
+    // unshare --mount=FILE needs FILE on a mount with private propagation.
+    sh(&format!(
+        "mount --bind {p} {p} && mount --make-private {p} && touch {p}/ns && \
+         unshare --mount={p}/ns --propagation private true"
+    ));
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let stopped = wait_ended(pid, Duration::from_secs(10));
+    let o = Command::new("nsenter")
+        .arg(format!("--mount={p}/ns"))
+        .args(["cat", &format!("{}/version", m.mnt.display())])
+        .output()
+        .expect("run nsenter");
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umount {p}/ns; umount {p}"))
+        .status();
+    assert!(stopped, "SIGTERM did not stop the daemon:\n{}", m.log());
+    // A process elsewhere on the machine that made a mount namespace while this mount
+    // existed (another test's unshare) also holds it, and is found first: either way the
+    // session must end.
+    let log = m.log();
+    assert!(
+        log.contains("aborting the connection") || log.contains("another mount namespace"),
+        "{log}"
+    );
+    assert!(log.contains("iifs unmounted"), "a clean shutdown:\n{log}");
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("not connected"),
+        "the copy answers ENOTCONN: {}",
+        text(&o.stderr)
+    );
+    m.stop();
+    m.start_again();
+    assert_eq!(m.status("pinned")["state"], "idle");
 }
 
 // ---- defect 13: -H HOST over ssh ----

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use fuser::{Config, Session, SessionACL};
 
@@ -72,9 +73,21 @@ pub fn mount(
 /// Set once the FUSE session loop has returned.
 static SESSION_ENDED: AtomicBool = AtomicBool::new(false);
 
-/// Record that the FUSE session has ended (the daemon is shutting down).
+/// Held by the signal thread while it unmounts or aborts: ending the session is what it is
+/// after, and the daemon must not exit under it before it has finished (a mount it made for
+/// the moment would be left behind).
+static STOPPING: Mutex<()> = Mutex::new(());
+
+fn stopping() -> MutexGuard<'static, ()> {
+    STOPPING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Record that the FUSE session has ended, and wait for the signal thread's unmount to finish.
 pub fn session_ended() {
     SESSION_ENDED.store(true, Ordering::SeqCst);
+    drop(stopping());
 }
 
 /// Stop serving, on SIGTERM/SIGINT/SIGHUP: unmount, so the FUSE session ends and the daemon
@@ -84,6 +97,7 @@ pub fn session_ended() {
 /// connection for it and the daemon would wait forever. Then the connection is aborted
 /// (`MNT_FORCE`): the session ends, and the other mounts answer ENOTCONN.
 pub fn stop(mountpoint: &Path) {
+    let busy = stopping();
     let Some(device) = device_of(mountpoint) else {
         // Not mounted here any more (`umount -l` by hand): the session ends on its own.
         unmount(mountpoint);
@@ -91,6 +105,7 @@ pub fn stop(mountpoint: &Path) {
     };
     let Some(holder) = held_elsewhere(&device, mountpoint) else {
         if unmount(mountpoint) {
+            drop(busy);
             abort_if_still_held(&device);
         }
         return;
@@ -103,11 +118,15 @@ pub fn stop(mountpoint: &Path) {
     let Ok(target) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
-    // SAFETY: valid NUL-terminated path. MNT_FORCE aborts the FUSE connection before the
-    // unmount itself, which may still fail (busy here too): then detach.
-    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE) } != 0 {
-        // SAFETY: as above.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    // SAFETY: valid NUL-terminated path. MNT_FORCE aborts the FUSE connection first; with
+    // MNT_DETACH the mount here goes too even when it is busy. One call: the abort ends the
+    // session and the daemon exits at once, so there may be no time for a second one.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE | libc::MNT_DETACH) } != 0 {
+        log::error!(
+            "forced unmount of {} failed: {}",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -176,6 +195,7 @@ fn held_elsewhere(device: &str, mountpoint: &Path) -> Option<String> {
 /// the fuse control file system, mounting it for the moment when it is not (containers).
 fn abort_if_still_held(device: &str) {
     std::thread::sleep(std::time::Duration::from_secs(3));
+    let _busy = stopping();
     // Once the session has ended the connection number may already belong to another mount.
     if SESSION_ENDED.load(Ordering::SeqCst) {
         return;
@@ -184,6 +204,11 @@ fn abort_if_still_held(device: &str) {
     let minor = device.rsplit(':').next().unwrap_or_default();
     let abort = format!("{CONNECTIONS}/{minor}/abort");
     let mounted_here = !Path::new(&abort).exists() && mount_fusectl(CONNECTIONS);
+    // Said first: once the write lands the session ends and the daemon exits at once.
+    log::warn!(
+        "the FUSE session did not end after the unmount (another mount holds it): aborting \
+         the connection through {abort}"
+    );
     let written = std::fs::write(&abort, "1");
     if mounted_here {
         if let Ok(c) = CString::new(CONNECTIONS) {
@@ -191,15 +216,11 @@ fn abort_if_still_held(device: &str) {
             unsafe { libc::umount2(c.as_ptr(), 0) };
         }
     }
-    match written {
-        Ok(()) => log::warn!(
-            "the FUSE session did not end after the unmount (another mount holds it): aborted \
-             the connection through {abort}"
-        ),
-        Err(e) => log::error!(
-            "the FUSE session did not end after the unmount: another mount holds it; unmount it \
-             there, or abort the connection with `echo 1 > {abort}` (cannot now: {e})"
-        ),
+    if let Err(e) = written {
+        log::error!(
+            "cannot abort the FUSE connection ({e}): unmount the other mount, or run \
+             `echo 1 > {abort}` with the fuse control file system mounted"
+        );
     }
 }
 
