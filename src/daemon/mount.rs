@@ -95,7 +95,8 @@ pub fn session_ended() {
 /// of the same file system lives on (a copy in another mount namespace made by `unshare -m`,
 /// `ip netns exec` or systemd's `PrivateTmp=`, or a bind mount): the kernel keeps the
 /// connection for it and the daemon would wait forever. Then the connection is aborted
-/// (`MNT_FORCE`): the session ends, and the other mounts answer ENOTCONN.
+/// (`MNT_FORCE`): the session ends, and the other mounts answer ENOTCONN. A holder the search
+/// cannot see is dealt with when the session has not ended a while after the unmount.
 pub fn stop(mountpoint: &Path) {
     let busy = stopping();
     let Some(device) = device_of(mountpoint) else {
@@ -119,8 +120,7 @@ pub fn stop(mountpoint: &Path) {
         return;
     };
     // SAFETY: valid NUL-terminated path. MNT_FORCE aborts the FUSE connection first; with
-    // MNT_DETACH the mount here goes too even when it is busy. One call: the abort ends the
-    // session and the daemon exits at once, so there may be no time for a second one.
+    // MNT_DETACH the mount here goes too, even when it is busy here as well.
     if unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE | libc::MNT_DETACH) } != 0 {
         log::error!(
             "forced unmount of {} failed: {}",
