@@ -27,20 +27,24 @@ const UNKNOWN_WHEN_UNRESTORED: [&str; 11] = [
     "pit_time",
 ];
 
+/// The volume lines of an `-i` block.
+fn volume_lines(s: &StatusLines) -> String {
+    format!(
+        "  master:         {}\n  shadow:         {}\n  bitmap:         {}\n",
+        get(s, "master"),
+        get(s, "shadow"),
+        get(s, "bitmap")
+    )
+}
+
 /// `-i` of a set that could not be restored: what is known, and the reason.
 fn unrestored_block(s: &StatusLines) -> String {
     format!(
-        "{name}: {state}, could not be restored at start\n  \
-         master:         {master}\n  \
-         shadow:         {shadow}\n  \
-         bitmap:         {bitmap}\n  \
-         last error:     {error}\n",
-        name = get(s, "name"),
-        state = get(s, "state"),
-        master = get(s, "master"),
-        shadow = get(s, "shadow"),
-        bitmap = get(s, "bitmap"),
-        error = get(s, "last_error"),
+        "{}: {}, could not be restored at start\n{}  last error:     {}\n",
+        get(s, "name"),
+        get(s, "state"),
+        volume_lines(s),
+        get(s, "last_error"),
     )
 }
 
@@ -79,10 +83,7 @@ pub fn block(s: &StatusLines) -> String {
         Ok(t) => utc(t),
     };
     format!(
-        "{name}: {kind} set, {state}\n  \
-         master:         {master}\n  \
-         shadow:         {shadow}\n  \
-         bitmap:         {bitmap}\n  \
+        "{name}: {kind} set, {state}\n{volumes}  \
          size:           {size} bytes ({human}), {chunks} chunks of {chunk_h}\n  \
          copy:           {copy}\n  \
          chunks differ:  {differ} ({differ_pct}%)\n  \
@@ -92,9 +93,7 @@ pub fn block(s: &StatusLines) -> String {
          last error:     {error}\n",
         name = get(s, "name"),
         kind = get(s, "type"),
-        master = get(s, "master"),
-        shadow = get(s, "shadow"),
-        bitmap = get(s, "bitmap"),
+        volumes = volume_lines(s),
         human = human(size),
         chunk_h = human(chunk),
         differ_pct = pct(differ),
