@@ -102,8 +102,9 @@ pub fn iifs_man_page() -> Vec<u8> {
          made by unshare -m, ip netns exec or a systemd unit with PrivateTmp= (made after the \
          mount) keeps it alive after umount here. A signal stops the daemon even then: it ends \
          the FUSE session (the copies then answer ENOTCONN), shuts its sets down cleanly and \
-         exits. While the mount is busy here (a loop device, an open file), a signal detaches \
-         it lazily and the daemon serves those users until they let go.",
+         exits. While the mount is busy here and held nowhere else (a loop device, an open \
+         file), a signal detaches it lazily and the daemon serves those users until they let \
+         go.",
     );
     extra.control("PP", []);
     text(
