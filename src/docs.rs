@@ -98,6 +98,26 @@ pub fn iifs_man_page() -> Vec<u8> {
     extra.control("PP", []);
     text(
         &mut extra,
+        "umount stops the daemon only where no other mount namespace holds the mount: a copy \
+         made by unshare -m, ip netns exec or a systemd unit with PrivateTmp= (made after the \
+         mount) keeps it alive after umount here. A signal stops the daemon even then: it ends \
+         the FUSE session (the copies then answer ENOTCONN), shuts its sets down cleanly and \
+         exits. While the mount is busy here and held nowhere else (a loop device, an open \
+         file), a signal detaches it lazily and the daemon serves those users until they let \
+         go.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "Give iifs CAP_SYS_RESOURCE (root has it outside containers) when a loop device is \
+         backed by an iifs file: with it the daemon marks itself an I/O flusher \
+         (PR_SET_IO_FLUSHER); without it such a loop device can deadlock under memory \
+         pressure, as the daemon's own allocations may wait for writeback that waits for the \
+         daemon. iifs starts without it and logs a warning naming the capability.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
         "Under systemd run it in the foreground (-f) as a Type=notify service: it sends \
          READY=1 once the mount is live. An example unit is contrib/iifs.service in the \
          source tree.",
@@ -209,6 +229,25 @@ pub fn iiadm_man_page() -> Vec<u8> {
         section(&mut extra, heading);
         let lines: Vec<&str> = body.lines().map(str::trim).collect();
         example(&mut extra, &lines);
+    }
+    section(&mut extra, "ENVIRONMENT");
+    for (name, what) in [
+        (
+            "IIFS_MOUNT",
+            "The iifs mount to talk to, when --mount is not given.",
+        ),
+        (
+            "IIADM_SSH",
+            "The ssh command -H runs, with its options, split on whitespace (no shell quoting), \
+             e.g. IIADM_SSH=\"ssh -p 2222 -i /root/.ssh/iiadm\". Default: ssh. iiadm adds -t \
+             when its stdin and stdout are terminals, so the remote iiadm can ask before \
+             overwriting a master and show -w's progress. When ssh itself fails (cannot connect, \
+             authenticate) iiadm exits with ssh's status, 255.",
+        ),
+    ] {
+        extra.control("TP", []);
+        extra.text([bold(name)]);
+        text(&mut extra, what);
     }
     see_also(&mut extra, &[("iifs", "7"), ("iifs", "8"), ("ssh", "1")]);
     man_page(cmd, &extra)

@@ -24,8 +24,8 @@ pub fn current() -> std::io::Result<Vec<PathBuf>> {
     Ok(iifs_mounts(&std::fs::read_to_string("/proc/self/mounts")?))
 }
 
-/// /proc/self/mounts escapes space, tab, newline and backslash as \ooo (octal).
-fn unescape(field: &str) -> Vec<u8> {
+/// /proc/self/mounts (and mountinfo) escapes space, tab, newline and backslash as \ooo (octal).
+pub fn unescape(field: &str) -> Vec<u8> {
     let b = field.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -133,6 +133,8 @@ fn relative_paths_long_names_and_enable_options() {
         ok(&m, &["-P", "rel"]),
         "rel: copy delay 5 ms, copy unit 200 chunks\n"
     );
+    // Slow enough that the abort, a second process, always finds the copy running.
+    ok(&m, &["--params", "100", "1", "rel"]);
     ok(&m, &["--copy", "s", "rel"]);
     ok(&m, &["--abort", "rel"]);
     ok(&m, &["--reset", "rel"]);

@@ -9,7 +9,8 @@ use clap::{ArgGroup, Parser};
 /// iiadm drives a running iifs through its control tree (MOUNTPOINT/ctl and
 /// MOUNTPOINT/sets/SET/ctl), exactly as a script writing words into those files would.
 /// The mount is taken from --mount, or IIFS_MOUNT, or the only iifs mount.
-/// Exit status: 0 success, 1 the daemon refused or failed, 2 usage error.
+/// Exit status: 0 success, 1 the daemon refused or failed, 2 usage error; with -H, the
+/// remote iiadm's status, or 255 when ssh itself fails (ssh's status is passed through).
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "iiadm",
@@ -158,6 +159,10 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
     pub mount: Option<PathBuf>,
     /// Run the same command on HOST over ssh
+    ///
+    /// ssh gets -t when stdin and stdout are terminals (the remote iiadm can then ask and
+    /// show progress). IIADM_SSH sets the ssh command and its options, split on whitespace
+    /// (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm").
     #[arg(short = 'H', long = "host", value_name = "HOST")]
     pub host: Option<String>,
     /// With -e: the set's chunk size (4K..1M, a power of two)

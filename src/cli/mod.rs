@@ -70,7 +70,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh.
+/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh (`IIADM_SSH`,
+/// default `ssh`). The exit status is the remote iiadm's, or ssh's own (255) when ssh fails.
 fn on_host(host: &str, argv: &[String]) -> ExitCode {
     let mut rest = Vec::new();
     let mut skip = false;
@@ -86,17 +87,55 @@ fn on_host(host: &str, argv: &[String]) -> ExitCode {
             _ => rest.push(shell_quote(a)),
         }
     }
-    let status = std::process::Command::new("ssh")
+    let ssh = ssh_words(std::env::var("IIADM_SSH").ok().as_deref());
+    let mut command = std::process::Command::new(&ssh[0]);
+    command.args(&ssh[1..]);
+    // With a terminal on both ends the remote iiadm can ask before overwriting a master and
+    // draw -w's progress; without one (a pipe, cron) ssh must not allocate one, or the
+    // output would carry the terminal's line endings.
+    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+        command.arg("-t");
+    }
+    let status = command
         .arg("--")
         .arg(host)
         .arg(format!("iiadm {}", rest.join(" ")))
         .status();
     match status {
-        Ok(s) => ExitCode::from(s.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1)),
+        Ok(s) => ExitCode::from(exit_code(s)),
         Err(e) => {
-            eprintln!("iiadm: cannot run ssh to {host}: {e}");
-            ExitCode::from(1)
+            eprintln!("iiadm: cannot run {} to reach {host}: {e}", ssh[0]);
+            ExitCode::from(SSH_FAILED)
         }
+    }
+}
+
+/// The exit status of ssh when it fails itself (cannot connect, authenticate...); iiadm uses
+/// it too when ssh cannot be started.
+const SSH_FAILED: u8 = 255;
+
+/// The ssh command and its options: `IIADM_SSH` split on whitespace (no shell quoting), or
+/// `ssh` when unset or blank.
+fn ssh_words(setting: Option<&str>) -> Vec<String> {
+    let words: Vec<String> = setting
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if words.is_empty() {
+        vec!["ssh".to_string()]
+    } else {
+        words
+    }
+}
+
+/// A child's exit status as ours: its code, or 128 + the signal that ended it, as shells do.
+fn exit_code(s: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => c.clamp(0, 255) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (None, None) => 1,
     }
 }
 
@@ -311,6 +350,10 @@ fn params(t: &Tree, v: &[String]) -> Result<(), Error> {
     match v {
         [set] => {
             let s = t.status(set)?;
+            if show::unrestored(&s) {
+                println!("{set}: copy throttle unknown (the set could not be restored at start)");
+                return Ok(());
+            }
             let (delay, units) = tree::get(&s, "params")
                 .split_once(' ')
                 .unwrap_or(("0", "100"));
@@ -387,4 +430,19 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
         return Ok(false);
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssh_setting_is_split_on_whitespace() {
+        assert_eq!(ssh_words(None), ["ssh"]);
+        assert_eq!(ssh_words(Some("  ")), ["ssh"]);
+        assert_eq!(
+            ssh_words(Some("ssh -p 2222\t-i /root/key")),
+            ["ssh", "-p", "2222", "-i", "/root/key"]
+        );
+    }
 }

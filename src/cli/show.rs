@@ -5,8 +5,54 @@ use serde_json::{Map, Number, Value};
 
 use super::tree::{get, StatusLines};
 
+/// Whether a status is that of a set which could not be restored at start: the daemon knows
+/// only its name, its volumes and why (the type, a word every restored set has, is `-`).
+pub fn unrestored(s: &StatusLines) -> bool {
+    get(s, "type") == "-"
+}
+
+/// The status keys the daemon cannot know for a set that could not be restored: shown as
+/// unknown (JSON null) rather than as the zeros and dashes the status file holds.
+const UNKNOWN_WHEN_UNRESTORED: [&str; 11] = [
+    "type",
+    "direction",
+    "progress",
+    "size",
+    "chunk_size",
+    "chunks",
+    "chunks_differ",
+    "params",
+    "durability",
+    "chunks_to_copy",
+    "pit_time",
+];
+
+/// The volume lines of an `-i` block.
+fn volume_lines(s: &StatusLines) -> String {
+    format!(
+        "  master:         {}\n  shadow:         {}\n  bitmap:         {}\n",
+        get(s, "master"),
+        get(s, "shadow"),
+        get(s, "bitmap")
+    )
+}
+
+/// `-i` of a set that could not be restored: what is known, and the reason.
+fn unrestored_block(s: &StatusLines) -> String {
+    format!(
+        "{}: {}, could not be restored at start\n{}  last error:     {}\n",
+        get(s, "name"),
+        get(s, "state"),
+        volume_lines(s),
+        get(s, "last_error"),
+    )
+}
+
 /// `-i`: a readable block for one set.
 pub fn block(s: &StatusLines) -> String {
+    if unrestored(s) {
+        return unrestored_block(s);
+    }
     let chunk: u64 = get(s, "chunk_size").parse().unwrap_or(0);
     let chunks: u64 = get(s, "chunks").parse().unwrap_or(0);
     let size: u64 = get(s, "size").parse().unwrap_or(0);
@@ -31,15 +77,13 @@ pub fn block(s: &StatusLines) -> String {
         format!("{delay} ms after every {units} chunks")
     };
     let pct = |n: u64| (n * 100).checked_div(chunks).unwrap_or(0);
-    let pit = get(s, "pit_time")
-        .parse()
-        .map(utc)
-        .unwrap_or_else(|_| "-".into());
+    // 0 is "never recorded" (a bitmap written before the time was kept), not 1970.
+    let pit = match get(s, "pit_time").parse() {
+        Ok(0) | Err(_) => "unknown".to_string(),
+        Ok(t) => utc(t),
+    };
     format!(
-        "{name}: {kind} set, {state}\n  \
-         master:         {master}\n  \
-         shadow:         {shadow}\n  \
-         bitmap:         {bitmap}\n  \
+        "{name}: {kind} set, {state}\n{volumes}  \
          size:           {size} bytes ({human}), {chunks} chunks of {chunk_h}\n  \
          copy:           {copy}\n  \
          chunks differ:  {differ} ({differ_pct}%)\n  \
@@ -49,9 +93,7 @@ pub fn block(s: &StatusLines) -> String {
          last error:     {error}\n",
         name = get(s, "name"),
         kind = get(s, "type"),
-        master = get(s, "master"),
-        shadow = get(s, "shadow"),
-        bitmap = get(s, "bitmap"),
+        volumes = volume_lines(s),
         human = human(size),
         chunk_h = human(chunk),
         differ_pct = pct(differ),
@@ -89,10 +131,16 @@ const NUMERIC_KEYS: [&str; 7] = [
     "pit_time",
 ];
 
-/// A status as a JSON object with the status file's keys; counts are numbers.
+/// A status as a JSON object with the status file's keys; counts are numbers, and what the
+/// daemon does not know (a set that could not be restored) is null.
 pub fn json(s: &StatusLines) -> Value {
     let mut m = Map::new();
+    let unknown = |k: &str| unrestored(s) && UNKNOWN_WHEN_UNRESTORED.contains(&k);
     for (k, v) in s {
+        if unknown(k) {
+            m.insert(k.clone(), Value::Null);
+            continue;
+        }
         let number = NUMERIC_KEYS
             .contains(&k.as_str())
             .then(|| v.parse::<u64>().ok())
@@ -186,7 +234,7 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("chunks differ:  164 (1%)"), "{b}");
-        assert!(b.contains("point in time:  1970-01-01 00:00:00 UTC"), "{b}");
+        assert!(b.contains("point in time:  unknown"), "{b}");
         assert_eq!(line(&s), "dep /m /s /b db (idle)");
         let j = json(&s);
         assert_eq!(j["chunks_differ"], 164);
@@ -195,6 +243,39 @@ mod tests {
         named[0].1 = "007".into();
         assert_eq!(json(&named)["name"], "007", "names stay strings");
         assert_eq!(j.as_object().map(|o| o.len()), Some(s.len()));
+    }
+
+    #[test]
+    fn a_set_that_could_not_be_restored_shows_what_is_known() {
+        let mut s = sample();
+        for (k, v) in s.iter_mut() {
+            match k.as_str() {
+                "type" | "durability" | "direction" => *v = "-".into(),
+                "state" => *v = "offline".into(),
+                "params" => *v = "- -".into(),
+                "last_error" => *v = "could not be restored at start: gone".into(),
+                "size" | "chunk_size" | "chunks" | "chunks_differ" | "pit_time" => *v = "0".into(),
+                _ => {}
+            }
+        }
+        let b = block(&s);
+        assert_eq!(
+            b,
+            "db: offline, could not be restored at start\n  master:         /m\n  \
+             shadow:         /s\n  bitmap:         /b\n  \
+             last error:     could not be restored at start: gone\n"
+        );
+        let j = json(&s);
+        assert!(j["size"].is_null() && j["type"].is_null() && j["params"].is_null());
+        assert_eq!(
+            (j["state"].as_str(), j["master"].as_str()),
+            (Some("offline"), Some("/m"))
+        );
+        assert_eq!(
+            j.as_object().map(|o| o.len()),
+            Some(s.len()),
+            "every key kept"
+        );
     }
 
     #[test]

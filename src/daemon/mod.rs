@@ -231,6 +231,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
     let result = session
         .run()
         .map_err(|e| format!("FUSE session ended: {e}"));
+    mount::session_ended();
     process::notify_stopping();
     controller.shutdown();
     log::info!("iifs unmounted from {}", mountpoint.display());

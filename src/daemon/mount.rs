@@ -6,6 +6,8 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use fuser::{Config, Session, SessionACL};
 
@@ -71,14 +73,210 @@ pub fn mount(
     })
 }
 
-/// Unmount; if something (a loop device) keeps the mount busy, detach it lazily.
-pub fn unmount(mountpoint: &Path) {
+/// Set once the FUSE session loop has returned.
+static SESSION_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Held by the signal thread while it unmounts or aborts: ending the session is what it is
+/// after, and the daemon must not exit under it before it has finished (a mount it made for
+/// the moment would be left behind).
+static STOPPING: Mutex<()> = Mutex::new(());
+
+fn stopping() -> MutexGuard<'static, ()> {
+    STOPPING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Record that the FUSE session has ended, and wait for the signal thread's unmount to finish.
+pub fn session_ended() {
+    SESSION_ENDED.store(true, Ordering::SeqCst);
+    drop(stopping());
+}
+
+/// Stop serving, on SIGTERM/SIGINT/SIGHUP: unmount, so the FUSE session ends and the daemon
+/// shuts its sets down cleanly. Unmounting here does not end the session while another mount
+/// of the same file system lives on (a copy in another mount namespace made by `unshare -m`,
+/// `ip netns exec` or systemd's `PrivateTmp=`, or a bind mount): the kernel keeps the
+/// connection for it and the daemon would wait forever. Then the connection is aborted
+/// (`MNT_FORCE`): the session ends, and the other mounts answer ENOTCONN. A holder the search
+/// cannot see is dealt with when the session has not ended a while after the unmount.
+pub fn stop(mountpoint: &Path) {
+    let busy = stopping();
+    let Some(device) = device_of(mountpoint) else {
+        // Not mounted here any more (`umount -l` by hand): the session ends on its own.
+        unmount(mountpoint);
+        return;
+    };
+    let Some(holder) = held_elsewhere(&device, mountpoint) else {
+        if unmount(mountpoint) {
+            drop(busy);
+            abort_if_still_held(&device);
+        }
+        return;
+    };
+    log::warn!(
+        "{} is also mounted {holder}: ending the FUSE session (the mounts there will answer \
+         ENOTCONN; `umount` stops iifs only where no other mount namespace holds its mount)",
+        mountpoint.display()
+    );
     let Ok(target) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
+    // SAFETY: valid NUL-terminated path. MNT_FORCE aborts the FUSE connection first; with
+    // MNT_DETACH the mount here goes too, even when it is busy here as well.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_FORCE | libc::MNT_DETACH) } != 0 {
+        log::error!(
+            "forced unmount of {} failed: {}",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The device number (`MAJOR:MINOR`) of the iifs mount at `mountpoint` in this namespace,
+/// from /proc/self/mountinfo (which asks nothing of the file system itself).
+fn device_of(mountpoint: &Path) -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.as_os_str().as_bytes();
+    // The last one: a mount over an older one at the same place hides it.
+    text.lines()
+        .rev()
+        .filter_map(MountInfo::parse)
+        .find(|m| m.fstype == crate::mounts::FSTYPE && m.target == want)
+        .map(|m| m.device.to_string())
+}
+
+/// Where else the file system with `device` is mounted, as words for the log: another mount
+/// of it in this namespace, or one in another mount namespace (found through a process
+/// living there; a namespace that no process is in is not seen).
+fn held_elsewhere(device: &str, mountpoint: &Path) -> Option<String> {
+    let ours = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mountpoint.as_os_str().as_bytes();
+    let here = own
+        .lines()
+        .filter_map(MountInfo::parse)
+        .find(|m| m.device == device && m.fstype == crate::mounts::FSTYPE && m.target != want);
+    if let Some(m) = here {
+        return Some(format!(
+            "at {} in this mount namespace",
+            String::from_utf8_lossy(&m.target)
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(ns) = std::fs::read_link(entry.path().join("ns/mnt")) else {
+            continue;
+        };
+        if ns == ours || !seen.insert(ns) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        let held = text
+            .lines()
+            .filter_map(MountInfo::parse)
+            .any(|m| m.device == device && m.fstype == crate::mounts::FSTYPE);
+        if held {
+            return Some(format!(
+                "in another mount namespace (that of process {pid})"
+            ));
+        }
+    }
+    None
+}
+
+/// After a clean unmount the session normally ends at once. If it has not after a while, a
+/// mount the search above could not see holds the file system (a mount namespace that no
+/// process is in, kept by a bind mount of its /proc/PID/ns/mnt): abort the connection through
+/// the fuse control file system, mounting it for the moment when it is not (containers).
+fn abort_if_still_held(device: &str) {
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _busy = stopping();
+    // Once the session has ended the connection number may already belong to another mount.
+    if SESSION_ENDED.load(Ordering::SeqCst) {
+        return;
+    }
+    const CONNECTIONS: &str = "/sys/fs/fuse/connections";
+    let minor = device.rsplit(':').next().unwrap_or_default();
+    let abort = format!("{CONNECTIONS}/{minor}/abort");
+    let mounted_here = !Path::new(&abort).exists() && mount_fusectl(CONNECTIONS);
+    // Said first: once the write lands the session ends and the daemon exits at once.
+    log::warn!(
+        "the FUSE session did not end after the unmount (another mount holds it): aborting \
+         the connection through {abort}"
+    );
+    let written = std::fs::write(&abort, "1");
+    if mounted_here {
+        if let Ok(c) = CString::new(CONNECTIONS) {
+            // SAFETY: valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), 0) };
+        }
+    }
+    if let Err(e) = written {
+        log::error!(
+            "cannot abort the FUSE connection ({e}): unmount the other mount, or run \
+             `echo 1 > {abort}` with the fuse control file system mounted"
+        );
+    }
+}
+
+/// Mount the fuse control file system at `dir`; whether it worked.
+fn mount_fusectl(dir: &str) -> bool {
+    let (Ok(source), Ok(target)) = (CString::new("fusectl"), CString::new(dir)) else {
+        return false;
+    };
+    // SAFETY: valid NUL-terminated strings; no data.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    rc == 0
+}
+
+/// The fields of a /proc/PID/mountinfo line that tell which file system is mounted where.
+struct MountInfo<'a> {
+    device: &'a str,
+    target: Vec<u8>,
+    fstype: &'a str,
+}
+
+impl<'a> MountInfo<'a> {
+    /// `ID PARENT MAJOR:MINOR ROOT TARGET OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS`
+    fn parse(line: &'a str) -> Option<MountInfo<'a>> {
+        let (left, right) = line.split_once(" - ")?;
+        let mut f = left.split(' ');
+        let device = f.nth(2)?;
+        let target = crate::mounts::unescape(f.nth(1)?);
+        let fstype = right.split(' ').next()?;
+        Some(MountInfo {
+            device,
+            target,
+            fstype,
+        })
+    }
+}
+
+/// Unmount; if something (a loop device) keeps the mount busy, detach it lazily (the daemon
+/// then serves those users until they let go). Returns whether the plain unmount worked.
+pub fn unmount(mountpoint: &Path) -> bool {
+    let Ok(target) = CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: valid NUL-terminated path.
     if unsafe { libc::umount2(target.as_ptr(), 0) } == 0 {
-        return;
+        return true;
     }
     let e = std::io::Error::last_os_error();
     log::warn!(
@@ -92,5 +290,24 @@ pub fn unmount(mountpoint: &Path) {
             mountpoint.display(),
             std::io::Error::last_os_error()
         );
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_device_target_and_type() {
+        let l = "36 25 0:52 / /mnt/with\\040space rw,nosuid,nodev shared:7 - fuse.iifs iifs rw";
+        let m = MountInfo::parse(l).expect("parses");
+        assert_eq!(
+            (m.device, m.target.as_slice(), m.fstype),
+            ("0:52", b"/mnt/with space".as_slice(), "fuse.iifs")
+        );
+        let l = "22 1 8:1 / / rw - ext4 /dev/vda rw";
+        assert_eq!(MountInfo::parse(l).map(|m| m.fstype), Some("ext4"));
+        assert!(MountInfo::parse("garbage").is_none());
     }
 }

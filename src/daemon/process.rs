@@ -200,12 +200,20 @@ pub fn become_io_flusher() {
     const PR_SET_IO_FLUSHER: libc::c_int = 57;
     // SAFETY: prctl with plain integer arguments.
     if unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) } != 0 {
-        // Needs CAP_SYS_RESOURCE, which containers often lack: worth a note, not a warning.
-        log::info!(
-            "PR_SET_IO_FLUSHER refused ({}); a loop device on iifs may stall under memory pressure",
-            std::io::Error::last_os_error()
-        );
+        // Containers often lack the capability; iifs works without it, but an administrator
+        // putting a loop device on iifs must know what it costs and how to get it.
+        log::warn!("{}", io_flusher_refused(&std::io::Error::last_os_error()));
     }
+}
+
+/// The warning for a refused PR_SET_IO_FLUSHER: the capability it needs and the risk without it.
+fn io_flusher_refused(e: &std::io::Error) -> String {
+    format!(
+        "PR_SET_IO_FLUSHER refused ({e}): it needs CAP_SYS_RESOURCE. Without it, a loop device \
+         backed by an iifs file can deadlock under memory pressure (the daemon's own allocations \
+         may wait for writeback that waits for the daemon); give iifs CAP_SYS_RESOURCE before \
+         putting a loop device on it"
+    )
 }
 
 /// Block SIGINT/SIGTERM/SIGHUP in every thread (call before starting any), so one thread can
@@ -234,7 +242,7 @@ pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
             notify_stopping();
-            super::mount::unmount(&mountpoint);
+            super::mount::stop(&mountpoint);
         });
     if let Err(e) = spawned {
         log::error!("cannot start the signal thread: {e}");
@@ -280,5 +288,15 @@ mod tests {
         assert_eq!(journal_line(log::Level::Info, "a\nb"), "<6>a\n<6>b\n");
         assert_eq!(journal_line(log::Level::Debug, "d"), "<7>d\n");
         assert_eq!(journal_line(log::Level::Trace, ""), "<7>\n");
+    }
+
+    #[test]
+    fn the_io_flusher_warning_names_the_capability_and_the_risk() {
+        let m = io_flusher_refused(&std::io::Error::from_raw_os_error(libc::EPERM));
+        assert!(
+            m.contains("CAP_SYS_RESOURCE") && m.contains("deadlock"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'), "one log line: {m}");
     }
 }
