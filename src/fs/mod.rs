@@ -250,12 +250,17 @@ impl IifsFs {
         }
     }
 
-    /// Run a ctl command and record the transaction reply.
-    fn run_ctl(ctl: &Controller, scope: &Option<SetScope>, data: &[u8]) -> Result<(), Error> {
+    /// Run a ctl command; on success, what the reply says besides `ok`.
+    fn run_ctl(
+        ctl: &Controller,
+        scope: &Option<SetScope>,
+        data: &[u8],
+    ) -> Result<Option<String>, Error> {
         let Some(scope) = scope else {
             return ctl.global(data);
         };
         ctl.set_command(&scope.name, data, scope.set.as_ref())
+            .map(|()| None)
     }
 }
 
@@ -271,9 +276,12 @@ fn served_no_more(h: &Handle) -> bool {
     }
 }
 
-fn reply_text(result: &Result<(), Error>) -> String {
+/// `ok` alone on its first line, so scripts that read one line and compare it still work;
+/// what the command did besides (a bitmap file it made) follows on the next line.
+fn reply_text(result: &Result<Option<String>, Error>) -> String {
     match result {
-        Ok(()) => "ok\n".into(),
+        Ok(None) => "ok\n".into(),
+        Ok(Some(note)) => format!("ok\n{note}\n"),
         Err(e) => format!("error: {}\n", e.message),
     }
 }
@@ -516,8 +524,8 @@ impl Filesystem for IifsFs {
                 let data = data.to_vec();
                 let handle = Arc::clone(&h);
                 let disabled_name = scope.as_ref().map(|s| s.name.clone());
-                let finish = move |result: Result<(), Error>, reply: ReplyWrite| {
-                    if let (true, Ok(()), Some(name)) = (disabling, &result, &disabled_name) {
+                let finish = move |result: Result<Option<String>, Error>, reply: ReplyWrite| {
+                    if let (true, Ok(_), Some(name)) = (disabling, &result, &disabled_name) {
                         inodes.forget_set(name);
                     }
                     if let Handle::Ctl(_, r) = handle.as_ref() {
@@ -529,7 +537,7 @@ impl Filesystem for IifsFs {
                         }
                     }
                     match result {
-                        Ok(()) => reply.written(len),
+                        Ok(_) => reply.written(len),
                         Err(e) => {
                             log::warn!("refused: {}", e.message);
                             reply.error(errno(&e))
