@@ -46,7 +46,11 @@ pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, String> {
             return Err(format!("cannot lock {}: {e}", path.display()))
         }
     }
-    let me = format!("pid {} mounted at {}\n", std::process::id(), mountpoint.display());
+    let me = format!(
+        "pid {} mounted at {}\n",
+        std::process::id(),
+        mountpoint.display()
+    );
     let written = file
         .set_len(0)
         .and_then(|_| file.rewind())
@@ -66,7 +70,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = lock_state_dir(dir.path(), Path::new("/mnt/a")).unwrap();
         let err = lock_state_dir(dir.path(), Path::new("/mnt/b")).unwrap_err();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(err.contains("/mnt/a") && err.contains("busy"), "{err}");
         drop(first);
         lock_state_dir(dir.path(), Path::new("/mnt/b")).unwrap();

@@ -88,7 +88,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
     let meta = match fs::symlink_metadata(&real) {
         Ok(m) => Some(m),
         Err(e) if e.kind() == io::ErrorKind::NotFound && create => None,
-        Err(e) => return Err(explain(e, &real)),
+        Err(e) => return Err(explain(e)),
     };
     let vol = match &meta {
         None => create_file(&real)?,
@@ -96,9 +96,23 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
             if let Some(v) = live.iter().find(|v| v.rdev() == Some(m.rdev())) {
                 return Ok((v.clone(), false));
             }
-            let v = open_block_device(&real, m.rdev(), &iifs)?;
+            let (mut v, backing) = open_block_device(&real, m.rdev(), &iifs)?;
+            // Another name of a volume open already (the file behind this loop device).
             if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
                 return Ok((v.clone(), false));
+            }
+            // Lock the backing file too, so another daemon using it by its file name sees it
+            // taken.
+            if let Some(b) = backing {
+                if let Ok(f) = File::open(&b) {
+                    let id = v.id();
+                    if f.metadata()
+                        .is_ok_and(|m| (m.dev(), m.ino()) == (id.0, id.1))
+                    {
+                        lock_file(&f, &format!("its backing file {}", b.display()), id)?;
+                        v.hold(f);
+                    }
+                }
             }
             v
         }
@@ -108,8 +122,8 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 .write(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&real)
-                .map_err(|e| explain(e, &real))?;
-            check_not_on_iifs(&file, &real, &iifs)?;
+                .map_err(|e| explain(e))?;
+            check_not_on_iifs(&file, &iifs)?;
             let v = FileVolume::from_file(file, None)?;
             if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
                 if v.len() != m.len() {
@@ -126,7 +140,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 }
                 return Ok((v.clone(), false));
             }
-            lock_file(v.file(), &real, v.id())?;
+            lock_file(v.file(), "it", v.id())?;
             v
         }
         Some(m) if m.file_type().is_dir() => {
@@ -148,10 +162,16 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
 /// is not made (that is a typo, or a device that is not there).
 fn create_file(real: &Path) -> io::Result<FileVolume> {
     let parent = real.parent().unwrap_or(Path::new("/"));
-    if real.starts_with("/dev") {
+    let on_devtmpfs = mounts::mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| parent.starts_with(&m.target))
+        .max_by_key(|m| m.target.as_os_str().len())
+        .is_some_and(|m| m.fstype == "devtmpfs");
+    if on_devtmpfs {
         return Err(refusal(
             io::ErrorKind::NotFound,
-            format!("block device {} does not exist", real.display()),
+            "there is no such device (device nodes are not created)".to_string(),
         ));
     }
     if !fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir()) {
@@ -170,15 +190,20 @@ fn create_file(real: &Path) -> io::Result<FileVolume> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(real)
-        .map_err(|e| explain(e, real))?;
+        .map_err(|e| explain(e))?;
     let v = FileVolume::from_file(file, None)?;
-    lock_file(v.file(), real, v.id())?;
+    lock_file(v.file(), "it", v.id())?;
     Ok(v)
 }
 
 /// Open a block device exclusively (refused while it is mounted or held by another program),
-/// as the storage behind it when it is a loop device (or a partition of one).
-fn open_block_device(real: &Path, rdev: u64, iifs: &[mounts::MountInfo]) -> io::Result<FileVolume> {
+/// as the storage behind it when it is a loop device (or a partition of one): then the path of
+/// its backing file comes along.
+fn open_block_device(
+    real: &Path,
+    rdev: u64,
+    iifs: &[mounts::MountInfo],
+) -> io::Result<(FileVolume, Option<PathBuf>)> {
     let (maj, min) = (libc::major(rdev), libc::minor(rdev));
     // The backing file of a loop device, by name: found without touching the file, which
     // may be on an iifs mount.
@@ -192,7 +217,7 @@ fn open_block_device(real: &Path, rdev: u64, iifs: &[mounts::MountInfo]) -> io::
         .map(|b| PathBuf::from(b.trim_end_matches('\n')));
     if let Some(b) = &backing {
         if let Some(m) = iifs.iter().find(|m| b.starts_with(&m.target)) {
-            return Err(on_iifs(real, &m.target, Some(b)));
+            return Err(on_iifs(&m.target, Some(b)));
         }
     }
     let file = OpenOptions::new()
@@ -201,27 +226,19 @@ fn open_block_device(real: &Path, rdev: u64, iifs: &[mounts::MountInfo]) -> io::
         .custom_flags(libc::O_EXCL | libc::O_NOFOLLOW)
         .open(real)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::EBUSY) => device_busy(real, (maj, min)),
-            _ => explain(e, real),
+            Some(libc::EBUSY) => device_busy((maj, min)),
+            _ => explain(e),
         })?;
     let Some(backing) = backing else {
-        return FileVolume::from_file(file, None);
+        return Ok((FileVolume::from_file(file, None)?, None));
     };
     let (dev, ino) = loop_backing_id(&file)?;
     let backing_dev = (libc::major(dev), libc::minor(dev));
     if let Some(m) = iifs.iter().find(|m| m.dev == backing_dev) {
-        return Err(on_iifs(real, &m.target, Some(&backing)));
+        return Err(on_iifs(&m.target, Some(&backing)));
     }
-    let id = VolumeId(dev, ino);
-    let mut v = FileVolume::from_file(file, Some(id))?;
-    // Lock the backing file too, so another daemon using it by its file name sees it taken.
-    if let Ok(f) = File::open(&backing) {
-        if f.metadata().is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino)) {
-            lock_file(&f, &backing, id)?;
-            v.hold(f);
-        }
-    }
-    Ok(v)
+    let v = FileVolume::from_file(file, Some(VolumeId(dev, ino)))?;
+    Ok((v, Some(backing)))
 }
 
 /// `struct loop_info64` of <linux/loop.h>.
@@ -259,15 +276,14 @@ fn loop_backing_id(file: &File) -> io::Result<(u64, u64)> {
 
 /// Take the advisory lock that marks a file as a volume in use (qemu locks its images the
 /// same way): another iifs daemon, or a program that honours such locks, is refused.
-fn lock_file(file: &File, path: &Path, id: VolumeId) -> io::Result<()> {
+fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
         Err(fs::TryLockError::WouldBlock) => Err(refusal(
             io::ErrorKind::ResourceBusy,
             format!(
-                "{} is in use by {}: it is locked as a volume (another iifs daemon, or a \
+                "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a \
                  program such as qemu, uses it); stop that first",
-                path.display(),
                 lock_holder(id).unwrap_or_else(|| "another process".to_string())
             ),
         )),
@@ -294,7 +310,7 @@ fn lock_holder(id: VolumeId) -> Option<String> {
     Some(format!("process {pid} ({})", name.trim()))
 }
 
-fn device_busy(real: &Path, dev: (u32, u32)) -> io::Error {
+fn device_busy(dev: (u32, u32)) -> io::Error {
     let mounted = mounts::mountinfo()
         .unwrap_or_default()
         .into_iter()
@@ -303,8 +319,7 @@ fn device_busy(real: &Path, dev: (u32, u32)) -> io::Error {
     refusal(
         io::ErrorKind::ResourceBusy,
         format!(
-            "{} is in use: {}",
-            real.display(),
+            "it is in use: {}",
             mounted.unwrap_or_else(|| "another program holds it open exclusively (a file \
                 system, device mapper, md, another iifs daemon); `lsblk` and `fuser -v` \
                 show who"
@@ -313,16 +328,16 @@ fn device_busy(real: &Path, dev: (u32, u32)) -> io::Error {
     )
 }
 
-fn on_iifs(path: &Path, mount: &Path, via: Option<&Path>) -> io::Error {
-    let via = via
-        .map(|b| format!(" (a loop device over {})", b.display()))
-        .unwrap_or_default();
+fn on_iifs(mount: &Path, via: Option<&Path>) -> io::Error {
+    let what = match via {
+        Some(b) => format!("it is a loop device over {}, which is", b.display()),
+        None => "it is (or leads)".to_string(),
+    };
     refusal(
         io::ErrorKind::InvalidInput,
         format!(
-            "{}{via} is inside the iifs mount {}: a volume cannot live on an iifs control \
-             tree; name the backing file instead",
-            path.display(),
+            "{what} inside the iifs mount {}: a volume cannot live on an iifs control tree; \
+             name the file behind it instead",
             mount.display()
         ),
     )
@@ -330,7 +345,7 @@ fn on_iifs(path: &Path, mount: &Path, via: Option<&Path>) -> io::Error {
 
 /// Refuse a file whose file system is an iifs mount, read from the open descriptor without
 /// asking the file system (a stat that reached an iifs daemon could wait for it).
-fn check_not_on_iifs(file: &File, real: &Path, iifs: &[mounts::MountInfo]) -> io::Result<()> {
+fn check_not_on_iifs(file: &File, iifs: &[mounts::MountInfo]) -> io::Result<()> {
     // SAFETY: an all-zero statx is a valid value of this plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: statx on an open descriptor with an empty path fills `stx`.
@@ -348,15 +363,14 @@ fn check_not_on_iifs(file: &File, real: &Path, iifs: &[mounts::MountInfo]) -> io
     }
     let dev = (stx.stx_dev_major, stx.stx_dev_minor);
     match iifs.iter().find(|m| m.dev == dev) {
-        Some(m) => Err(on_iifs(real, &m.target, None)),
+        Some(m) => Err(on_iifs(&m.target, None)),
         None => Ok(()),
     }
 }
 
 /// An open error, said so a person can act on it; permission problems of every flavour are
 /// PermissionDenied (EACCES at the ctl file).
-fn explain(e: io::Error, path: &Path) -> io::Error {
-    let p = path.display();
+fn explain(e: io::Error) -> io::Error {
     let (kind, why) = match e.raw_os_error() {
         Some(libc::EACCES) => (io::ErrorKind::PermissionDenied, "permission denied"),
         Some(libc::EPERM) => (
@@ -379,7 +393,7 @@ fn explain(e: io::Error, path: &Path) -> io::Error {
         ),
         _ => return e,
     };
-    refusal(kind, format!("{p}: {why}"))
+    refusal(kind, why.to_string())
 }
 
 /// `path` with every symbolic link resolved, refused when it leads into an iifs mount. Each
@@ -407,13 +421,13 @@ fn resolve(path: &Path, iifs: &[mounts::MountInfo]) -> io::Result<PathBuf> {
         }
         let next = done.join(&c);
         if let Some(m) = iifs.iter().find(|m| next.starts_with(&m.target)) {
-            return Err(on_iifs(path, &m.target, None));
+            return Err(on_iifs(&m.target, None));
         }
         match fs::symlink_metadata(&next) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(explain(io::Error::from_raw_os_error(libc::ELOOP), path));
+                    return Err(explain(io::Error::from_raw_os_error(libc::ELOOP)));
                 }
                 let target = fs::read_link(&next)?;
                 if target.is_absolute() {
@@ -429,7 +443,7 @@ fn resolve(path: &Path, iifs: &[mounts::MountInfo]) -> io::Result<PathBuf> {
                 }
                 return Ok(done);
             }
-            Err(e) => return Err(explain(e, path)),
+            Err(e) => return Err(explain(e)),
         }
     }
     Ok(done)

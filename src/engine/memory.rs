@@ -76,8 +76,7 @@ fn limit_headroom(resource: libc::__rlimit_resource_t, used: Option<u64>) -> Opt
         rlim_max: 0,
     };
     // SAFETY: getrlimit fills the struct it is given.
-    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY
-    {
+    if unsafe { libc::getrlimit(resource, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
         return None;
     }
     Some(lim.rlim_cur.saturating_sub(used.unwrap_or(0)))
@@ -104,7 +103,10 @@ mod tests {
         assert_eq!(set_bytes(16384), 4 * 2048 + 4096);
         // 1 PiB in 4 KiB chunks: 2^38 chunks, 32 GiB per map.
         assert_eq!(set_bytes(1 << 38), 5 * (32 << 30));
-        assert_eq!(kib_field("MemAvailable:   2048 kB\n", "MemAvailable:"), Some(2 << 20));
+        assert_eq!(
+            kib_field("MemAvailable:   2048 kB\n", "MemAvailable:"),
+            Some(2 << 20)
+        );
         assert!(available().is_some());
     }
 }

@@ -24,10 +24,10 @@ pub use header::{Durability, SetKind};
 pub use set::{Direction, Set, Status};
 
 use error::{exists, invalid, not_found};
+pub use fileopen::FileOpener;
 use header::{flags, Header};
 use master::Master;
 use tracking::Tracking;
-pub use fileopen::FileOpener;
 use volume::{Volume, VolumeId};
 
 /// How long `disable` waits for the releases of files closed just before it.
@@ -562,9 +562,7 @@ impl Engine {
 
     /// Start a set `enable_prepared` made (its first copy, for an independent set).
     pub fn start(&self, enabled: Enabled<'_>) -> Arc<Set> {
-        let Enabled {
-            set, mut undo, ..
-        } = enabled;
+        let Enabled { set, mut undo, .. } = enabled;
         undo.kept = true;
         if set.copy_active() {
             set.spawn_copier();
