@@ -159,6 +159,15 @@ fn a_missing_bitmap_file_is_created_and_said_so() {
         "a refused enable left {} behind",
         bm3.display()
     );
+    // Through a link to a missing file: the file is made where the link leads, and removed
+    // again on refusal (the link stays).
+    let target = m.dir.path().join("target.bm");
+    let link = m.dir.path().join("link.bm");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    refused(&m, &format!("enable dep {m3} {small} {} d", link.display()));
+    assert!(!target.exists() && fs::symlink_metadata(&link).is_ok());
+    m.ok("ctl", &format!("enable dep {m3} {s3} {} d", link.display()));
+    assert!(fs::metadata(&target).unwrap().len() > 0);
 }
 
 /// Defect 14: a volume the daemon may not open is EACCES with a sentence, whatever the reason
@@ -246,6 +255,22 @@ fn a_loop_device_is_the_file_behind_it() {
     let (errno, reply) = refused(&m, &format!("enable dep {m2} {loop3} {b2} b"));
     assert_eq!(errno, libc::EEXIST, "{reply}");
     assert!(reply.contains("shadow of set a"), "{reply}");
+    // Two sets on one master that is a loop device share it (one exclusive open).
+    let other = m.volume("other", 4 * MIB, 3);
+    let loop4 = c.loop_dev(&other);
+    let (_, s5, b5) = volumes(&m, "e", 4 * MIB);
+    let (_, s6, b6) = volumes(&m, "f", 4 * MIB);
+    m.ok("ctl", &format!("enable dep {loop4} {s5} {b5} e"));
+    m.ok("ctl", &format!("enable ind {loop4} {s6} {b6} f"));
+    m.set_ok("f", "wait");
+    m.write_at("sets/e/master", 0, &[9u8; 4096]);
+    assert_eq!(&m.read("sets/f/master")[..4096], &[9u8; 4096][..]);
+    assert_eq!(&m.read("sets/e/shadow")[..4096], &file_bytes(&s6)[..4096]);
+    // The file behind it is that master: not a shadow of another set.
+    let (mg, _, bg) = volumes(&m, "g", 4 * MIB);
+    let (errno, reply) = refused(&m, &format!("enable dep {mg} {other} {bg} g"));
+    assert_eq!(errno, libc::EEXIST, "{reply}");
+    assert!(reply.contains("already a master"), "{reply}");
     // A loop device is opened exclusively: a mounted one is refused, naming the mount.
     let fsimg = m.volume("fs.img", 16 * MIB, 0);
     sh(&format!("mkfs.ext4 -q -F {fsimg}"));
@@ -500,7 +525,9 @@ fn a_set_too_large_for_memory_is_refused_with_the_figure() {
             "no file system here takes a sparse 1 TiB file"
         );
     }
+    // The bitmap file exists (empty): it must not be grown for a set that is refused.
     let hb = dir.path().join("hb");
+    fs::write(&hb, b"").unwrap();
     let (errno, reply) = refused(
         &m,
         &format!(
@@ -512,7 +539,11 @@ fn a_set_too_large_for_memory_is_refused_with_the_figure() {
     );
     assert_eq!(errno, libc::ENOMEM, "{reply}");
     assert!(reply.contains("MiB of memory"), "{reply}");
-    assert!(!hb.exists(), "the refused enable left a bitmap file");
+    assert_eq!(
+        fs::metadata(&hb).unwrap().len(),
+        0,
+        "the bitmap file was grown"
+    );
     // The daemon survives: the other set works, and a small set can still be made.
     assert_eq!(common::daemon_pid(&m.mnt), Some(pid));
     assert_eq!(m.status("a")["state"], "idle");

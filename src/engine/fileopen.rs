@@ -45,8 +45,17 @@ impl Opener for FileOpener {
     }
 
     fn remove(&self, path: &str) -> io::Result<()> {
-        fs::remove_file(path)
+        // The file made, not a link that led to it.
+        fs::remove_file(resolve(Path::new(path), &iifs_mounts())?)
     }
+}
+
+fn iifs_mounts() -> Vec<mounts::MountInfo> {
+    mounts::mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == mounts::FSTYPE)
+        .collect()
 }
 
 /// Set the length of a regular file (false for a block device, whose size is fixed). Not
@@ -55,7 +64,7 @@ fn set_len(path: &str, len: u64, grow_only: bool) -> io::Result<bool> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
+        .open(resolve(Path::new(path), &iifs_mounts())?)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Ok(false);
@@ -73,11 +82,7 @@ fn refusal(kind: io::ErrorKind, message: String) -> io::Error {
 
 /// Open (or, with `create`, make with mode 0600 if missing: then true) the volume at `path`.
 fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)> {
-    let iifs: Vec<mounts::MountInfo> = mounts::mountinfo()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m.fstype == mounts::FSTYPE)
-        .collect();
+    let iifs = iifs_mounts();
     let real = resolve(path, &iifs)?;
     let mut open = match OPEN.lock() {
         Ok(o) => o,
