@@ -24,9 +24,9 @@ pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, String> {
         .mode(0o644)
         .open(&path)
         .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
+    match crate::engine::volume::try_lock_exclusive(&file) {
+        Ok(true) => {}
+        Ok(false) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -42,9 +42,7 @@ pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, String> {
                 std::io::Error::from_raw_os_error(libc::EBUSY)
             ));
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(format!("cannot lock {}: {e}", path.display()))
-        }
+        Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
     }
     let me = format!(
         "pid {} mounted at {}\n",

@@ -127,7 +127,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 .write(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&real)
-                .map_err(|e| explain(e))?;
+                .map_err(explain)?;
             check_not_on_iifs(&file, &iifs)?;
             let v = FileVolume::from_file(file, None)?;
             if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
@@ -195,7 +195,7 @@ fn create_file(real: &Path) -> io::Result<FileVolume> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(real)
-        .map_err(|e| explain(e))?;
+        .map_err(explain)?;
     let v = FileVolume::from_file(file, None)?;
     lock_file(v.file(), "it", v.id())?;
     Ok(v)
@@ -282,9 +282,9 @@ fn loop_backing_id(file: &File) -> io::Result<(u64, u64)> {
 /// Take the advisory lock that marks a file as a volume in use (qemu locks its images the
 /// same way): another iifs daemon, or a program that honours such locks, is refused.
 fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
-    match file.try_lock() {
-        Ok(()) => Ok(()),
-        Err(fs::TryLockError::WouldBlock) => Err(refusal(
+    match super::volume::try_lock_exclusive(file) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refusal(
             io::ErrorKind::ResourceBusy,
             format!(
                 "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a \
@@ -292,7 +292,7 @@ fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
                 lock_holder(id).unwrap_or_else(|| "another process".to_string())
             ),
         )),
-        Err(fs::TryLockError::Error(e)) => Err(e),
+        Err(e) => Err(e),
     }
 }
 

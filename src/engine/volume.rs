@@ -316,6 +316,23 @@ impl Volume for FileVolume {
     }
 }
 
+/// Take an exclusive advisory lock (flock) on `file` without waiting: false when another open
+/// file holds one.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => {}
+            _ => return Err(e),
+        }
+    }
+}
+
 static NEXT_MEM_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A volume in memory, for engine tests and the model test.
