@@ -177,7 +177,17 @@ fn a_volume_the_daemon_may_not_open_is_eacces() {
     let m = mount_or_skip!();
     let mut c = Cleanup::default();
     let (master, shadow, bitmap) = volumes(&m, "a", MIB);
-    sh(&format!("chattr +i {master}"));
+    // The test dir's file system may not take attributes (tmpfs): then a file in /var/tmp.
+    let spare = tempfile::tempdir_in("/var/tmp").unwrap();
+    let master = match Command::new("chattr").arg("+i").arg(&master).status() {
+        Ok(s) if s.success() => master,
+        _ => {
+            let p = spare.path().join("am").display().to_string();
+            fs::write(&p, vec![1u8; MIB as usize]).unwrap();
+            sh(&format!("chattr +i {p}"));
+            p
+        }
+    };
     c.immutable.push(master.clone());
     let (errno, reply) = refused(&m, &format!("enable dep {master} {shadow} {bitmap} a"));
     assert_eq!(errno, libc::EACCES, "{reply}");
@@ -509,7 +519,13 @@ fn a_set_too_large_for_memory_is_refused_with_the_figure() {
     let limit = vm_kib * 1024 + 512 * MIB;
     sh(&format!("prlimit --pid {pid} --as={limit}"));
     // Huge sparse volumes: as large as the file system takes (tmpfs takes 1 PiB).
-    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cleanup::default();
+    sh(&format!(
+        "mount -t tmpfs -o size=16m tmpfs {}",
+        dir.path().display()
+    ));
+    c.mounts.push(dir.path().to_path_buf());
     let mut size = 1u64 << 50;
     let (hm, hs) = (dir.path().join("hm"), dir.path().join("hs"));
     loop {
