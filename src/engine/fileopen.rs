@@ -154,7 +154,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
         Some(_) => {
             return Err(refusal(
                 io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file or block device", real.display()),
+                "it is not a regular file or block device".to_string(),
             ))
         }
     };
