@@ -567,3 +567,63 @@ fn a_set_too_large_for_memory_is_refused_with_the_figure() {
     m.ok("ctl", &format!("enable ind {m2} {s2} {b2} b"));
     m.set_ok("b", "wait");
 }
+
+/// Defect 6, engine side: no offset indexes past a bitmap (a bit past the end reads clear and
+/// is never set), whatever size reaches it.
+#[test]
+fn a_bit_past_the_end_of_a_bitmap_is_clear_and_never_set() {
+    let b = iifs::engine::bitmap::Bitmap::new(100);
+    for bit in [100, 127, 128, 1 << 40, u64::MAX] {
+        b.set(bit);
+        assert!(!b.get(bit));
+        b.clear(bit);
+    }
+    assert_eq!(b.count(), 0);
+}
+
+/// Defect 24 at start: a recorded set whose bitmaps need more memory than the daemon can have
+/// stays unrestored with ENOMEM and the figure; the allocation used to abort the daemon.
+#[test]
+fn a_recorded_set_too_large_for_memory_is_not_restored() {
+    use iifs::engine::header::{Header, SLOT_SIZE};
+    use iifs::engine::{Durability, Engine, FileOpener, SetKind, SetRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    let header = Header {
+        seq: 1,
+        kind: SetKind::Dependent,
+        chunk_size: 4096,
+        // 1 PiB in 4 KiB chunks: 32 GiB per bitmap, more memory than this machine has.
+        master_size: 1 << 50,
+        shadow_size: 1 << 50,
+        flags: 0,
+        throttle_delay_ms: 0,
+        throttle_units: 100,
+        pit_time: 0,
+        durability: Durability::Strict,
+        name: "huge".into(),
+        master: path("m"),
+        shadow: path("s"),
+        bitmap: path("b"),
+    };
+    let f = fs::File::create(path("b")).unwrap();
+    // Sparse: as long as the header says, so only the memory can refuse it.
+    f.set_len(header.volume_len()).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&header.encode().unwrap(), 0).unwrap();
+    f.write_all_at(&vec![0u8; SLOT_SIZE as usize], SLOT_SIZE)
+        .unwrap();
+    drop(f);
+    let engine = Engine::new(Box::new(FileOpener));
+    let failed = engine.restore_all(&[SetRecord {
+        name: "huge".into(),
+        master: path("m"),
+        shadow: path("s"),
+        bitmap: path("b"),
+    }]);
+    assert_eq!(failed.len(), 1);
+    let e = &failed[0].1;
+    assert_eq!(e.errno(), libc::ENOMEM, "{e}");
+    assert!(e.message.contains("MiB of memory"), "{e}");
+    assert!(engine.sets().is_empty());
+}
