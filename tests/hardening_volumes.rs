@@ -421,6 +421,27 @@ fn a_second_daemon_is_refused() {
         assert!(reply.contains(&format!("process {pid}")), "{reply}");
     }
     assert!(other.set_names().is_empty());
+    // A file a program such as qemu holds (a read lock on one byte of an open file
+    // description, as qemu takes on its images) is refused too.
+    let held = fs::File::open(&m3).unwrap();
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut lk: libc::flock = unsafe { std::mem::zeroed() };
+    lk.l_type = libc::F_RDLCK as libc::c_short;
+    lk.l_start = 100;
+    lk.l_len = 1;
+    // SAFETY: F_OFD_SETLK reads one struct flock through the pointer.
+    let rc = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&held),
+            libc::F_OFD_SETLK,
+            &lk,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let (errno, reply) = refused(&other, &format!("enable dep {m3} {s3} {b3} x"));
+    assert_eq!(errno, libc::EBUSY, "{reply}");
+    drop(held);
+    other.ok("ctl", &format!("enable dep {m3} {s3} {b3} x"));
     // Several sets on one master in one daemon still share it.
     let (s4, b4) = (m.volume("s4", MIB, 0), m.volume("b4", 0, 0));
     m.ok("ctl", &format!("enable dep {master} {s4} {b4} a2"));

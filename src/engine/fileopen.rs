@@ -109,7 +109,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
             // Lock the backing file too, so another daemon using it by its file name sees it
             // taken.
             if let Some(b) = backing {
-                if let Ok(f) = File::open(&b) {
+                if let Ok(f) = OpenOptions::new().read(true).write(true).open(&b) {
                     let id = v.id();
                     if f.metadata()
                         .is_ok_and(|m| (m.dev(), m.ino()) == (id.0, id.1))
@@ -279,20 +279,39 @@ fn loop_backing_id(file: &File) -> io::Result<(u64, u64)> {
     Ok((info.lo_device, info.lo_inode))
 }
 
-/// Take the advisory lock that marks a file as a volume in use (qemu locks its images the
-/// same way): another iifs daemon, or a program that honours such locks, is refused.
+/// Take the advisory locks that mark a file as a volume in use: an exclusive flock (another
+/// iifs daemon is refused, and /proc/locks names the holder) and a write lock over the whole
+/// file as an open file description lock, the kind qemu takes on its images (so qemu and
+/// iifs refuse each other's volumes).
 fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
-    match super::volume::try_lock_exclusive(file) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(refusal(
+    let busy = |holder: Option<String>| {
+        refusal(
             io::ErrorKind::ResourceBusy,
             format!(
                 "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a \
                  program such as qemu, uses it); stop that first",
-                lock_holder(id).unwrap_or_else(|| "another process".to_string())
+                holder.unwrap_or_else(|| "another process".to_string())
             ),
-        )),
-        Err(e) => Err(e),
+        )
+    };
+    if !super::volume::try_lock_exclusive(file)? {
+        return Err(busy(lock_holder(id)));
+    }
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut range: libc::flock = unsafe { std::mem::zeroed() };
+    range.l_type = libc::F_WRLCK as libc::c_short;
+    range.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start 0, l_len 0: the whole file, however long it grows.
+    // SAFETY: F_OFD_SETLK reads one struct flock through the pointer.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &range) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN | libc::EACCES) => Err(busy(None)),
+        // A file system without byte-range locks: the flock above is what there is.
+        Some(libc::EINVAL | libc::ENOLCK | libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(e),
     }
 }
 
@@ -309,7 +328,8 @@ fn lock_holder(id: VolumeId) -> Option<String> {
         .lines()
         .filter(|l| !l.contains("->"))
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(5) == Some(&key.as_str()))
+        // Open file description locks show no pid (-1); a flock shows its holder's.
+        .find(|f| f.get(5) == Some(&key.as_str()) && f.get(4).is_some_and(|p| *p != "-1"))
         .and_then(|f| f.get(4).map(|p| p.to_string()))?;
     let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     Some(format!("process {pid} ({})", name.trim()))
