@@ -24,6 +24,40 @@ pub fn current() -> std::io::Result<Vec<PathBuf>> {
     Ok(iifs_mounts(&std::fs::read_to_string("/proc/self/mounts")?))
 }
 
+/// One line of /proc/self/mountinfo: the device number its files report as `st_dev`, where it
+/// is mounted, and its file system type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub dev: (u32, u32),
+    pub target: PathBuf,
+    pub fstype: String,
+}
+
+/// The mounts of a /proc/self/mountinfo text (lines that do not parse are skipped).
+pub fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let (maj, min) = f.get(2)?.split_once(':')?;
+            let target = PathBuf::from(OsString::from_vec(unescape(f.get(4)?)));
+            // Optional fields end with a lone "-"; the file system type follows it.
+            let dash = f.iter().skip(6).position(|x| *x == "-")? + 6;
+            Some(MountInfo {
+                dev: (maj.parse().ok()?, min.parse().ok()?),
+                target,
+                fstype: f.get(dash + 1)?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The mounts of this process's mount namespace now.
+pub fn mountinfo() -> std::io::Result<Vec<MountInfo>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
 /// /proc/self/mounts (and mountinfo) escapes space, tab, newline and backslash as \ooo (octal).
 pub fn unescape(field: &str) -> Vec<u8> {
     let b = field.as_bytes();
@@ -62,6 +96,19 @@ mod tests {
             vec![PathBuf::from("/mnt/ii"), PathBuf::from("/mnt/with space")]
         );
         assert!(iifs_mounts("").is_empty());
+    }
+
+    #[test]
+    fn mountinfo_gives_device_target_and_type() {
+        let text = "36 35 98:0 /mnt1 /mnt/a\\040b rw,noatime master:1 - ext3 /dev/root rw\n\
+                    40 36 0:52 / /mnt/ii rw,nosuid - fuse.iifs iifs rw,user_id=0\n\
+                    bad line\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].dev, (98, 0));
+        assert_eq!(m[0].target, PathBuf::from("/mnt/a b"));
+        assert_eq!(m[0].fstype, "ext3");
+        assert_eq!((m[1].dev, m[1].fstype.as_str()), ((0, 52), FSTYPE));
     }
 
     #[test]

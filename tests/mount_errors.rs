@@ -209,7 +209,8 @@ fn enoent_enable_with_a_missing_volume() {
     let (master, shadow, bitmap) = trio(&m, "a", 1);
     let nom = missing(&m, "no-master");
     let nos = missing(&m, "no-shadow");
-    let nob = missing(&m, "no-bitmap");
+    // A missing bitmap file is made; one in a missing directory is an error.
+    let nob = missing(&m, "no-dir/no-bitmap");
     let files = [&*master, &*shadow, &*bitmap, &*nom, &*nos, &*nob];
 
     refused_global(
@@ -230,7 +231,7 @@ fn enoent_enable_with_a_missing_volume() {
         &m,
         &format!("enable ind {master} {shadow} {nob} a"),
         libc::ENOENT,
-        &[&nob, "bitmap"],
+        &[&nob, "bitmap", "directory"],
         &files,
     );
     assert!(m.set_names().is_empty());

@@ -88,7 +88,17 @@ impl Tree {
             })?;
         // A command is exactly one write(2); the daemon takes all of it or refuses it.
         match f.write(cmd.as_bytes()) {
-            Ok(n) if n == cmd.len() => Ok(()),
+            Ok(n) if n == cmd.len() => {
+                // The reply is `ok`, then what the command did besides (a bitmap file that
+                // `enable` made): say that.
+                let mut reply = String::new();
+                if set.is_none() && f.read_to_string(&mut reply).is_ok() {
+                    for note in reply.lines().skip(1) {
+                        println!("{note}");
+                    }
+                }
+                Ok(())
+            }
             Ok(n) => Err(Failure::new(format!("'{cmd}': only {n} bytes were taken"))),
             Err(e) => {
                 let mut reply = String::new();

@@ -91,7 +91,9 @@ impl Controller {
         self.save_state();
     }
 
-    pub fn global(&self, input: &[u8]) -> Result<()> {
+    /// A command written to the global ctl file; on success, what the reply should say
+    /// besides `ok` (a bitmap file the enable made).
+    pub fn global(&self, input: &[u8]) -> Result<Option<String>> {
         let cmd = parse_global(input)?;
         log::info!("ctl: {cmd}");
         match cmd {
@@ -125,16 +127,24 @@ impl Controller {
                 let (delay_ms, units) = params.unwrap_or((0, crate::engine::set::DEFAULT_UNITS));
                 // A state dir that cannot be written refuses the enable before anything changes.
                 self.registry.check_writable()?;
-                self.engine.enable_throttled(&spec, delay_ms, units)?;
+                let enabled = self.engine.enable_prepared(&spec, delay_ms, units)?;
                 // A set of that name that could not be restored is replaced by the new one.
+                let stale = self.registry.stale_set(&spec.name);
                 self.registry.forget(&spec.name);
+                // The set is recorded durably before its first copy starts: a refused enable
+                // leaves every volume as it was.
                 if let Err(e) = self.registry.save(&self.engine.records()) {
-                    if let Err(w) = self.engine.withdraw(&spec.name) {
+                    if let Some((rec, reason)) = stale {
+                        self.registry.keep_stale(rec, reason);
+                    }
+                    if let Err(w) = self.engine.withdraw(enabled) {
                         log::error!("set {}: could not take back the enable: {w}", spec.name);
                     }
                     return Err(e);
                 }
-                Ok(())
+                let note = enabled.note.clone();
+                self.engine.start(enabled);
+                Ok(note)
             }
         }
     }

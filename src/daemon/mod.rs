@@ -1,6 +1,7 @@
 //! The daemon's start-up: arguments as mount.fuse3 passes them, settings, detaching with a
 //! readiness handshake, the mount itself, signals and a clean unmount.
 
+mod lock;
 mod mount;
 mod process;
 
@@ -204,6 +205,7 @@ fn clear_dead_mount(mountpoint: &Path) {
 fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> Result<(), String> {
     process::become_io_flusher();
     let signals = process::block_signals()?;
+    let _state_lock = lock::lock_state_dir(&settings.state_dir, mountpoint)?;
     let registry = Registry::open(&settings.state_dir)?;
     let engine = Engine::new(Box::new(FileOpener));
     let controller = Arc::new(Controller::new(

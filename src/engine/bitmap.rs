@@ -25,19 +25,34 @@ impl Bitmap {
         self.bits == 0
     }
 
+    /// The word holding `bit`; `None` past the end. A bit past the end is never set: no
+    /// offset a size can produce indexes past a bitmap (a panic would kill a FUSE thread).
+    #[inline]
+    fn word(&self, bit: u64) -> Option<&AtomicU64> {
+        if bit >= self.bits {
+            return None;
+        }
+        self.words.get((bit / 64) as usize)
+    }
+
     #[inline]
     pub fn get(&self, bit: u64) -> bool {
-        self.words[(bit / 64) as usize].load(Ordering::SeqCst) & (1 << (bit % 64)) != 0
+        self.word(bit)
+            .is_some_and(|w| w.load(Ordering::SeqCst) & (1 << (bit % 64)) != 0)
     }
 
     #[inline]
     pub fn set(&self, bit: u64) {
-        self.words[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::SeqCst);
+        if let Some(w) = self.word(bit) {
+            w.fetch_or(1 << (bit % 64), Ordering::SeqCst);
+        }
     }
 
     #[inline]
     pub fn clear(&self, bit: u64) {
-        self.words[(bit / 64) as usize].fetch_and(!(1 << (bit % 64)), Ordering::SeqCst);
+        if let Some(w) = self.word(bit) {
+            w.fetch_and(!(1 << (bit % 64)), Ordering::SeqCst);
+        }
     }
 
     pub fn count(&self) -> u64 {

@@ -21,6 +21,12 @@ pub enum Kind {
     NoSpace,
     /// The backing storage failed (EIO).
     Io,
+    /// The daemon may not open or write a volume (EACCES).
+    Access,
+    /// A set would need more memory than the daemon can have (ENOMEM).
+    NoMemory,
+    /// A size the file system or the format cannot hold (EFBIG).
+    TooBig,
 }
 
 impl Kind {
@@ -34,6 +40,9 @@ impl Kind {
             Kind::NotPermitted => libc::EPERM,
             Kind::NoSpace => libc::ENOSPC,
             Kind::Io => libc::EIO,
+            Kind::Access => libc::EACCES,
+            Kind::NoMemory => libc::ENOMEM,
+            Kind::TooBig => libc::EFBIG,
         }
     }
 }

@@ -6,8 +6,10 @@ pub mod commit;
 pub mod copier;
 pub mod error;
 pub mod faulty;
+mod fileopen;
 pub mod header;
 pub mod master;
+pub mod memory;
 pub mod powerloss;
 pub mod set;
 pub mod tracking;
@@ -23,10 +25,11 @@ pub use header::{Durability, SetKind};
 pub use set::{Direction, Set, Status};
 
 use error::{exists, invalid, not_found};
+pub use fileopen::FileOpener;
 use header::{flags, Header};
 use master::Master;
 use tracking::Tracking;
-use volume::{FileVolume, Volume, VolumeId};
+use volume::{Volume, VolumeId};
 
 /// How long `disable` waits for the releases of files closed just before it.
 pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -34,25 +37,20 @@ pub const RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(2)
 /// How the engine finds volumes by path: files for the daemon, memory for tests.
 pub trait Opener: Send + Sync {
     fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>>;
+    /// Open, or make the volume if it is missing and can be made (a bitmap file); true when
+    /// it was made.
+    fn create(&self, path: &str) -> io::Result<(Arc<dyn Volume>, bool)> {
+        Ok((self.open(path)?, false))
+    }
     /// Grow the volume to `len` bytes if it can (regular files); false if it cannot.
     fn grow(&self, path: &str, len: u64) -> io::Result<bool>;
-}
-
-/// Opens files and block devices.
-pub struct FileOpener;
-
-impl Opener for FileOpener {
-    fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>> {
-        Ok(Arc::new(FileVolume::open(Path::new(path))?))
+    /// Give a grown volume its old length back (a refused enable changes nothing).
+    fn shrink(&self, _path: &str, _len: u64) -> io::Result<()> {
+        Ok(())
     }
-    fn grow(&self, path: &str, len: u64) -> io::Result<bool> {
-        let mut v = FileVolume::open(Path::new(path))?;
-        if !v.is_regular_file() {
-            return Ok(false);
-        }
-        v.grow_to(len)?;
-        v.sync()?;
-        Ok(true)
+    /// Remove a volume `create` made (a refused enable changes nothing).
+    fn remove(&self, _path: &str) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -175,6 +173,73 @@ pub struct Engine {
     offline_notifier: Arc<OfflineNotifier>,
     /// The generations were raised for a clean stop.
     stopped: std::sync::atomic::AtomicBool,
+}
+
+/// The longest name of one path component Linux file systems take.
+const NAME_MAX: usize = 255;
+
+/// A set `Engine::enable_prepared` made: in the tables, its copy not started yet.
+pub struct Enabled<'a> {
+    pub set: Arc<Set>,
+    /// What the enable did that the administrator should hear of (a bitmap file it made).
+    pub note: Option<String>,
+    undo: BitmapUndo<'a>,
+}
+
+/// How to put a bitmap volume back as it was before a refused enable: remove the file the
+/// enable made, or write back the bytes it overwrote and give it back its old length.
+struct BitmapUndo<'a> {
+    opener: &'a dyn Opener,
+    path: String,
+    created: bool,
+    old_len: u64,
+    grown: bool,
+    saved: Option<(Arc<dyn Volume>, Vec<u8>)>,
+    /// The set is enabled: nothing to undo.
+    kept: bool,
+}
+
+impl Drop for BitmapUndo<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let path = &self.path;
+        if self.created {
+            if let Err(e) = self.opener.remove(path) {
+                log::error!("cannot remove bitmap {path}, made by a refused enable: {e}");
+            }
+            return;
+        }
+        if let Some((vol, old)) = &self.saved {
+            if let Err(e) = vol.write_at(old, 0).and_then(|_| vol.sync()) {
+                log::error!("cannot restore bitmap {path} after a refused enable: {e}");
+            }
+        }
+        if self.grown {
+            if let Err(e) = self.opener.shrink(path, self.old_len) {
+                log::error!("cannot shrink bitmap {path} back after a refused enable: {e}");
+            }
+        }
+    }
+}
+
+/// A bitmap volume that could not be grown, said so a person can act on it.
+fn grow_error(path: &str, need: u64, e: &io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EFBIG) => Error::new(
+            Kind::TooBig,
+            format!(
+                "bitmap volume {path} would need {need} bytes, more than its file system \
+                 takes in one file; use a larger chunk size"
+            ),
+        ),
+        Some(libc::ENOSPC) => Error::new(
+            Kind::NoSpace,
+            format!("bitmap volume {path} needs {need} bytes: free space on its file system"),
+        ),
+        _ => Error::io(format!("growing bitmap volume {path} to {need} bytes"), e),
+    }
 }
 
 pub const MIN_CHUNK: u64 = 4096;
@@ -304,24 +369,66 @@ impl Engine {
     }
 
     fn open_volume(&self, role: &str, path: &str) -> Result<Arc<dyn Volume>> {
+        Ok(self.open_or_create(role, path, false)?.0)
+    }
+
+    /// Open the `role` volume at `path`; with `create`, a missing file is made (mode 0600), and
+    /// true says so.
+    fn open_or_create(
+        &self,
+        role: &str,
+        path: &str,
+        create: bool,
+    ) -> Result<(Arc<dyn Volume>, bool)> {
         if !path.starts_with('/') {
             return Err(invalid(format!(
                 "the {role} volume must be an absolute path: {path}"
             )));
         }
-        self.opener.open(path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => not_found(format!("{role} volume {path} does not exist")),
-            io::ErrorKind::PermissionDenied => Error::new(
-                Kind::NotPermitted,
-                format!("{role} volume {path}: permission denied"),
-            ),
-            _ if e.raw_os_error() == Some(libc::EISDIR) => invalid(format!(
-                "{role} volume {path} is a directory, not a regular file or block device"
-            )),
-            io::ErrorKind::InvalidInput => invalid(format!(
-                "{role} volume {path} is not a regular file or block device"
-            )),
-            _ => Error::io(format!("open of {role} volume {path}"), &e),
+        let longest = Path::new(path)
+            .components()
+            .map(|c| c.as_os_str().len())
+            .max()
+            .unwrap_or(0);
+        if path.len() >= libc::PATH_MAX as usize || longest > NAME_MAX {
+            return Err(invalid(format!(
+                "the {role} volume path is too long for the system ({} bytes, a name of \
+                 {longest}; at most {} bytes, {NAME_MAX} per name): {}...",
+                path.len(),
+                libc::PATH_MAX - 1,
+                path.chars().take(64).collect::<String>()
+            )));
+        }
+        let opened = if create {
+            self.opener.create(path)
+        } else {
+            self.opener.open(path).map(|v| (v, false))
+        };
+        opened.map_err(|e| {
+            // The opener's own sentence, where it has one, says more than the errno.
+            let said = e.get_ref().map(|m| m.to_string());
+            let say = |plain: &str| match &said {
+                Some(m) => format!("{role} volume {path}: {m}"),
+                None => format!("{role} volume {path} {plain}"),
+            };
+            match e.kind() {
+                io::ErrorKind::NotFound => not_found(say("does not exist")),
+                io::ErrorKind::PermissionDenied => Error::new(
+                    Kind::Access,
+                    say("cannot be opened for reading and writing: permission denied"),
+                ),
+                io::ErrorKind::ResourceBusy => error::busy(say("is in use")),
+                _ if e.raw_os_error() == Some(libc::EISDIR) => invalid(format!(
+                    "{role} volume {path} is a directory, not a regular file or block device"
+                )),
+                _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => invalid(format!(
+                    "{role} volume {path}: the path is too long for the system"
+                )),
+                io::ErrorKind::InvalidInput => {
+                    invalid(say("is not a regular file or block device"))
+                }
+                _ => Error::io(format!("open of {role} volume {path}"), &e),
+            }
         })
     }
 
@@ -338,6 +445,19 @@ impl Engine {
         delay_ms: u32,
         units: u32,
     ) -> Result<Arc<Set>> {
+        let enabled = self.enable_prepared(spec, delay_ms, units)?;
+        Ok(self.start(enabled))
+    }
+
+    /// `enable_throttled` up to the set being in the tables, its first copy not started: the
+    /// caller records the set durably, then `start`s it, or takes it back with `withdraw`
+    /// (which leaves every volume as it was before).
+    pub fn enable_prepared(
+        &self,
+        spec: &EnableSpec,
+        delay_ms: u32,
+        units: u32,
+    ) -> Result<Enabled<'_>> {
         set::check_params(delay_ms, units)?;
         check_set_name(&spec.name)?;
         check_chunk_size(spec.chunk_size)?;
@@ -349,11 +469,23 @@ impl Engine {
         }
         let master = self.open_volume("master", &spec.master)?;
         let shadow = self.open_volume("shadow", &spec.shadow)?;
-        let mut bitmap = self.open_volume("bitmap", &spec.bitmap)?;
+        let (mut bitmap, missing) = self.open_or_create("bitmap", &spec.bitmap, true)?;
+        // From here on every refusal puts the bitmap volume back as it was (see `BitmapUndo`).
+        let mut undo = BitmapUndo {
+            opener: self.opener.as_ref(),
+            path: spec.bitmap.clone(),
+            created: missing,
+            old_len: bitmap.len(),
+            grown: false,
+            saved: None,
+            kept: false,
+        };
         let (mid, sid, bid) = (master.id(), shadow.id(), bitmap.id());
         if mid == sid || mid == bid || sid == bid {
             return Err(invalid(
-                "master, shadow and bitmap must be three different volumes".to_string(),
+                "master, shadow and bitmap must be three different volumes (a loop device is \
+                 the same volume as the file behind it)"
+                    .to_string(),
             ));
         }
         {
@@ -375,6 +507,21 @@ impl Engine {
                     "master volume {} is already the {used} of set {set}",
                     spec.master
                 )));
+            }
+            // Every set of one master must agree on its size: the I/O paths index each set's
+            // bitmaps by master offsets.
+            if let Some(m) = t.masters.get(&mid) {
+                if m.len() != master.len() {
+                    let names: Vec<String> = m.sets().iter().map(|s| s.name.clone()).collect();
+                    return Err(invalid(format!(
+                        "master volume {} is {} bytes now, but set {} on it was made for {} \
+                         bytes; disable the sets on it first, then enable them again",
+                        spec.master,
+                        master.len(),
+                        names.join(", "),
+                        m.len()
+                    )));
+                }
             }
         }
         self.check_master_not_failed(mid, &spec.master)?;
@@ -429,21 +576,43 @@ impl Engine {
         };
         header.encode()?;
         let need = header.volume_len();
+        // The bytes of the bitmap volume the set overwrites are kept to put back on refusal.
+        let keep = undo.old_len.min(need);
+        memory::check(&spec.name, &header, keep)?;
         if bitmap.len() < need {
+            // The grown file is opened anew: drop this descriptor first, or the open would
+            // find it again, with its old length.
+            drop(bitmap);
             let grown = self
                 .opener
                 .grow(&spec.bitmap, need)
-                .map_err(|e| Error::io(format!("growing bitmap volume {}", spec.bitmap), &e))?;
+                .map_err(|e| grow_error(&spec.bitmap, need, &e))?;
             if !grown {
                 return Err(invalid(format!(
                     "bitmap volume {} is too small: it needs {need} bytes",
                     spec.bitmap
                 )));
             }
+            undo.grown = true;
             bitmap = self.open_volume("bitmap", &spec.bitmap)?;
         }
-        let tracking = Tracking::create(bitmap, header)
-            .map_err(|e| Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e))?;
+        if keep > 0 {
+            let mut old = vec![0u8; keep as usize];
+            bitmap
+                .read_at(&mut old, 0)
+                .map_err(|e| Error::io(format!("reading bitmap volume {}", spec.bitmap), &e))?;
+            undo.saved = Some((bitmap.clone(), old));
+        }
+        let tracking = Tracking::create(bitmap, header).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => Error::new(
+                Kind::NoSpace,
+                format!(
+                    "bitmap volume {} has no space for {need} bytes: free space on its file system",
+                    spec.bitmap
+                ),
+            ),
+            _ => Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e),
+        })?;
         // The master's content when the set appears is the point in time: under strict
         // durability it is made durable first.
         let set = self.install(
@@ -452,11 +621,25 @@ impl Engine {
             tracking,
             spec.durability == Durability::Strict,
         )?;
+        let note = missing.then(|| {
+            format!(
+                "created bitmap {} ({} bytes, mode 0600)",
+                spec.bitmap,
+                set.tracking.vol.len()
+            )
+        });
+        Ok(Enabled { set, note, undo })
+    }
+
+    /// Start a set `enable_prepared` made (its first copy, for an independent set).
+    pub fn start(&self, enabled: Enabled<'_>) -> Arc<Set> {
+        let Enabled { set, mut undo, .. } = enabled;
+        undo.kept = true;
         if set.copy_active() {
             set.spawn_copier();
         }
-        log::info!("enabled {} set {}", spec.kind.word(), spec.name);
-        Ok(set)
+        log::info!("enabled {} set {}", set.kind.word(), set.name);
+        set
     }
 
     /// Refuse a new set on a master that some set took offline as failed (or left half
@@ -536,6 +719,15 @@ impl Engine {
     /// forward); its recorded copy resumes with `restore_all`.
     fn restore(&self, rec: &SetRecord) -> Result<Arc<Set>> {
         let bitmap = self.open_volume("bitmap", &rec.bitmap)?;
+        // A set too large for the memory the daemon has now is refused before its bitmaps are
+        // allocated (a failed allocation would abort the daemon).
+        let mut slots = vec![0u8; 2 * header::SLOT_SIZE as usize];
+        if bitmap.read_at(&mut slots, 0).is_ok() {
+            let (a, b) = slots.split_at(header::SLOT_SIZE as usize);
+            if let Some((h, _)) = Header::pick(a, b) {
+                memory::check(&rec.name, &h, 0)?;
+            }
+        }
         let tracking = Tracking::open(bitmap)
             .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
         let h = tracking.header();
@@ -638,10 +830,12 @@ impl Engine {
         self.remove(name, true)
     }
 
-    /// Take back a set that was just enabled (its registry entry could not be written): like
-    /// `disable`, but its shadow is left as it is.
-    pub fn withdraw(&self, name: &str) -> Result<()> {
-        self.remove(name, false)
+    /// Take back a set `enable_prepared` made (its registry entry could not be written): it is
+    /// removed, its shadow left as it is and its bitmap volume put back as it was.
+    pub fn withdraw(&self, enabled: Enabled<'_>) -> Result<()> {
+        let result = self.remove(&enabled.set.name, false);
+        drop(enabled);
+        result
     }
 
     fn remove(&self, name: &str, wipe_shadow: bool) -> Result<()> {

@@ -324,7 +324,7 @@ impl Set {
 
     fn chunk_span(&self, chunk: u64) -> (u64, u64) {
         let off = chunk * self.chunk_size;
-        (off, self.chunk_size.min(self.size - off))
+        (off, self.chunk_size.min(self.size.saturating_sub(off)))
     }
 
     fn chunks_of(&self, offset: u64, len: u64) -> std::ops::RangeInclusive<u64> {

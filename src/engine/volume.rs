@@ -204,26 +204,35 @@ pub struct FileVolume {
     sync_lock: std::sync::Mutex<()>,
     len: u64,
     id: VolumeId,
+    /// The device number, for a block device.
+    rdev: Option<u64>,
+    /// Files kept open for the locks they hold.
+    held: Vec<File>,
 }
 
 impl FileVolume {
     /// Open read-write. The client's O_DIRECT is never passed on: backing I/O uses the page cache.
     pub fn open(path: &Path) -> io::Result<FileVolume> {
-        let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        FileVolume::from_file(file, None)
+    }
+
+    /// A volume over an open file or block device; `id` overrides the identity of a block
+    /// device (a loop device is its backing file).
+    pub fn from_file(mut file: File, id: Option<VolumeId>) -> io::Result<FileVolume> {
         let meta = file.metadata()?;
-        if !(meta.file_type().is_file()
-            || std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type()))
-        {
+        let block = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type());
+        if !(meta.file_type().is_file() || block) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a regular file or block device",
             ));
         }
         let len = file.seek(SeekFrom::End(0))?;
-        let id = if meta.file_type().is_file() {
-            VolumeId(meta.dev(), meta.ino())
+        let id = if block {
+            id.unwrap_or(VolumeId(u64::MAX, meta.rdev()))
         } else {
-            VolumeId(u64::MAX, meta.rdev())
+            VolumeId(meta.dev(), meta.ino())
         };
         // Random access advice, so no readahead: on this kernel 4 KiB writes into large
         // page-cache folios (which readahead creates) are throttled hard. Long reads ask for
@@ -238,7 +247,25 @@ impl FileVolume {
             sync_lock: std::sync::Mutex::new(()),
             len,
             id,
+            rdev: block.then(|| meta.rdev()),
+            held: Vec::new(),
         })
+    }
+
+    /// Keep `file` open as long as the volume: it holds a lock on storage behind the volume
+    /// (the backing file of a loop device).
+    pub fn hold(&mut self, file: File) {
+        self.held.push(file);
+    }
+
+    /// The open file, to lock it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The device number of a block device volume.
+    pub fn rdev(&self) -> Option<u64> {
+        self.rdev
     }
 
     /// Grow a regular file to at least `len` bytes (used for bitmap volumes).
@@ -251,7 +278,7 @@ impl FileVolume {
     }
 
     pub fn is_regular_file(&self) -> bool {
-        self.id.0 != u64::MAX
+        self.rdev.is_none()
     }
 }
 
@@ -355,6 +382,23 @@ impl Volume for FileVolume {
 
     fn id(&self) -> VolumeId {
         self.id
+    }
+}
+
+/// Take an exclusive advisory lock (flock) on `file` without waiting: false when another open
+/// file holds one.
+pub fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => {}
+            _ => return Err(e),
+        }
     }
 }
 

@@ -297,17 +297,19 @@ impl IifsFs {
         }
     }
 
-    /// Run a ctl command. A `wait` gives up when `stop` says so.
+    /// Run a ctl command; on success, what the reply says besides `ok`. A `wait` gives up
+    /// when `stop` says so.
     fn run_ctl(
         ctl: &Controller,
         scope: &Option<SetScope>,
         data: &[u8],
         stop: &dyn Fn() -> bool,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let Some(scope) = scope else {
             return ctl.global(data);
         };
         ctl.set_command(&scope.name, data, scope.set.as_ref(), stop)
+            .map(|()| None)
     }
 
     /// The attributes of an open ctl file whose set was removed since (its inode no longer
@@ -369,7 +371,7 @@ fn served_no_more(h: &Handle) -> bool {
 
 impl CtlFile {
     /// Keep the reply to a command, for a read on this open file.
-    fn record(&self, result: &Result<(), Error>) {
+    fn record(&self, result: &Result<Option<String>, Error>) {
         if let Ok(mut r) = self.reply.lock() {
             *r = Reply {
                 text: reply_text(result),
@@ -387,9 +389,12 @@ fn text_node(node: &Node) -> bool {
     )
 }
 
-fn reply_text(result: &Result<(), Error>) -> String {
+/// `ok` alone on its first line, so scripts that read one line and compare it still work;
+/// what the command did besides (a bitmap file it made) follows on the next line.
+fn reply_text(result: &Result<Option<String>, Error>) -> String {
     match result {
-        Ok(()) => "ok\n".into(),
+        Ok(None) => "ok\n".into(),
+        Ok(Some(note)) => format!("ok\n{note}\n"),
         Err(e) => format!("error: {}\n", e.message),
     }
 }
@@ -692,9 +697,9 @@ impl Filesystem for IifsFs {
                 let handle = Arc::clone(&h);
                 let disabled_name = scope.as_ref().map(|s| s.name.clone());
                 // `interrupted`: a `wait` gave up because its writer got a signal.
-                let finish = move |result: Result<(), Error>, reply: ReplyWrite, interrupted| {
+                let finish = move |result: Result<Option<String>, Error>, reply: ReplyWrite, interrupted| {
                     let result = match result {
-                        Ok(()) if interrupted => {
+                        Ok(_) if interrupted => {
                             log::info!("wait: the writer was interrupted; the copy goes on");
                             Err(crate::engine::Error::new(
                                 crate::engine::Kind::Invalid,
@@ -703,14 +708,14 @@ impl Filesystem for IifsFs {
                         }
                         r => r,
                     };
-                    if let (true, Ok(()), Some(name)) = (disabling, &result, &disabled_name) {
+                    if let (true, Ok(_), Some(name)) = (disabling, &result, &disabled_name) {
                         inodes.forget_set(name);
                     }
                     if let Handle::Ctl(c) = handle.as_ref() {
                         c.record(&result);
                     }
                     match result {
-                        Ok(()) => reply.written(len),
+                        Ok(_) => reply.written(len),
                         Err(_) if interrupted => reply.error(Errno::EINTR),
                         Err(e) => {
                             log::warn!("refused: {}", e.message);
