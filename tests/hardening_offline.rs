@@ -264,8 +264,9 @@ fn engine_a_restore_that_fails_half_way_leaves_unrestored_chunks_unreadable() {
     assert!(r.engine.set("r").is_ok());
     // The shadow is back: reset accepts the master as it is (a new point in time from it).
     r.shadow.fail_reads(false);
-    r.set.set_params(0, 100).expect("no throttle");
+    // An offline set takes only reset and disable: the throttle comes off after the reset.
     r.set.reset().expect("reset");
+    r.set.set_params(0, 100).expect("no throttle");
     r.set.wait_copy().expect("the copy of the reset");
     let all = read_master(&r.set).expect("master reads after the reset");
     assert_eq!(all, r.master.bytes());
@@ -287,8 +288,9 @@ fn engine_a_restore_whose_master_failed_is_finished_by_reset_and_copy_master() {
     assert!(e.message.contains("copy master"), "{e}");
     // The shadow (the restore's source) is still readable.
     assert_eq!(read_shadow(&r.set), bytes(1));
-    r.set.set_params(0, 100).expect("no throttle");
+    // An offline set takes only reset and disable: the throttle comes off after the reset.
     r.set.reset().expect("reset");
+    r.set.set_params(0, 100).expect("no throttle");
     r.set
         .start_copy(Direction::Master, true)
         .expect("copy master");
@@ -663,8 +665,8 @@ fn mount_a_restore_that_fails_half_way_does_not_tear_the_master() {
     let e = read_range(&m, "sets/r/master", MSIZE - 4096, 4096).expect_err("after a restart");
     assert_eq!(errno_of(&e), libc::EIO, "{e}");
     // Reset takes the master as it is.
-    m.set_ok("r", "params 0 100");
     m.set_ok("r", "reset");
+    m.set_ok("r", "params 0 100");
     m.set_ok("r", "wait");
     assert_eq!(m.status("r")["state"], "idle");
     assert_eq!(m.read("sets/r/master"), file_bytes(&master));

@@ -697,32 +697,33 @@ impl Filesystem for IifsFs {
                 let handle = Arc::clone(&h);
                 let disabled_name = scope.as_ref().map(|s| s.name.clone());
                 // `interrupted`: a `wait` gave up because its writer got a signal.
-                let finish = move |result: Result<Option<String>, Error>, reply: ReplyWrite, interrupted| {
-                    let result = match result {
-                        Ok(_) if interrupted => {
-                            log::info!("wait: the writer was interrupted; the copy goes on");
-                            Err(crate::engine::Error::new(
-                                crate::engine::Kind::Invalid,
-                                "the wait was interrupted by a signal; the copy goes on",
-                            ))
+                let finish =
+                    move |result: Result<Option<String>, Error>, reply: ReplyWrite, interrupted| {
+                        let result = match result {
+                            Ok(_) if interrupted => {
+                                log::info!("wait: the writer was interrupted; the copy goes on");
+                                Err(crate::engine::Error::new(
+                                    crate::engine::Kind::Invalid,
+                                    "the wait was interrupted by a signal; the copy goes on",
+                                ))
+                            }
+                            r => r,
+                        };
+                        if let (true, Ok(_), Some(name)) = (disabling, &result, &disabled_name) {
+                            inodes.forget_set(name);
                         }
-                        r => r,
+                        if let Handle::Ctl(c) = handle.as_ref() {
+                            c.record(&result);
+                        }
+                        match result {
+                            Ok(_) => reply.written(len),
+                            Err(_) if interrupted => reply.error(Errno::EINTR),
+                            Err(e) => {
+                                log::warn!("refused: {}", e.message);
+                                reply.error(errno(&e))
+                            }
+                        }
                     };
-                    if let (true, Ok(_), Some(name)) = (disabling, &result, &disabled_name) {
-                        inodes.forget_set(name);
-                    }
-                    if let Handle::Ctl(c) = handle.as_ref() {
-                        c.record(&result);
-                    }
-                    match result {
-                        Ok(_) => reply.written(len),
-                        Err(_) if interrupted => reply.error(Errno::EINTR),
-                        Err(e) => {
-                            log::warn!("refused: {}", e.message);
-                            reply.error(errno(&e))
-                        }
-                    }
-                };
                 let pid = req.pid();
                 if blocking {
                     // Never hold a FUSE thread for these.
