@@ -1,6 +1,7 @@
 //! Daemon settings: built-in defaults < /etc/iifs/iifs.yaml < --config FILE < flags and `-o`.
 //! Unknown keys are errors that name the key and where it came from.
 
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,6 +10,60 @@ use crate::control::parse::parse_size;
 use crate::engine::{check_chunk_size, Durability};
 
 pub const SYSTEM_CONFIG: &str = "/etc/iifs/iifs.yaml";
+
+/// A setting, config file or mount option the daemon refuses; the sentence names the key and
+/// where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Not YAML, or a key or value the file format does not know.
+    #[error("config {}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+    /// A bad value in config file `path`.
+    #[error("config {}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<ConfigError>,
+    },
+    #[error("chunk_size '{0}' is not a size (65536 or 64K)")]
+    NotASize(String),
+    /// A size the engine refuses as a chunk size.
+    #[error(transparent)]
+    ChunkSize(#[from] crate::engine::Error),
+    #[error("durability must be strict or relaxed, not '{0}'")]
+    Durability(String),
+    #[error("threads must be a number from 1 to 64, not '{0}'")]
+    Threads(String),
+    #[error("allow_other must be true or false, not '{0}'")]
+    AllowOther(String),
+    #[error("log_level must be error, warn, info, debug, trace or off, not '{0}'")]
+    LogLevel(String),
+    #[error("unknown setting '{0}'")]
+    UnknownSetting(String),
+    #[error(
+        "iifs cannot be mounted read-only ('ro'): its control tree takes commands; use 'rw' or \
+         leave it out"
+    )]
+    ReadOnly,
+    #[error("unknown mount option '{key}' in -o {list}")]
+    UnknownMountOption { key: String, list: String },
+    #[error(
+        "two config files given ({} with --config, {} with -o config=): use one",
+        flag.display(),
+        option.display()
+    )]
+    TwoConfigFiles { flag: PathBuf, option: PathBuf },
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -106,12 +161,20 @@ impl Default for Settings {
 
 impl Settings {
     /// Apply a YAML settings file.
-    pub fn apply_file(&mut self, path: &Path) -> Result<(), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let f: FileSettings =
-            serde_norway::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))?;
-        let at = |e: String| format!("config {}: {e}", path.display());
+            serde_norway::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let at = |e: ConfigError| ConfigError::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
         if let Some(d) = f.state_dir {
             self.state_dir = d;
         }
@@ -138,44 +201,39 @@ impl Settings {
     }
 
     /// Set one setting from its text form (as `-o key=value` gives it).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         match key {
             "state_dir" => self.state_dir = PathBuf::from(value),
             "chunk_size" => {
-                let n = parse_size(value)
-                    .ok_or_else(|| format!("chunk_size '{value}' is not a size (65536 or 64K)"))?;
-                check_chunk_size(n).map_err(|e| e.message)?;
+                let n = parse_size(value).ok_or_else(|| ConfigError::NotASize(value.into()))?;
+                check_chunk_size(n)?;
                 self.chunk_size = n;
             }
             "durability" => {
-                self.durability = Durability::parse(value)
-                    .ok_or_else(|| format!("durability must be strict or relaxed, not '{value}'"))?
+                self.durability =
+                    Durability::parse(value).ok_or_else(|| ConfigError::Durability(value.into()))?
             }
             "threads" => {
                 self.threads = value
                     .parse()
                     .ok()
                     .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(|| {
-                        format!("threads must be a number from 1 to 64, not '{value}'")
-                    })?
+                    .ok_or_else(|| ConfigError::Threads(value.into()))?
             }
             "allow_other" => {
                 self.allow_other = match value {
                     "" | "true" | "yes" | "1" => true,
                     "false" | "no" | "0" => false,
-                    _ => return Err(format!("allow_other must be true or false, not '{value}'")),
+                    _ => return Err(ConfigError::AllowOther(value.into())),
                 }
             }
             "log_level" => {
                 if !["error", "warn", "info", "debug", "trace", "off"].contains(&value) {
-                    return Err(format!(
-                        "log_level must be error, warn, info, debug, trace or off, not '{value}'"
-                    ));
+                    return Err(ConfigError::LogLevel(value.into()));
                 }
                 self.log_level = value.into();
             }
-            _ => return Err(format!("unknown setting '{key}'")),
+            _ => return Err(ConfigError::UnknownSetting(key.into())),
         }
         Ok(())
     }
@@ -189,18 +247,14 @@ pub struct MountOptions {
 }
 
 /// Split `-o` lists. Generic mount options are accepted and ignored; anything else is an error.
-pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, String> {
+pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, ConfigError> {
     let mut settings = Vec::new();
     let mut config = None;
     for list in opts {
         for item in list.split(',').filter(|s| !s.is_empty()) {
             let (k, v) = item.split_once('=').unwrap_or((item, ""));
             if k == "ro" {
-                return Err(
-                    "iifs cannot be mounted read-only ('ro'): its control tree takes commands; \
-                     use 'rw' or leave it out"
-                        .to_string(),
-                );
+                return Err(ConfigError::ReadOnly);
             } else if k == "config" {
                 config = Some(PathBuf::from(v));
             } else if GENERIC_MOUNT_OPTIONS.contains(&k)
@@ -221,7 +275,10 @@ pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, String> {
             {
                 settings.push((k.to_string(), v.to_string()));
             } else {
-                return Err(format!("unknown mount option '{k}' in -o {list}"));
+                return Err(ConfigError::UnknownMountOption {
+                    key: k.into(),
+                    list: list.clone(),
+                });
             }
         }
     }
@@ -246,7 +303,7 @@ mod tests {
         s.set("chunk_size", "1M").unwrap();
         assert_eq!(s.chunk_size, 1 << 20);
         std::fs::write(&f, "chunk_sise: 4096\n").unwrap();
-        let err = Settings::default().apply_file(&f).unwrap_err();
+        let err = Settings::default().apply_file(&f).unwrap_err().to_string();
         assert!(
             err.contains("chunk_sise") && err.contains("c.yaml"),
             "{err}"
@@ -271,10 +328,12 @@ mod tests {
         assert_eq!(c, Some(PathBuf::from("/x.yaml")));
         assert!(split_mount_options(&["ro".into()])
             .unwrap_err()
+            .to_string()
             .contains("read-only"));
         assert!(split_mount_options(&["sync,lazytime,silent".into()]).is_ok());
         assert!(split_mount_options(&["bogus=1".into()])
             .unwrap_err()
+            .to_string()
             .contains("bogus"));
     }
 }

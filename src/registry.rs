@@ -42,6 +42,29 @@ struct OfflineEntry {
     seq: u64,
 }
 
+/// Why the registry cannot be read at start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot create state dir {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid iifs registry: {source}", path.display())]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -59,15 +82,19 @@ impl Registry {
     pub const FILE: &'static str = "iifs.yaml";
 
     /// Open (creating the state dir if needed) and read the registry.
-    pub fn open(dir: &Path) -> std::result::Result<Registry, String> {
-        fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> std::result::Result<Registry, RegistryError> {
+        fs::create_dir_all(dir).map_err(|source| RegistryError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let path = dir.join(Self::FILE);
         let file: RegistryFile = match fs::read_to_string(&path) {
-            Ok(text) => serde_norway::from_str(&text)
-                .map_err(|e| format!("{} is not a valid iifs registry: {e}", path.display()))?,
+            Ok(text) => serde_norway::from_str(&text).map_err(|source| RegistryError::Invalid {
+                path: path.clone(),
+                source,
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(source) => return Err(RegistryError::Read { path, source }),
         };
         let initial = file
             .sets
@@ -253,7 +280,7 @@ mod tests {
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(Registry::FILE), "sets: []\nbogus: 1\n").unwrap();
-        let err = Registry::open(dir.path()).err().unwrap();
+        let err = Registry::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -7,14 +7,18 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use super::error::DaemonError;
+
 /// The lock file's name in the state dir; it holds the pid and mountpoint of its holder.
 pub const LOCK_FILE: &str = "iifs.lock";
 
 /// Lock the state dir `dir` (creating it if needed) for this process, or say who holds it
 /// (EBUSY). Keep the returned file open as long as the daemon runs.
-pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create state dir {}: {e}", dir.display()))?;
+pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, DaemonError> {
+    std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -23,26 +27,22 @@ pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, String> {
         .truncate(false)
         .mode(0o644)
         .open(&path)
-        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+        .map_err(|source| DaemonError::LockFile {
+            path: path.clone(),
+            source,
+        })?;
     match crate::engine::volume::try_lock_exclusive(&file) {
         Ok(true) => {}
         Ok(false) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
-            let who = if holder.is_empty() {
-                "another iifs daemon".to_string()
-            } else {
-                format!("the iifs daemon {holder}")
-            };
-            return Err(format!(
-                "state dir {} is in use by {who} ({}): one daemon per state dir; stop it, \
-                 or give this one another state_dir=",
-                dir.display(),
-                std::io::Error::from_raw_os_error(libc::EBUSY)
-            ));
+            return Err(DaemonError::StateDirBusy {
+                dir: dir.to_path_buf(),
+                holder: (!holder.is_empty()).then(|| holder.to_string()),
+            });
         }
-        Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
+        Err(source) => return Err(DaemonError::Lock { path, source }),
     }
     let me = format!(
         "pid {} mounted at {}\n",
@@ -67,7 +67,9 @@ mod tests {
     fn a_second_lock_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let first = lock_state_dir(dir.path(), Path::new("/mnt/a")).unwrap();
-        let err = lock_state_dir(dir.path(), Path::new("/mnt/b")).unwrap_err();
+        let err = lock_state_dir(dir.path(), Path::new("/mnt/b"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"

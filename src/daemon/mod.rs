@@ -1,6 +1,7 @@
 //! The daemon's start-up: arguments as mount.fuse3 passes them, settings, detaching with a
 //! readiness handshake, the mount itself, signals and a clean unmount.
 
+mod error;
 mod lock;
 mod mount;
 mod process;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueHint};
 
-use crate::config::{split_mount_options, Settings, SYSTEM_CONFIG};
+pub use self::error::DaemonError;
+use crate::config::{split_mount_options, ConfigError, Settings, SYSTEM_CONFIG};
 use crate::control::exec::SetDefaults;
 use crate::control::Controller;
 use crate::engine::{Engine, FileOpener};
@@ -62,12 +64,12 @@ pub struct Args {
 }
 
 /// Settings from every layer: defaults < /etc/iifs/iifs.yaml < --config < -o < flags.
-pub fn settings(args: &Args) -> Result<Settings, String> {
+pub fn settings(args: &Args) -> Result<Settings, ConfigError> {
     settings_with(args, Path::new(SYSTEM_CONFIG))
 }
 
 /// `settings` with the system config file at `system` (read only when it exists).
-pub fn settings_with(args: &Args, system: &Path) -> Result<Settings, String> {
+pub fn settings_with(args: &Args, system: &Path) -> Result<Settings, ConfigError> {
     let mut s = Settings::default();
     if system.exists() {
         s.apply_file(system)?;
@@ -75,11 +77,10 @@ pub fn settings_with(args: &Args, system: &Path) -> Result<Settings, String> {
     let mount_opts = split_mount_options(&args.options)?;
     if let (Some(a), Some(b)) = (&args.config, &mount_opts.config) {
         if a != b {
-            return Err(format!(
-                "two config files given ({} with --config, {} with -o config=): use one",
-                a.display(),
-                b.display()
-            ));
+            return Err(ConfigError::TwoConfigFiles {
+                flag: a.clone(),
+                option: b.clone(),
+            });
         }
     }
     if let Some(c) = args.config.as_ref().or(mount_opts.config.as_ref()) {
@@ -123,7 +124,7 @@ pub fn main() -> ExitCode {
     let mut settings = match settings(&args) {
         Ok(s) => s,
         Err(e) => {
-            process::report_error(&e);
+            process::report_error(&e.to_string());
             return ExitCode::from(2);
         }
     };
@@ -169,7 +170,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
-            ready.failed(&e);
+            ready.failed(&e.to_string());
             ExitCode::from(1)
         }
     }
@@ -202,7 +203,11 @@ fn clear_dead_mount(mountpoint: &Path) {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 }
 
-fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> Result<(), String> {
+fn serve(
+    settings: &Settings,
+    mountpoint: &Path,
+    ready: &process::Readiness,
+) -> Result<(), DaemonError> {
     process::become_io_flusher();
     let signals = process::block_signals()?;
     let _state_lock = lock::lock_state_dir(&settings.state_dir, mountpoint)?;
@@ -232,7 +237,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
     ready.ready();
     let result = session
         .run()
-        .map_err(|e| format!("FUSE session ended: {e}"));
+        .map_err(|source| DaemonError::SessionEnded { source });
     mount::session_ended();
     process::notify_stopping();
     controller.shutdown();
@@ -358,37 +363,46 @@ mod tests {
         let bad_system = write(dir.path(), "bad-system.yaml", "chunk_sise: 4096\n");
         let bad_config = write(dir.path(), "bad-config.yaml", "treads: 3\n");
 
-        let err = settings_with(&args(&[]), &bad_system).unwrap_err();
+        let err = settings_with(&args(&[]), &bad_system)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("chunk_sise") && err.contains(bad_system.to_str().unwrap()),
             "{err}"
         );
-        let err =
-            settings_with(&args(&["--config", bad_config.to_str().unwrap()]), &good).unwrap_err();
+        let err = settings_with(&args(&["--config", bad_config.to_str().unwrap()]), &good)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("treads") && err.contains(bad_config.to_str().unwrap()),
             "{err}"
         );
         let o = format!("config={}", bad_config.display());
-        let err = settings_with(&args(&["-o", &o]), &good).unwrap_err();
+        let err = settings_with(&args(&["-o", &o]), &good)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("treads") && err.contains("bad-config.yaml"),
             "{err}"
         );
-        let err = settings_with(&args(&["-o", "thread=3"]), &good).unwrap_err();
+        let err = settings_with(&args(&["-o", "thread=3"]), &good)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("thread"), "{err}");
 
         // A bad value names the file too; a named config file must exist.
         let bad_value = write(dir.path(), "bad-value.yaml", "durability: sometimes\n");
-        let err =
-            settings_with(&args(&["--config", bad_value.to_str().unwrap()]), &good).unwrap_err();
+        let err = settings_with(&args(&["--config", bad_value.to_str().unwrap()]), &good)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("sometimes") && err.contains("bad-value.yaml"),
             "{err}"
         );
         let missing = dir.path().join("missing.yaml");
-        let err =
-            settings_with(&args(&["--config", missing.to_str().unwrap()]), &good).unwrap_err();
+        let err = settings_with(&args(&["--config", missing.to_str().unwrap()]), &good)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.yaml"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use fuser::{Config, Session, SessionACL};
 
+use super::error::DaemonError;
 use crate::config::Settings;
 use crate::fs::IifsFs;
 
@@ -18,12 +19,12 @@ pub fn mount(
     fs: IifsFs,
     mountpoint: &Path,
     settings: &Settings,
-) -> Result<Session<IifsFs>, String> {
+) -> Result<Session<IifsFs>, DaemonError> {
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")
-        .map_err(|e| format!("cannot open /dev/fuse: {e} (is the fuse module loaded?)"))?;
+        .map_err(|source| DaemonError::FuseDevice { source })?;
     let fd: OwnedFd = dev.into();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -37,7 +38,7 @@ pub fn mount(
     if settings.allow_other {
         data.push_str(",allow_other");
     }
-    let c = |s: &[u8]| CString::new(s).map_err(|_| "path contains a NUL byte".to_string());
+    let c = |s: &[u8]| CString::new(s).map_err(|_| DaemonError::NulInPath);
     let target = c(mountpoint.as_os_str().as_bytes())?;
     let source = c(b"iifs")?;
     let fstype = c(crate::mounts::FSTYPE.as_bytes())?;
@@ -53,11 +54,10 @@ pub fn mount(
         )
     };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!(
-            "cannot mount at {}: {e} (iifs must run as root)",
-            mountpoint.display()
-        ));
+        return Err(DaemonError::Mount {
+            mountpoint: mountpoint.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     let mut config = Config::default();
     config.n_threads = Some(settings.threads);
@@ -67,9 +67,9 @@ pub fn mount(
     } else {
         SessionACL::Owner
     };
-    Session::from_fd(fs, fd, acl, config).map_err(|e| {
+    Session::from_fd(fs, fd, acl, config).map_err(|source| {
         unmount(mountpoint);
-        format!("FUSE handshake failed: {e}")
+        DaemonError::Handshake { source }
     })
 }
 

@@ -218,7 +218,7 @@ fn io_flusher_refused(e: &std::io::Error) -> String {
 
 /// Block SIGINT/SIGTERM/SIGHUP in every thread (call before starting any), so one thread can
 /// wait for them and unmount cleanly.
-pub fn block_signals() -> Result<libc::sigset_t, String> {
+pub fn block_signals() -> Result<libc::sigset_t, super::error::DaemonError> {
     // SAFETY: sigset manipulation on a local, zero-initialised set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -227,7 +227,7 @@ pub fn block_signals() -> Result<libc::sigset_t, String> {
             libc::sigaddset(&mut set, s);
         }
         if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err("cannot block signals".into());
+            return Err(super::error::DaemonError::Signals);
         }
         Ok(set)
     }

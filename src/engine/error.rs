@@ -1,8 +1,12 @@
 //! One error type for the engine: a small, stable kind (mapped 1:1 to an errno at the FUSE
-//! boundary) plus a sentence a person can act on.
+//! boundary), a sentence a person can act on, where it happened as fields (set, volume, chunk,
+//! offset, operation) and the I/O error behind it. Also the typed faults the volume layer puts
+//! inside `io::Error`s (`VolumeFault`).
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// The kind of a refusal or failure. Each maps to exactly one errno (see `Kind::errno`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +59,84 @@ pub enum Role {
     Bitmap,
 }
 
-/// An engine error: what kind of refusal it is and a message for the ctl reply and the log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Master => "master",
+            Role::Shadow => "shadow",
+            Role::Bitmap => "bitmap",
+        })
+    }
+}
+
+/// Where an error happened, as fields a caller can read (which set, which file, which chunk,
+/// which byte, doing what) instead of parsing the sentence.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The set the error concerns.
+    pub set: Option<String>,
+    /// The path of the volume (or other file) concerned.
+    pub path: Option<String>,
+    /// The chunk concerned.
+    pub chunk: Option<u64>,
+    /// The byte offset on the volume concerned.
+    pub offset: Option<u64>,
+    /// What was being done ("read", "sync"...).
+    pub operation: Option<String>,
+}
+
+/// An engine error: what kind of refusal it is, the message proper, where it happened
+/// (`Context`, `volume`) and the I/O error behind it, if any (`source`).
+///
+/// The sentence for the ctl reply and the log (`Display`) is composed as:
+/// - with a set, the set is the subject: `set NAME` followed by the message as its predicate
+///   (`set a needs 5 MiB ...`), or by `: ` and the location when there is one;
+/// - the location: `OPERATION of ROLE PATH chunk N at byte O`, each part only when known;
+/// - then `: ` and the message (after a location), and `: ` and the source.
+///
+/// So `Error::io("read of master /m", &e)` reads `read of master /m: Input/output error`, as
+/// does `Error::new(Kind::Io, "").during("read").on_volume(Role::Master, "/m").with_source(e)`.
+#[derive(Debug, Clone, thiserror::Error)]
 pub struct Error {
     pub kind: Kind,
+    /// The whole sentence, as `Display` writes it (kept up to date by every builder), for code
+    /// that reads it as a field. The message proper is `what()`.
     pub message: String,
-    /// The volume that failed, for I/O errors where it is known.
+    /// The volume of the set that failed, for I/O errors where it is known: it decides what
+    /// `reset` must rebuild.
     pub volume: Option<Role>,
+    what: String,
+    context: Context,
+    /// The I/O error behind this one. Shared, so that an error can be cloned (a set keeps the
+    /// reason it went offline and reports it to every later caller).
+    #[source]
+    source: Option<Arc<io::Error>>,
 }
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        let source = |e: &Error| {
+            e.source
+                .as_ref()
+                .map(|s| (s.kind(), s.raw_os_error(), s.to_string()))
+        };
+        (
+            self.kind,
+            &self.message,
+            self.volume,
+            &self.what,
+            &self.context,
+        ) == (
+            other.kind,
+            &other.message,
+            other.volume,
+            &other.what,
+            &other.context,
+        ) && source(self) == source(other)
+    }
+}
+
+impl Eq for Error {}
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,16 +146,21 @@ impl fmt::Display for Error {
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        let what = message.into();
         Error {
             kind,
-            message: message.into(),
+            message: what.clone(),
             volume: None,
+            what,
+            context: Context::default(),
+            source: None,
         }
     }
 
-    /// An I/O failure of a backing volume, with what was being done.
+    /// An I/O failure of a backing volume, with what was being done. The source is a copy of
+    /// `err` (same kind, errno and text); `with_source` keeps the error itself.
     pub fn io(context: impl fmt::Display, err: &io::Error) -> Self {
-        Error::new(Kind::Io, format!("{context}: {err}"))
+        Error::new(Kind::Io, context.to_string()).with_source(copy_of(err))
     }
 
     /// An I/O failure of the set's `role` volume.
@@ -92,9 +171,178 @@ impl Error {
         }
     }
 
+    /// The error concerns set `name` (the subject of the sentence).
+    pub fn in_set(mut self, name: impl Into<String>) -> Self {
+        self.context.set = Some(name.into());
+        self.composed()
+    }
+
+    /// The error concerns the set's `role` volume, at `path`.
+    pub fn on_volume(mut self, role: Role, path: impl Into<String>) -> Self {
+        self.volume = Some(role);
+        self.on_path(path)
+    }
+
+    /// The error concerns the file at `path` (a volume whose role is not known here).
+    pub fn on_path(mut self, path: impl Into<String>) -> Self {
+        self.context.path = Some(path.into());
+        self.composed()
+    }
+
+    /// The error concerns chunk `n`.
+    pub fn at_chunk(mut self, n: u64) -> Self {
+        self.context.chunk = Some(n);
+        self.composed()
+    }
+
+    /// The error concerns byte `offset` of the volume.
+    pub fn at_offset(mut self, offset: u64) -> Self {
+        self.context.offset = Some(offset);
+        self.composed()
+    }
+
+    /// The error happened during `operation` ("read", "sync"...).
+    pub fn during(mut self, operation: impl Into<String>) -> Self {
+        self.context.operation = Some(operation.into());
+        self.composed()
+    }
+
+    /// The I/O error behind this one.
+    pub fn with_source(mut self, err: io::Error) -> Self {
+        self.source = Some(Arc::new(err));
+        self.composed()
+    }
+
     pub fn errno(&self) -> i32 {
         self.kind.errno()
     }
+
+    /// The message proper, without the context and the source.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// Where the error happened.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// The I/O error behind this one, if any.
+    pub fn io_source(&self) -> Option<&io::Error> {
+        self.source.as_deref()
+    }
+
+    /// The location phrase: `OPERATION of ROLE PATH chunk N at byte O`, parts left out when not
+    /// known.
+    fn location(&self) -> String {
+        let c = &self.context;
+        let mut words = Vec::new();
+        if let Some(op) = &c.operation {
+            words.push(format!("{op} of"));
+        }
+        if let (Some(role), Some(_)) = (self.volume, &c.path) {
+            words.push(role.to_string());
+        }
+        if let Some(p) = &c.path {
+            words.push(p.clone());
+        }
+        if let Some(n) = c.chunk {
+            words.push(format!("chunk {n}"));
+        }
+        if let Some(o) = c.offset {
+            words.push(format!("at byte {o}"));
+        }
+        words.join(" ")
+    }
+
+    /// Compose the sentence (see the type's comment) into `message`.
+    fn composed(mut self) -> Self {
+        let location = self.location();
+        let mut s = match &self.context.set {
+            Some(set) if location.is_empty() && self.what.is_empty() => format!("set {set}"),
+            Some(set) if location.is_empty() => format!("set {set} {}", self.what),
+            Some(set) => format!("set {set}: {location}"),
+            None => location.clone(),
+        };
+        if !location.is_empty() || self.context.set.is_none() {
+            join(&mut s, &self.what);
+        }
+        if let Some(source) = &self.source {
+            join(&mut s, &source.to_string());
+        }
+        self.message = s;
+        self
+    }
+}
+
+/// Append `part` to the sentence `s`, after `: ` unless one of them is empty.
+fn join(s: &mut String, part: &str) {
+    if !s.is_empty() && !part.is_empty() {
+        s.push_str(": ");
+    }
+    s.push_str(part);
+}
+
+/// An owned copy of an I/O error seen by reference: the same kind, errno and text. Typed
+/// details this crate puts in I/O errors (`VolumeFault`, `OpenRefusal`) are kept as they are.
+pub fn copy_of(err: &io::Error) -> io::Error {
+    if let Some(code) = err.raw_os_error() {
+        return io::Error::from_raw_os_error(code);
+    }
+    match err.get_ref() {
+        Some(inner) => {
+            if let Some(fault) = inner.downcast_ref::<VolumeFault>() {
+                io::Error::new(err.kind(), fault.clone())
+            } else if let Some(refusal) = inner.downcast_ref::<OpenRefusal>() {
+                io::Error::new(err.kind(), refusal.clone())
+            } else {
+                io::Error::new(err.kind(), inner.to_string())
+            }
+        }
+        None => io::Error::from(err.kind()),
+    }
+}
+
+/// Faults of a volume's content the engine finds itself, carried inside an `io::Error` (the
+/// volume layer speaks `io::Result`) with their figures as fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VolumeFault {
+    /// The volume's end of file came before the length it had when it was opened: someone
+    /// truncated the backing file behind the daemon's back. Its bytes there are lost, not
+    /// zeros.
+    #[error(
+        "the volume shrank: it ends at byte {eof} or before, but it was {len} bytes when the \
+         set opened it (truncated behind the daemon's back?)"
+    )]
+    Shrank { eof: u64, len: u64 },
+    /// A page of a bitmap on the bitmap volume fails its checksum.
+    #[error(
+        "page {page} of the {map} bitmap (byte {offset} of the bitmap volume) fails its \
+         checksum: the bitmap volume was damaged or changed behind iifs, and which chunks of \
+         the shadow are valid is not known"
+    )]
+    BadPage {
+        /// Which bitmap: "shadow" or "copy".
+        map: &'static str,
+        page: u64,
+        /// The page's byte offset on the bitmap volume.
+        offset: u64,
+    },
+    /// A write would end at byte `end` of a volume of `len` bytes, which cannot grow.
+    #[error("write past the end of the volume")]
+    PastEnd { end: u64, len: u64 },
+}
+
+impl VolumeFault {
+    /// The fault as the I/O error the volume layer returns.
+    pub fn into_io(self, kind: io::ErrorKind) -> io::Error {
+        io::Error::new(kind, self)
+    }
+}
+
+/// The fault carried by an I/O error, if it is one.
+pub fn fault_of(err: &io::Error) -> Option<&VolumeFault> {
+    err.get_ref()?.downcast_ref::<VolumeFault>()
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -114,4 +362,93 @@ pub fn busy(message: impl Into<String>) -> Error {
 }
 pub fn not_permitted(message: impl Into<String>) -> Error {
     Error::new(Kind::NotPermitted, message)
+}
+
+/// Why a file or block device cannot be a volume (see `fileopen`), carried inside the
+/// `io::Error` of the open with its particulars as fields. `kind()` is the `io::ErrorKind`
+/// the open reports (and so the errno at the ctl file).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenRefusal {
+    /// The file is open already as a volume of another length.
+    #[error(
+        "it is {now} bytes now, but it is in use as a volume of {in_use} bytes (its size when \
+         it was opened); the sets on one volume must agree on its size: disable the sets that \
+         use it, then enable them again"
+    )]
+    SizeDiffers { now: u64, in_use: u64 },
+    #[error("it is not a regular file or block device")]
+    NotFileOrDevice,
+    /// A missing node under /dev: device nodes are not made.
+    #[error("there is no such device (device nodes are not created)")]
+    NoSuchDevice,
+    /// The directory of a missing bitmap file does not exist.
+    #[error(
+        "directory {} does not exist (a missing bitmap file is created, its directory is not)",
+        dir.display()
+    )]
+    NoDirectory { dir: PathBuf },
+    /// The file (`what`: "it" or "its backing file PATH") is locked by another user.
+    #[error(
+        "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a program \
+         such as qemu, uses it); stop that first",
+        holder.as_deref().unwrap_or("another process")
+    )]
+    Locked {
+        what: String,
+        holder: Option<String>,
+    },
+    /// A block device another program holds open exclusively (`mounted_at`, when mounted).
+    #[error(
+        "it is in use: {}",
+        match mounted_at {
+            Some(m) => format!("it is mounted at {}: unmount it first", m.display()),
+            None => "another program holds it open exclusively (a file system, device mapper, \
+                     md, another iifs daemon); `lsblk` and `fuser -v` show who"
+                .to_string(),
+        }
+    )]
+    DeviceBusy { mounted_at: Option<PathBuf> },
+    /// The volume (or, `via`, the file behind a loop device) is inside the iifs mount `mount`.
+    #[error(
+        "{} inside the iifs mount {}: a volume cannot live on an iifs control tree; name the \
+         file behind it instead",
+        match via {
+            Some(b) => format!("it is a loop device over {}, which is", b.display()),
+            None => "it is (or leads)".to_string(),
+        },
+        mount.display()
+    )]
+    OnIifs {
+        mount: PathBuf,
+        via: Option<PathBuf>,
+    },
+    /// An open that failed with `errno`, said so a person can act on it.
+    #[error("{why}")]
+    Explained {
+        why: &'static str,
+        errno: i32,
+        kind: io::ErrorKind,
+    },
+}
+
+impl OpenRefusal {
+    /// The kind of I/O error the open reports.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            OpenRefusal::SizeDiffers { .. }
+            | OpenRefusal::NotFileOrDevice
+            | OpenRefusal::OnIifs { .. } => io::ErrorKind::InvalidInput,
+            OpenRefusal::NoSuchDevice | OpenRefusal::NoDirectory { .. } => io::ErrorKind::NotFound,
+            OpenRefusal::Locked { .. } | OpenRefusal::DeviceBusy { .. } => {
+                io::ErrorKind::ResourceBusy
+            }
+            OpenRefusal::Explained { kind, .. } => *kind,
+        }
+    }
+}
+
+impl From<OpenRefusal> for io::Error {
+    fn from(r: OpenRefusal) -> io::Error {
+        io::Error::new(r.kind(), r)
+    }
 }

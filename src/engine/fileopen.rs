@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+use super::error::OpenRefusal;
 use super::volume::{FileVolume, Volume, VolumeId};
 use super::Opener;
 use crate::mounts;
@@ -76,10 +77,6 @@ fn set_len(path: &str, len: u64, grow_only: bool) -> io::Result<bool> {
     Ok(true)
 }
 
-fn refusal(kind: io::ErrorKind, message: String) -> io::Error {
-    io::Error::new(kind, message)
-}
-
 /// Open (or, with `create`, make with mode 0600 if missing: then true) the volume at `path`.
 fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)> {
     let iifs = iifs_mounts();
@@ -132,16 +129,11 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
             let v = FileVolume::from_file(file, None)?;
             if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
                 if v.len() != m.len() {
-                    return Err(refusal(
-                        io::ErrorKind::InvalidInput,
-                        format!(
-                            "it is {} bytes now, but it is in use as a volume of {} bytes (its \
-                             size when it was opened); the sets on one volume must agree on its \
-                             size: disable the sets that use it, then enable them again",
-                            m.len(),
-                            v.len()
-                        ),
-                    ));
+                    return Err(OpenRefusal::SizeDiffers {
+                        now: m.len(),
+                        in_use: v.len(),
+                    }
+                    .into());
                 }
                 return Ok((v.clone(), false));
             }
@@ -151,12 +143,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
         Some(m) if m.file_type().is_dir() => {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        Some(_) => {
-            return Err(refusal(
-                io::ErrorKind::InvalidInput,
-                "it is not a regular file or block device".to_string(),
-            ))
-        }
+        Some(_) => return Err(OpenRefusal::NotFileOrDevice.into()),
     };
     let vol = Arc::new(vol);
     open.push(Arc::downgrade(&vol));
@@ -174,19 +161,13 @@ fn create_file(real: &Path) -> io::Result<FileVolume> {
         .max_by_key(|m| m.target.as_os_str().len())
         .is_some_and(|m| m.fstype == "devtmpfs");
     if on_devtmpfs {
-        return Err(refusal(
-            io::ErrorKind::NotFound,
-            "there is no such device (device nodes are not created)".to_string(),
-        ));
+        return Err(OpenRefusal::NoSuchDevice.into());
     }
     if !fs::symlink_metadata(parent).is_ok_and(|m| m.is_dir()) {
-        return Err(refusal(
-            io::ErrorKind::NotFound,
-            format!(
-                "directory {} does not exist (a missing bitmap file is created, its directory is not)",
-                parent.display()
-            ),
-        ));
+        return Err(OpenRefusal::NoDirectory {
+            dir: parent.to_path_buf(),
+        }
+        .into());
     }
     let file = OpenOptions::new()
         .read(true)
@@ -284,15 +265,12 @@ fn loop_backing_id(file: &File) -> io::Result<(u64, u64)> {
 /// file as an open file description lock, the kind qemu takes on its images (so qemu and
 /// iifs refuse each other's volumes).
 fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
-    let busy = |holder: Option<String>| {
-        refusal(
-            io::ErrorKind::ResourceBusy,
-            format!(
-                "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a \
-                 program such as qemu, uses it); stop that first",
-                holder.unwrap_or_else(|| "another process".to_string())
-            ),
-        )
+    let busy = |holder: Option<String>| -> io::Error {
+        OpenRefusal::Locked {
+            what: what.to_string(),
+            holder,
+        }
+        .into()
     };
     if !super::volume::try_lock_exclusive(file)? {
         return Err(busy(lock_holder(id)));
@@ -336,36 +314,20 @@ fn lock_holder(id: VolumeId) -> Option<String> {
 }
 
 fn device_busy(dev: (u32, u32)) -> io::Error {
-    let mounted = mounts::mountinfo()
+    let mounted_at = mounts::mountinfo()
         .unwrap_or_default()
         .into_iter()
         .find(|m| m.dev == dev)
-        .map(|m| format!("it is mounted at {}: unmount it first", m.target.display()));
-    refusal(
-        io::ErrorKind::ResourceBusy,
-        format!(
-            "it is in use: {}",
-            mounted.unwrap_or_else(|| "another program holds it open exclusively (a file \
-                system, device mapper, md, another iifs daemon); `lsblk` and `fuser -v` \
-                show who"
-                .to_string())
-        ),
-    )
+        .map(|m| m.target);
+    OpenRefusal::DeviceBusy { mounted_at }.into()
 }
 
 fn on_iifs(mount: &Path, via: Option<&Path>) -> io::Error {
-    let what = match via {
-        Some(b) => format!("it is a loop device over {}, which is", b.display()),
-        None => "it is (or leads)".to_string(),
-    };
-    refusal(
-        io::ErrorKind::InvalidInput,
-        format!(
-            "{what} inside the iifs mount {}: a volume cannot live on an iifs control tree; \
-             name the file behind it instead",
-            mount.display()
-        ),
-    )
+    OpenRefusal::OnIifs {
+        mount: mount.to_path_buf(),
+        via: via.map(Path::to_path_buf),
+    }
+    .into()
 }
 
 /// Refuse a file whose file system is an iifs mount, read from the open descriptor without
@@ -396,7 +358,8 @@ fn check_not_on_iifs(file: &File, iifs: &[mounts::MountInfo]) -> io::Result<()> 
 /// An open error, said so a person can act on it; permission problems of every flavour are
 /// PermissionDenied (EACCES at the ctl file).
 fn explain(e: io::Error) -> io::Error {
-    let (kind, why) = match e.raw_os_error() {
+    let errno = e.raw_os_error();
+    let (kind, why) = match errno {
         Some(libc::EACCES) => (io::ErrorKind::PermissionDenied, "permission denied"),
         Some(libc::EPERM) => (
             io::ErrorKind::PermissionDenied,
@@ -418,7 +381,12 @@ fn explain(e: io::Error) -> io::Error {
         ),
         _ => return e,
     };
-    refusal(kind, why.to_string())
+    OpenRefusal::Explained {
+        why,
+        errno: errno.unwrap_or_default(),
+        kind,
+    }
+    .into()
 }
 
 /// `path` with every symbolic link resolved, refused when it leads into an iifs mount. Each

@@ -30,7 +30,7 @@ pub fn check(name: &str, header: &Header, extra: u64) -> Result<()> {
     Err(Error::new(
         Kind::NoMemory,
         format!(
-            "set {name} needs {} of memory for its bitmaps ({} chunks of {} bytes over {} \
+            "needs {} of memory for its bitmaps ({} chunks of {} bytes over {} \
              bytes), but the daemon can have {} more; use a larger chunk size (each doubling \
              halves it) or give the daemon more memory",
             mib(need),
@@ -39,7 +39,8 @@ pub fn check(name: &str, header: &Header, extra: u64) -> Result<()> {
             header.master_size,
             mib(avail.saturating_sub(RESERVE))
         ),
-    ))
+    )
+    .in_set(name))
 }
 
 fn mib(bytes: u64) -> String {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::bitmap::Bitmap;
+use super::error::VolumeFault;
 use super::header::{self, flags, Header, Layout, PAGE_SIZE, SLOT_SIZE};
 use super::volume::Volume;
 
@@ -171,17 +172,12 @@ impl Tracking {
                 let mut bits = Vec::with_capacity(raw.len());
                 for (page, p) in raw.chunks(PAGE_SIZE as usize).enumerate() {
                     if !header::page_is_sound(self.bitmap_id, map as u8, page as u64, p) {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "page {page} of the {} bitmap (byte {} of the bitmap volume) \
-                                 fails its checksum: the bitmap volume was damaged or changed \
-                                 behind iifs, and which chunks of the shadow are valid is not \
-                                 known",
-                                map.word(),
-                                self.offset(map) + page as u64 * PAGE_SIZE
-                            ),
-                        ));
+                        return Err(VolumeFault::BadPage {
+                            map: map.word(),
+                            page: page as u64,
+                            offset: self.offset(map) + page as u64 * PAGE_SIZE,
+                        }
+                        .into_io(io::ErrorKind::InvalidData));
                     }
                     bits.extend_from_slice(&p[..keep]);
                 }

@@ -9,6 +9,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use super::error::VolumeFault;
+
 /// Identity of a volume, to refuse using one volume twice (device and inode for files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VolumeId(pub u64, pub u64);
@@ -173,17 +175,9 @@ fn copy_file_range_all(
     Ok(true)
 }
 
-/// The error of a volume whose end of file came before the length it had when it was opened:
-/// someone truncated the backing file behind the daemon's back. Its bytes there are lost, not
-/// zeros.
+/// The error of a volume whose end of file came before the length it had when it was opened.
 fn shrank(eof: u64, len: u64) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!(
-            "the volume shrank: it ends at byte {eof} or before, but it was {len} bytes when \
-             the set opened it (truncated behind the daemon's back?)"
-        ),
-    )
+    VolumeFault::Shrank { eof, len }.into_io(io::ErrorKind::UnexpectedEof)
 }
 
 fn write_all_at(fd: RawFd, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -477,10 +471,11 @@ pub(crate) fn copy_out(data: &[u8], buf: &mut [u8], offset: u64) {
 pub(crate) fn copy_in(data: &mut [u8], buf: &[u8], offset: u64) -> io::Result<()> {
     let end = offset as usize + buf.len();
     if end > data.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "write past the end of the volume",
-        ));
+        return Err(VolumeFault::PastEnd {
+            end: end as u64,
+            len: data.len() as u64,
+        }
+        .into_io(io::ErrorKind::InvalidInput));
     }
     data[offset as usize..end].copy_from_slice(buf);
     Ok(())
