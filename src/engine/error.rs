@@ -5,8 +5,10 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
+
+mod fault;
+pub use fault::{fault_of, OpenRefusal, VolumeFault};
 
 /// The kind of a refusal or failure. Each maps to exactly one errno (see `Kind::errno`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +108,8 @@ pub struct Error {
     /// `reset` must rebuild.
     pub volume: Option<Role>,
     what: String,
-    context: Context,
+    /// Boxed: an error is returned through every `Result` of the engine, and most carry none.
+    context: Box<Context>,
     /// The I/O error behind this one. Shared, so that an error can be cloned (a set keeps the
     /// reason it went offline and reports it to every later caller).
     #[source]
@@ -152,7 +155,7 @@ impl Error {
             message: what.clone(),
             volume: None,
             what,
-            context: Context::default(),
+            context: Box::default(),
             source: None,
         }
     }
@@ -303,152 +306,79 @@ pub fn copy_of(err: &io::Error) -> io::Error {
     }
 }
 
-/// Faults of a volume's content the engine finds itself, carried inside an `io::Error` (the
-/// volume layer speaks `io::Result`) with their figures as fields.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VolumeFault {
-    /// The volume's end of file came before the length it had when it was opened: someone
-    /// truncated the backing file behind the daemon's back. Its bytes there are lost, not
-    /// zeros.
-    #[error(
-        "the volume shrank: it ends at byte {eof} or before, but it was {len} bytes when the \
-         set opened it (truncated behind the daemon's back?)"
-    )]
-    Shrank { eof: u64, len: u64 },
-    /// A page of a bitmap on the bitmap volume fails its checksum.
-    #[error(
-        "page {page} of the {map} bitmap (byte {offset} of the bitmap volume) fails its \
-         checksum: the bitmap volume was damaged or changed behind iifs, and which chunks of \
-         the shadow are valid is not known"
-    )]
-    BadPage {
-        /// Which bitmap: "shadow" or "copy".
-        map: &'static str,
-        page: u64,
-        /// The page's byte offset on the bitmap volume.
-        offset: u64,
-    },
-    /// A write would end at byte `end` of a volume of `len` bytes, which cannot grow.
-    #[error("write past the end of the volume")]
-    PastEnd { end: u64, len: u64 },
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl VolumeFault {
-    /// The fault as the I/O error the volume layer returns.
-    pub fn into_io(self, kind: io::ErrorKind) -> io::Error {
-        io::Error::new(kind, self)
+    fn eio() -> io::Error {
+        io::Error::from_raw_os_error(libc::EIO)
     }
-}
 
-/// The fault carried by an I/O error, if it is one.
-pub fn fault_of(err: &io::Error) -> Option<&VolumeFault> {
-    err.get_ref()?.downcast_ref::<VolumeFault>()
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// Shorthand constructors, so call sites read as the refusal they make.
-pub fn invalid(message: impl Into<String>) -> Error {
-    Error::new(Kind::Invalid, message)
-}
-pub fn not_found(message: impl Into<String>) -> Error {
-    Error::new(Kind::NotFound, message)
-}
-pub fn exists(message: impl Into<String>) -> Error {
-    Error::new(Kind::Exists, message)
-}
-pub fn busy(message: impl Into<String>) -> Error {
-    Error::new(Kind::Busy, message)
-}
-pub fn not_permitted(message: impl Into<String>) -> Error {
-    Error::new(Kind::NotPermitted, message)
-}
-
-/// Why a file or block device cannot be a volume (see `fileopen`), carried inside the
-/// `io::Error` of the open with its particulars as fields. `kind()` is the `io::ErrorKind`
-/// the open reports (and so the errno at the ctl file).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpenRefusal {
-    /// The file is open already as a volume of another length.
-    #[error(
-        "it is {now} bytes now, but it is in use as a volume of {in_use} bytes (its size when \
-         it was opened); the sets on one volume must agree on its size: disable the sets that \
-         use it, then enable them again"
-    )]
-    SizeDiffers { now: u64, in_use: u64 },
-    #[error("it is not a regular file or block device")]
-    NotFileOrDevice,
-    /// A missing node under /dev: device nodes are not made.
-    #[error("there is no such device (device nodes are not created)")]
-    NoSuchDevice,
-    /// The directory of a missing bitmap file does not exist.
-    #[error(
-        "directory {} does not exist (a missing bitmap file is created, its directory is not)",
-        dir.display()
-    )]
-    NoDirectory { dir: PathBuf },
-    /// The file (`what`: "it" or "its backing file PATH") is locked by another user.
-    #[error(
-        "{what} is in use by {}: it is locked as a volume (another iifs daemon, or a program \
-         such as qemu, uses it); stop that first",
-        holder.as_deref().unwrap_or("another process")
-    )]
-    Locked {
-        what: String,
-        holder: Option<String>,
-    },
-    /// A block device another program holds open exclusively (`mounted_at`, when mounted).
-    #[error(
-        "it is in use: {}",
-        match mounted_at {
-            Some(m) => format!("it is mounted at {}: unmount it first", m.display()),
-            None => "another program holds it open exclusively (a file system, device mapper, \
-                     md, another iifs daemon); `lsblk` and `fuser -v` show who"
-                .to_string(),
-        }
-    )]
-    DeviceBusy { mounted_at: Option<PathBuf> },
-    /// The volume (or, `via`, the file behind a loop device) is inside the iifs mount `mount`.
-    #[error(
-        "{} inside the iifs mount {}: a volume cannot live on an iifs control tree; name the \
-         file behind it instead",
-        match via {
-            Some(b) => format!("it is a loop device over {}, which is", b.display()),
-            None => "it is (or leads)".to_string(),
-        },
-        mount.display()
-    )]
-    OnIifs {
-        mount: PathBuf,
-        via: Option<PathBuf>,
-    },
-    /// An open that failed with `errno`, said so a person can act on it.
-    #[error("{why}")]
-    Explained {
-        why: &'static str,
-        errno: i32,
-        kind: io::ErrorKind,
-    },
-}
-
-impl OpenRefusal {
-    /// The kind of I/O error the open reports.
-    pub fn kind(&self) -> io::ErrorKind {
-        match self {
-            OpenRefusal::SizeDiffers { .. }
-            | OpenRefusal::NotFileOrDevice
-            | OpenRefusal::OnIifs { .. } => io::ErrorKind::InvalidInput,
-            OpenRefusal::NoSuchDevice | OpenRefusal::NoDirectory { .. } => io::ErrorKind::NotFound,
-            OpenRefusal::Locked { .. } | OpenRefusal::DeviceBusy { .. } => {
-                io::ErrorKind::ResourceBusy
-            }
-            OpenRefusal::Explained { kind, .. } => *kind,
-        }
+    #[test]
+    fn the_old_helpers_read_as_before_and_keep_the_source() {
+        let e = Error::io_on(Role::Master, "read of master /m", &eio());
+        assert_eq!(e.to_string(), format!("read of master /m: {}", eio()));
+        assert_eq!(e.message, e.to_string());
+        assert_eq!(
+            (e.kind, e.volume, e.errno()),
+            (Kind::Io, Some(Role::Master), libc::EIO)
+        );
+        let source = std::error::Error::source(&e).expect("source");
+        assert_eq!(source.to_string(), eio().to_string());
+        assert_eq!(
+            e.io_source().and_then(io::Error::raw_os_error),
+            Some(libc::EIO)
+        );
+        let e = busy("a copy is in progress");
+        assert_eq!(
+            (e.to_string().as_str(), e.what()),
+            ("a copy is in progress", "a copy is in progress")
+        );
+        assert!(std::error::Error::source(&e).is_none());
     }
-}
 
-impl From<OpenRefusal> for io::Error {
-    fn from(r: OpenRefusal) -> io::Error {
-        io::Error::new(r.kind(), r)
+    #[test]
+    fn the_sentence_is_composed_from_the_context() {
+        let e = Error::new(Kind::Io, "")
+            .during("read")
+            .on_volume(Role::Shadow, "/s")
+            .at_offset(4096)
+            .with_source(eio());
+        assert_eq!(
+            e.to_string(),
+            format!("read of shadow /s at byte 4096: {}", eio())
+        );
+        assert_eq!(e.context().offset, Some(4096));
+        assert_eq!(e.volume, Some(Role::Shadow));
+        let e = not_permitted("is offline").in_set("a");
+        assert_eq!(e.to_string(), "set a is offline");
+        assert_eq!(e.context().set.as_deref(), Some("a"));
+        let e = Error::new(Kind::Io, "not yet restored")
+            .in_set("a")
+            .on_path("/m")
+            .at_chunk(7);
+        assert_eq!(e.to_string(), "set a: /m chunk 7: not yet restored");
+        assert_eq!(e.clone(), e);
+    }
+
+    #[test]
+    fn a_copied_source_keeps_typed_faults() {
+        let e = VolumeFault::Shrank { eof: 1, len: 2 }.into_io(io::ErrorKind::UnexpectedEof);
+        let copy = copy_of(&e);
+        assert_eq!(copy.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(
+            fault_of(&copy),
+            Some(&VolumeFault::Shrank { eof: 1, len: 2 })
+        );
+        assert_eq!(copy.to_string(), e.to_string());
+        let r: io::Error = OpenRefusal::NoSuchDevice.into();
+        assert_eq!(r.kind(), io::ErrorKind::NotFound);
+        let copy = copy_of(&r);
+        assert_eq!(copy.to_string(), r.to_string());
+        assert!(copy.get_ref().is_some_and(|i| i.is::<OpenRefusal>()));
+        let plain = io::Error::other("plain");
+        assert_eq!(copy_of(&plain).to_string(), "plain");
+        let kind_only = io::Error::from(io::ErrorKind::WriteZero);
+        assert_eq!(copy_of(&kind_only).to_string(), kind_only.to_string());
     }
 }

@@ -111,7 +111,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                     if f.metadata()
                         .is_ok_and(|m| (m.dev(), m.ino()) == (id.0, id.1))
                     {
-                        lock_file(&f, &format!("its backing file {}", b.display()), id)?;
+                        lock_file(&f, Some(&b), id)?;
                         v.hold(f);
                     }
                 }
@@ -137,7 +137,7 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 }
                 return Ok((v.clone(), false));
             }
-            lock_file(v.file(), "it", v.id())?;
+            lock_file(v.file(), None, v.id())?;
             v
         }
         Some(m) if m.file_type().is_dir() => {
@@ -178,7 +178,7 @@ fn create_file(real: &Path) -> io::Result<FileVolume> {
         .open(real)
         .map_err(explain)?;
     let v = FileVolume::from_file(file, None)?;
-    lock_file(v.file(), "it", v.id())?;
+    lock_file(v.file(), None, v.id())?;
     Ok(v)
 }
 
@@ -264,10 +264,10 @@ fn loop_backing_id(file: &File) -> io::Result<(u64, u64)> {
 /// iifs daemon is refused, and /proc/locks names the holder) and a write lock over the whole
 /// file as an open file description lock, the kind qemu takes on its images (so qemu and
 /// iifs refuse each other's volumes).
-fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
+fn lock_file(file: &File, backing: Option<&Path>, id: VolumeId) -> io::Result<()> {
     let busy = |holder: Option<String>| -> io::Error {
         OpenRefusal::Locked {
-            what: what.to_string(),
+            backing: backing.map(Path::to_path_buf),
             holder,
         }
         .into()

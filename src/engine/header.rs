@@ -48,8 +48,9 @@ pub mod flags {
     pub const PENDING_CLEAR_SHADOW: u32 = 1 << 5;
     /// The set is offline: a backing volume failed.
     pub const OFFLINE: u32 = 1 << 6;
-    /// With OFFLINE: which volumes can no longer be trusted (REFERENCE-II 7.3), so that
-    /// `reset` rebuilds the right one (7.4).
+    /// With OFFLINE: which volumes failed and can no longer be trusted, so that `reset`
+    /// rebuilds the right one (a failed shadow is refilled by a full copy from the master; a
+    /// sound one keeps its point in time, every chunk then counting as differing).
     pub const OFFLINE_MASTER: u32 = 1 << 7;
     pub const OFFLINE_SHADOW: u32 = 1 << 8;
     pub const OFFLINE_BITMAP: u32 = 1 << 9;
