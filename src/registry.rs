@@ -202,6 +202,7 @@ impl Registry {
                 self.dir.display()
             ),
         )
+        .with_source_said(crate::engine::error::copy_of(e))
     }
 
     fn temp_path(&self) -> PathBuf {

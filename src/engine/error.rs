@@ -114,6 +114,8 @@ pub struct Error {
     /// reason it went offline and reports it to every later caller).
     #[source]
     source: Option<Arc<io::Error>>,
+    /// The message says the source already (in the middle of the sentence): not appended.
+    source_said: bool,
 }
 
 impl PartialEq for Error {
@@ -157,6 +159,7 @@ impl Error {
             what,
             context: Box::default(),
             source: None,
+            source_said: false,
         }
     }
 
@@ -216,6 +219,13 @@ impl Error {
         self.composed()
     }
 
+    /// The I/O error behind this one, which the message says already (for a sentence that
+    /// goes on after it): kept as the source, not appended.
+    pub fn with_source_said(mut self, err: io::Error) -> Self {
+        self.source_said = true;
+        self.with_source(err)
+    }
+
     pub fn errno(&self) -> i32 {
         self.kind.errno()
     }
@@ -270,7 +280,7 @@ impl Error {
         if !location.is_empty() || self.context.set.is_none() {
             join(&mut s, &self.what);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = self.source.as_ref().filter(|_| !self.source_said) {
             join(&mut s, &source.to_string());
         }
         self.message = s;
@@ -304,6 +314,25 @@ pub fn copy_of(err: &io::Error) -> io::Error {
         }
         None => io::Error::from(err.kind()),
     }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand constructors, so call sites read as the refusal they make.
+pub fn invalid(message: impl Into<String>) -> Error {
+    Error::new(Kind::Invalid, message)
+}
+pub fn not_found(message: impl Into<String>) -> Error {
+    Error::new(Kind::NotFound, message)
+}
+pub fn exists(message: impl Into<String>) -> Error {
+    Error::new(Kind::Exists, message)
+}
+pub fn busy(message: impl Into<String>) -> Error {
+    Error::new(Kind::Busy, message)
+}
+pub fn not_permitted(message: impl Into<String>) -> Error {
+    Error::new(Kind::NotPermitted, message)
 }
 
 #[cfg(test)]

@@ -134,19 +134,14 @@ impl Tracking {
         let mut slots = vec![0u8; 2 * SLOT_SIZE as usize];
         vol.read_at(&mut slots, 0)?;
         let (header, slot) =
-            Header::pick(&slots[..SLOT_SIZE as usize], &slots[SLOT_SIZE as usize..]).ok_or_else(
-                || {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "no valid iifs header on the bitmap volume",
-                    )
-                },
-            )?;
+            Header::pick(&slots[..SLOT_SIZE as usize], &slots[SLOT_SIZE as usize..])
+                .ok_or_else(|| VolumeFault::NoHeader.into_io(io::ErrorKind::InvalidData))?;
         if vol.len() < header.volume_len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bitmap volume is shorter than its header says",
-            ));
+            return Err(VolumeFault::BitmapTooShort {
+                len: vol.len(),
+                need: header.volume_len(),
+            }
+            .into_io(io::ErrorKind::InvalidData));
         }
         let t = Tracking::with_header(vol, header.clone(), slot);
         t.load_region(Map::Shadow)?;
