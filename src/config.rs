@@ -309,6 +309,17 @@ mod tests {
             "{err}"
         );
         assert!(Settings::default().set("chunk_size", "3000").is_err());
+        // The error behind keeps its type: the file's YAML error, the missing file's I/O error.
+        let err = Settings::default().apply_file(&f).unwrap_err();
+        let source = std::error::Error::source(&err).expect("source");
+        assert!(source.is::<serde_norway::Error>(), "{source:?}");
+        let err = Settings::default()
+            .apply_file(&dir.path().join("missing.yaml"))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -281,7 +281,9 @@ mod tests {
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(Registry::FILE), "sets: []\nbogus: 1\n").unwrap();
-        let err = Registry::open(dir.path()).err().unwrap().to_string();
+        let err = Registry::open(dir.path()).err().unwrap();
+        assert!(matches!(err, RegistryError::Invalid { .. }), "{err:?}");
+        let err = err.to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 }

@@ -146,3 +146,104 @@ impl From<OpenRefusal> for io::Error {
         io::Error::new(r.kind(), r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sentences are the ones the messages had when they were written out in place (tests
+    /// and administrators' scripts match them).
+    #[test]
+    fn faults_read_as_the_sentences_they_replace() {
+        let cases: Vec<(io::Error, String)> = vec![
+            (
+                VolumeFault::Shrank { eof: 10, len: 20 }.into_io(io::ErrorKind::UnexpectedEof),
+                "the volume shrank: it ends at byte 10 or before, but it was 20 bytes when the \
+                 set opened it (truncated behind the daemon's back?)"
+                    .into(),
+            ),
+            (
+                VolumeFault::BadPage {
+                    map: "copy",
+                    page: 3,
+                    offset: 20480,
+                }
+                .into_io(io::ErrorKind::InvalidData),
+                "page 3 of the copy bitmap (byte 20480 of the bitmap volume) fails its \
+                 checksum: the bitmap volume was damaged or changed behind iifs, and which \
+                 chunks of the shadow are valid is not known"
+                    .into(),
+            ),
+            (
+                OpenRefusal::Locked {
+                    backing: Some("/b.img".into()),
+                    holder: None,
+                }
+                .into(),
+                "its backing file /b.img is in use by another process: it is locked as a \
+                 volume (another iifs daemon, or a program such as qemu, uses it); stop that \
+                 first"
+                    .into(),
+            ),
+            (
+                OpenRefusal::Locked {
+                    backing: None,
+                    holder: Some("process 7 (qemu)".into()),
+                }
+                .into(),
+                "it is in use by process 7 (qemu): it is locked as a volume (another iifs \
+                 daemon, or a program such as qemu, uses it); stop that first"
+                    .into(),
+            ),
+            (
+                OpenRefusal::DeviceBusy { mounted_at: None }.into(),
+                "it is in use: another program holds it open exclusively (a file system, \
+                 device mapper, md, another iifs daemon); `lsblk` and `fuser -v` show who"
+                    .into(),
+            ),
+            (
+                OpenRefusal::DeviceBusy {
+                    mounted_at: Some("/mnt/x".into()),
+                }
+                .into(),
+                "it is in use: it is mounted at /mnt/x: unmount it first".into(),
+            ),
+            (
+                OpenRefusal::OnIifs {
+                    mount: "/mnt/ii".into(),
+                    via: Some("/mnt/ii/f".into()),
+                }
+                .into(),
+                "it is a loop device over /mnt/ii/f, which is inside the iifs mount /mnt/ii: a \
+                 volume cannot live on an iifs control tree; name the file behind it instead"
+                    .into(),
+            ),
+            (
+                OpenRefusal::NoDirectory { dir: "/d".into() }.into(),
+                "directory /d does not exist (a missing bitmap file is created, its directory \
+                 is not)"
+                    .into(),
+            ),
+            (
+                OpenRefusal::SizeDiffers { now: 1, in_use: 2 }.into(),
+                "it is 1 bytes now, but it is in use as a volume of 2 bytes (its size when it \
+                 was opened); the sets on one volume must agree on its size: disable the sets \
+                 that use it, then enable them again"
+                    .into(),
+            ),
+        ];
+        for (e, sentence) in cases {
+            assert_eq!(e.to_string(), sentence);
+        }
+        let e: io::Error = OpenRefusal::Explained {
+            why: "it is a running program",
+            errno: libc::ETXTBSY,
+            kind: io::ErrorKind::PermissionDenied,
+        }
+        .into();
+        assert_eq!(
+            (e.kind(), e.to_string().as_str()),
+            (io::ErrorKind::PermissionDenied, "it is a running program")
+        );
+    }
+}
