@@ -96,8 +96,9 @@ pub struct Context {
 /// - the location: `OPERATION of ROLE PATH chunk N at byte O`, each part only when known;
 /// - then `: ` and the message (after a location), and `: ` and the source.
 ///
-/// So `Error::io("read of master /m", &e)` reads `read of master /m: Input/output error`, as
-/// does `Error::new(Kind::Io, "").during("read").on_volume(Role::Master, "/m").with_source(e)`.
+/// So `Error::io("read of master /m", &e)` reads `read of master /m: ` and then `e`, as does
+/// `Error::new(Kind::Io, "").during("read").on_volume(Role::Master, "/m").with_source(e)`.
+/// `message` is written by the builders only: setting it by hand would part it from the fields.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct Error {
     pub kind: Kind,

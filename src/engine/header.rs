@@ -1,4 +1,6 @@
 //! The iifs bitmap-volume header: a versioned, checksummed record of the set's persistent state.
+//! Over 500 lines with its tests because it is the whole on-disk format in one place: the
+//! encoder, the decoder and the tests that keep them agreeing change together.
 //!
 //! Layout of a bitmap volume (all integers little-endian):
 //! ```text
