@@ -227,7 +227,7 @@ fn serve(settings: &Settings, mountpoint: &Path, ready: &process::Readiness) -> 
     log::info!(
         "iifs mounted at {} ({} sets)",
         mountpoint.display(),
-        controller.engine.sets().len()
+        controller.set_count()
     );
     ready.ready();
     let result = session
