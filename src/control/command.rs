@@ -95,3 +95,44 @@ impl Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_scope() -> Scope {
+        Scope::Set(SetScope {
+            name: "s1".into(),
+            set: None,
+        })
+    }
+
+    #[test]
+    fn a_command_is_parsed_in_the_scope_of_its_ctl_file() {
+        assert!(matches!(
+            Scope::Global.parse(b"enable dep /a /b /c"),
+            Ok(Command::Global(GlobalCommand::Enable { .. }))
+        ));
+        assert!(Scope::Global.parse(b"wait").is_err());
+        assert!(set_scope().parse(b"enable dep /a /b /c").is_err());
+        assert!(set_scope().parse(b"frobnicate").is_err());
+    }
+
+    #[test]
+    fn the_commands_that_block_are_known_from_the_typed_command() {
+        let parse = |s: &str| set_scope().parse(s.as_bytes()).unwrap();
+        for word in ["wait", "disable", "update shadow", "copy master force"] {
+            assert!(parse(word).blocks(), "{word}");
+        }
+        for word in ["abort", "reset", "params 10 4"] {
+            assert!(!parse(word).blocks(), "{word}");
+        }
+        assert!(!Scope::Global
+            .parse(b"enable dep /a /b /c")
+            .unwrap()
+            .blocks());
+        assert!(parse("wait").is_wait() && !parse("abort").is_wait());
+        assert_eq!(parse("disable").disables(), Some("s1"));
+        assert_eq!(parse("wait").disables(), None);
+    }
+}
