@@ -9,7 +9,7 @@ use fuser::{Errno, FileHandle, FopenFlags, ReplyData, ReplyEmpty, ReplyWrite};
 use super::ctl::CtlFile;
 use super::errno;
 use super::inode::Node;
-use super::tree::{kind, Kind, Tree};
+use super::tree::{kind, NodeKind, Tree};
 use crate::control::{DataFile, Role, Scope};
 
 thread_local! {
@@ -70,22 +70,22 @@ pub fn open(
     writing: bool,
 ) -> Result<(Handle, FopenFlags), Errno> {
     let handle = match kind(node) {
-        Kind::Dir => return Err(Errno::EISDIR),
-        Kind::Data(name, role) => {
+        NodeKind::Dir => return Err(Errno::EISDIR),
+        NodeKind::Data(name, role) => {
             let file = tree.ctl.open_file(name, role).map_err(|_| Errno::ENOENT)?;
             if writing && role == Role::Bitmap {
                 return Err(Errno::EACCES);
             }
             Handle::Data(file)
         }
-        Kind::Ctl => {
+        NodeKind::Ctl => {
             let scope = match node {
                 Node::Set(name, _) => tree.ctl.set_scope(name),
                 _ => Scope::Global,
             };
             Handle::Ctl(Arc::new(CtlFile::new(ino, scope)))
         }
-        Kind::Text(text) => {
+        NodeKind::Text(text) => {
             if writing {
                 return Err(Errno::EACCES);
             }

@@ -144,7 +144,7 @@ impl Filesystem for IifsFs {
         };
         let attr = self.tree.attr(ino.0, &node);
         // Volumes behave like block devices: O_TRUNC is ignored, a real resize refused.
-        if let (Some(size), tree::Kind::Data(..)) = (size, tree::kind(&node)) {
+        if let (Some(size), tree::NodeKind::Data(..)) = (size, tree::kind(&node)) {
             let o_trunc_side_effect = size == 0 && !self.atomic_o_trunc;
             if size != attr.size && !o_trunc_side_effect {
                 return reply.error(Errno::EINVAL);

@@ -18,9 +18,9 @@ pub const TTL: Duration = Duration::from_secs(1);
 /// hence also one inode per open: `Inodes::ctl_instance`).
 pub const CTL_SIZE: u64 = 64 * 1024;
 
-/// The kinds of node: everything else about a node follows from its kind (`Kind::shape`).
+/// The kinds of node: everything else about a node follows from its kind (`NodeKind::shape`).
 #[derive(Debug, Clone, Copy)]
-pub enum Kind<'a> {
+pub enum NodeKind<'a> {
     Dir,
     /// The global ctl file or a set's.
     Ctl,
@@ -41,18 +41,18 @@ struct Shape {
     entry_ttl: Duration,
 }
 
-impl Kind<'_> {
+impl NodeKind<'_> {
     fn shape(&self) -> Shape {
         let (file_type, perm, attr_ttl, entry_ttl) = match self {
-            Kind::Dir => (FileType::Directory, 0o755, TTL, TTL),
+            NodeKind::Dir => (FileType::Directory, 0o755, TTL, TTL),
             // Only the daemon's user (root) gives commands; reading the reply needs no more.
             // Every lookup gets an inode of its own (`Inodes::ctl_instance`), not cached, so
             // the next path walk looks it up again.
-            Kind::Ctl => (FileType::RegularFile, 0o200, TTL, Duration::ZERO),
+            NodeKind::Ctl => (FileType::RegularFile, 0o200, TTL, Duration::ZERO),
             // A status file's size follows its content: never cached.
-            Kind::Text(_) => (FileType::RegularFile, 0o444, Duration::ZERO, Duration::ZERO),
+            NodeKind::Text(_) => (FileType::RegularFile, 0o444, Duration::ZERO, Duration::ZERO),
             // The bitmap file (and a file of a set just removed) is the daemon's to read alone.
-            Kind::Data(..) => (FileType::RegularFile, 0o400, TTL, TTL),
+            NodeKind::Data(..) => (FileType::RegularFile, 0o400, TTL, TTL),
         };
         Shape {
             file_type,
@@ -64,17 +64,17 @@ impl Kind<'_> {
 }
 
 /// The kind of a node.
-pub fn kind(node: &Node) -> Kind<'_> {
+pub fn kind(node: &Node) -> NodeKind<'_> {
     match node {
-        Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => Kind::Dir,
-        Node::Ctl | Node::Set(_, SetFile::Ctl) => Kind::Ctl,
-        Node::Status => Kind::Text(Text::Status),
-        Node::Version => Kind::Text(Text::Version),
-        Node::Volumes => Kind::Text(Text::Volumes),
-        Node::Set(name, SetFile::Status) => Kind::Text(Text::SetStatus(name)),
-        Node::Set(name, SetFile::Master) => Kind::Data(name, Role::Master),
-        Node::Set(name, SetFile::Shadow) => Kind::Data(name, Role::Shadow),
-        Node::Set(name, SetFile::Bitmap) => Kind::Data(name, Role::Bitmap),
+        Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => NodeKind::Dir,
+        Node::Ctl | Node::Set(_, SetFile::Ctl) => NodeKind::Ctl,
+        Node::Status => NodeKind::Text(Text::Status),
+        Node::Version => NodeKind::Text(Text::Version),
+        Node::Volumes => NodeKind::Text(Text::Volumes),
+        Node::Set(name, SetFile::Status) => NodeKind::Text(Text::SetStatus(name)),
+        Node::Set(name, SetFile::Master) => NodeKind::Data(name, Role::Master),
+        Node::Set(name, SetFile::Shadow) => NodeKind::Data(name, Role::Shadow),
+        Node::Set(name, SetFile::Bitmap) => NodeKind::Data(name, Role::Bitmap),
     }
 }
 
@@ -124,12 +124,12 @@ impl Tree {
         let shape = kind.shape();
         let mut perm = shape.perm;
         let size = match kind {
-            Kind::Dir => 0,
-            Kind::Ctl => CTL_SIZE,
+            NodeKind::Dir => 0,
+            NodeKind::Ctl => CTL_SIZE,
             // The size of the text an open would give now, so `cmp` and tools that trust
             // st_size see the content; it may change by the next open, as the state does.
-            Kind::Text(text) => self.ctl.text(text).map_or(0, |t| t.len() as u64),
-            Kind::Data(name, role) => {
+            NodeKind::Text(text) => self.ctl.text(text).map_or(0, |t| t.len() as u64),
+            NodeKind::Data(name, role) => {
                 let info = self.ctl.file_info(name, role);
                 // A volume is as open to a user through the mount as it is directly: the mode
                 // and owner of the backing file (or device node). One that cannot be looked
@@ -235,7 +235,7 @@ impl Tree {
             .find(|(_, _, n)| n == name)?;
         let child = self.node(INodeNo(ino))?;
         let ttl = match kind(&child) {
-            Kind::Ctl => return Some((self.inodes.ctl_instance(ino), child, Duration::ZERO)),
+            NodeKind::Ctl => return Some((self.inodes.ctl_instance(ino), child, Duration::ZERO)),
             // A set's name may be disabled and enabled anew at any moment, as another set with
             // new inode numbers: the kernel must not keep the name's old inode, or
             // `sets/NAME/master` right after a re-enable would fail with ENOENT until the entry
