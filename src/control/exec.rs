@@ -7,7 +7,7 @@ use crate::engine::error::Role;
 use crate::engine::{Direction, Durability, EnableSpec, Engine, Set, SetRecord};
 use crate::registry::Registry;
 
-use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
+use super::parse::{GlobalCommand, SetCommand};
 
 /// Daemon-wide defaults for new sets.
 #[derive(Debug, Clone, Copy)]
@@ -17,7 +17,7 @@ pub struct SetDefaults {
 }
 
 pub struct Controller {
-    pub engine: Engine,
+    pub(super) engine: Engine,
     registry: Registry,
     defaults: SetDefaults,
 }
@@ -93,8 +93,7 @@ impl Controller {
 
     /// A command written to the global ctl file; on success, what the reply should say
     /// besides `ok` (a bitmap file the enable made).
-    pub fn global(&self, input: &[u8]) -> Result<Option<String>> {
-        let cmd = parse_global(input)?;
+    pub fn global(&self, cmd: GlobalCommand) -> Result<Option<String>> {
         log::info!("ctl: {cmd}");
         match cmd {
             GlobalCommand::Enable {
@@ -153,17 +152,6 @@ impl Controller {
     /// (`None` when there was none: a set that could not be restored): a command through a file
     /// whose set was disabled meanwhile must not reach a new set of the same name. A `wait`
     /// gives up (Ok, the copy going on) as soon as `stop` says so.
-    pub fn set_command(
-        &self,
-        name: &str,
-        input: &[u8],
-        opened: Option<&Weak<Set>>,
-        stop: &dyn Fn() -> bool,
-    ) -> Result<()> {
-        let cmd = parse_set(input)?;
-        self.run_set_command(name, &cmd, opened, stop)
-    }
-
     pub fn run_set_command(
         &self,
         name: &str,

@@ -1,9 +1,18 @@
 //! Management tier: command words to typed commands and back, their execution against the
-//! engine (with the registry kept in step), and the text of the status files.
+//! engine (with the registry kept in step), the text of the status files, and the data files of
+//! the sets as the presentation layer opens them. The presentation layer reaches the engine only
+//! through this module.
 
+pub mod command;
 pub mod exec;
+pub mod files;
 pub mod parse;
 pub mod status;
 
+pub use command::{Command, Scope};
 pub use exec::Controller;
+pub use files::{DataFile, FileInfo, Text};
 pub use parse::{parse_global, parse_set, GlobalCommand, SetCommand};
+
+/// The errors the controller answers with, and which volume of a set a file is.
+pub use crate::engine::error::{Error, Kind, Role};

@@ -232,7 +232,7 @@ fn serve(
     log::info!(
         "iifs mounted at {} ({} sets)",
         mountpoint.display(),
-        controller.engine.sets().len()
+        controller.set_count()
     );
     ready.ready();
     let result = session

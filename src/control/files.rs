@@ -1,0 +1,212 @@
+//! What the presentation layer reads and writes: the data files of a set (`master`, `shadow`,
+//! `bitmap`), the text of the status files and the names in the tree. The file system reaches
+//! the engine's sets only through these.
+
+use std::sync::Arc;
+
+use crate::engine::error::{invalid, Error, Result, Role};
+use crate::engine::Set;
+
+use super::status;
+use super::Controller;
+
+/// An open `master`, `shadow` or `bitmap` file of a set. A `master` or `shadow` file is counted
+/// on its set (per file) while it lives, so the set is not disabled, nor a copy started onto
+/// the file, under a loop device or a process using it; the bitmap file is read-only and never
+/// counted.
+pub struct DataFile {
+    set: Arc<Set>,
+    role: Role,
+}
+
+/// What the tree shows of a data file without opening it.
+pub struct FileInfo {
+    pub len: u64,
+    /// The file backing the volume (`master` and `shadow`): its mode and owner are the file's.
+    pub backing: Option<String>,
+}
+
+/// The status-like files, whose content is made when they are opened.
+#[derive(Debug, Clone, Copy)]
+pub enum Text<'a> {
+    /// The global `status`.
+    Status,
+    Version,
+    Volumes,
+    /// `sets/NAME/status`.
+    SetStatus(&'a str),
+}
+
+impl Controller {
+    /// Open a data file of the set `name`.
+    pub fn open_file(&self, name: &str, role: Role) -> Result<DataFile> {
+        let set = self.engine.set(name)?;
+        if role != Role::Bitmap {
+            set.file_opened(role);
+        }
+        Ok(DataFile { set, role })
+    }
+
+    /// The size and backing file of a data file of the set `name`, while the set lives.
+    pub fn file_info(&self, name: &str, role: Role) -> Option<FileInfo> {
+        let set = self.engine.set(name).ok()?;
+        Some(match role {
+            Role::Bitmap => FileInfo {
+                len: set.tracking.vol.len(),
+                backing: None,
+            },
+            Role::Master => FileInfo {
+                len: set.size,
+                backing: Some(set.paths.master.clone()),
+            },
+            Role::Shadow => FileInfo {
+                len: set.size,
+                backing: Some(set.paths.shadow.clone()),
+            },
+        })
+    }
+
+    /// Whether a set named `name` is enabled (not one that could not be restored).
+    pub fn has_set(&self, name: &str) -> bool {
+        self.engine.set(name).is_ok()
+    }
+
+    /// How many sets are enabled.
+    pub fn set_count(&self) -> usize {
+        self.engine.sets().len()
+    }
+
+    /// The names of the enabled sets, then of those that could not be restored at start.
+    pub fn set_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.engine.sets().iter().map(|s| s.name.clone()).collect();
+        names.extend(self.unrestored().into_iter().map(|(r, _)| r.name));
+        names
+    }
+
+    /// The content of a status-like file now (`None`: no such set).
+    pub fn text(&self, text: Text<'_>) -> Option<String> {
+        Some(match text {
+            Text::Status => {
+                let live: Vec<_> = self.engine.sets().iter().map(|s| s.status()).collect();
+                let mut text = status::global_status(&live);
+                for (rec, _) in self.unrestored() {
+                    text.push_str(&status::unrestored_line(&rec));
+                }
+                text
+            }
+            Text::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
+            Text::Volumes => status::volumes(&self.engine.volumes()),
+            Text::SetStatus(name) => match self.engine.set(name) {
+                Ok(set) => status::set_status(&set.status()),
+                Err(_) => {
+                    let (rec, reason) = self.unrestored_set(name)?;
+                    status::unrestored_status(&rec, &reason)
+                }
+            },
+        })
+    }
+}
+
+impl DataFile {
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The volume's size.
+    pub fn len(&self) -> u64 {
+        match self.role {
+            Role::Bitmap => self.set.tracking.vol.len(),
+            Role::Master | Role::Shadow => self.set.size,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A `master` or `shadow` file whose set was disabled after it was opened (the open raced
+    /// the disable): its I/O fails rather than reach a volume that no set protects any more.
+    pub fn served_no_more(&self) -> bool {
+        if self.role != Role::Bitmap && self.set.is_detached() {
+            log::warn!("I/O on a file of set {}, which was disabled", self.set.name);
+            return true;
+        }
+        false
+    }
+
+    /// Read `buf.len()` bytes at `offset` (zeros past the end).
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let s = &self.set;
+        match self.role {
+            Role::Master => s.master.read(buf, offset),
+            Role::Shadow => s.read_shadow(buf, offset),
+            Role::Bitmap => s
+                .tracking
+                .vol
+                .read_at(buf, offset)
+                .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e)),
+        }
+    }
+
+    pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
+        match self.role {
+            Role::Master => self.set.master.write(data, offset),
+            Role::Shadow => self.set.write_shadow(data, offset),
+            Role::Bitmap => Err(invalid("the bitmap file is read-only")),
+        }
+    }
+
+    /// Discard (or zero) `len` bytes at `offset`: a write of zeros as far as the point in time
+    /// is concerned; the backing file punches the hole (or writes zeros where it cannot).
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        match self.role {
+            Role::Master => self.set.master.discard(offset, len),
+            Role::Shadow => self.set.discard_shadow(offset, len),
+            Role::Bitmap => Err(invalid("the bitmap file is read-only")),
+        }
+    }
+
+    /// Reserve the backing file's blocks for `offset..end`, so that the writes the caller then
+    /// counts on do not fail for lack of space. A block device has all of its blocks already; a
+    /// backing file system without fallocate cannot reserve them either way (both succeed).
+    pub fn allocate(&self, offset: u64, end: u64) -> std::io::Result<()> {
+        let fd = match self.role {
+            Role::Master => self.set.master.vol.raw_fd(),
+            Role::Shadow => self.set.shadow.raw_fd(),
+            Role::Bitmap => None,
+        };
+        let (Some(fd), true) = (fd, end > offset) else {
+            return Ok(());
+        };
+        // SAFETY: fallocate on an open descriptor with plain integer arguments.
+        let rc = unsafe {
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                (end - offset) as libc::off_t,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        match (rc, err.raw_os_error()) {
+            (0, _) | (_, Some(libc::EOPNOTSUPP | libc::ENODEV)) => Ok(()),
+            _ => Err(err),
+        }
+    }
+
+    /// Make what was written durable (`fsync`); the bitmap file has nothing to sync.
+    pub fn sync(&self) -> Result<()> {
+        match self.role {
+            Role::Bitmap => Ok(()),
+            Role::Master | Role::Shadow => self.set.sync_all(),
+        }
+    }
+}
+
+impl Drop for DataFile {
+    fn drop(&mut self) {
+        if self.role != Role::Bitmap {
+            self.set.file_closed(self.role);
+        }
+    }
+}
