@@ -3,6 +3,8 @@
 //! it), nobody else may be writing it (files are locked as qemu locks its images, block
 //! devices are opened exclusively), and it must not live on an iifs mount (its I/O would be
 //! served by an iifs daemon, perhaps this one, whose threads may all be waiting for it).
+//!
+//! (Over 500 lines with its unit tests; the checks of one open belong together.)
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
