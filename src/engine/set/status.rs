@@ -145,3 +145,57 @@ impl Set {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state words as the status file showed them before the state was typed.
+    fn old_word(f: u32) -> &'static str {
+        if f & flags::OFFLINE != 0 {
+            "offline"
+        } else if f & flags::ACTIVE != 0 {
+            if f & FULL_COPY != 0 {
+                "copying"
+            } else {
+                "updating"
+            }
+        } else if f & (flags::TO_SHADOW | flags::TO_MASTER) != 0 {
+            "aborted"
+        } else {
+            "idle"
+        }
+    }
+
+    #[test]
+    fn the_typed_state_says_what_the_state_flags_said() {
+        let bits = [
+            flags::TO_SHADOW,
+            flags::TO_MASTER,
+            flags::ACTIVE,
+            FULL_COPY,
+            flags::OFFLINE,
+            flags::OFFLINE_MASTER,
+            flags::OFFLINE_SHADOW,
+            flags::OFFLINE_BITMAP,
+        ];
+        for combo in 0u32..1 << bits.len() {
+            let f = (0..bits.len())
+                .filter(|i| combo & (1 << i) != 0)
+                .fold(0, |f, i| f | bits[i]);
+            let state = SetState::of(f);
+            assert_eq!(state.word(), old_word(f), "flags {f:#x}");
+            assert_eq!(state.to_string(), state.word());
+            if f & flags::OFFLINE == 0 && f & (flags::TO_SHADOW | flags::TO_MASTER) != 0 {
+                assert_eq!(state.direction(), direction_of(f), "flags {f:#x}");
+            }
+        }
+        assert_eq!(
+            SetState::of(flags::OFFLINE | flags::OFFLINE_SHADOW),
+            SetState::Offline(OfflineVolumes {
+                shadow: true,
+                ..OfflineVolumes::default()
+            })
+        );
+    }
+}
