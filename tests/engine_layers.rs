@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 
 /// The files of the `Engine` layer.
-const ENGINE_LAYER: &[&str] = &["mod", "enable", "restore", "opener", "fileopen"];
+const ENGINE_LAYER: &[&str] = &["mod", "enable", "restore", "opener"];
 
 /// A file's code without comments and without its test module.
 fn code(text: &str) -> String {
@@ -141,7 +141,7 @@ fn the_engine_modules_import_each_other_one_way() {
                 }
             }
             for (name, text) in texts {
-                files.push((stem.clone(), name == "mod", children.clone(), text));
+                files.push((node_of(&stem), name == "mod", children.clone(), text));
             }
         } else if path.extension().is_some_and(|e| e == "rs") {
             modules.insert(stem.clone());

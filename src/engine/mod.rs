@@ -14,7 +14,7 @@
 //!   -> master                                          (master bytes; knows sets as `Imager`s)
 //!   -> set                                             (one set: copy-on-write, shadow I/O, state)
 //!   -> copier                                          (the background copy; `CopyControl`)
-//!   -> opener, fileopen, enable, restore, Engine       (the tables of sets and volumes)
+//!   -> opener, enable, restore, Engine                 (the tables of sets and volumes)
 //! ```
 //!
 //! The master holds its sets as `master::Imager` trait objects and a set holds its copy's
@@ -50,7 +50,6 @@ pub mod commit;
 pub mod copier;
 mod enable;
 pub mod error;
-mod fileopen;
 pub mod header;
 pub mod master;
 pub mod memory;
@@ -68,8 +67,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use enable::{check_chunk_size, check_set_name, EnableSpec, Enabled, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Kind, Result};
-pub use fileopen::FileOpener;
 pub use header::{Durability, SetKind};
+pub use opener::FileOpener;
 pub use opener::Opener;
 pub use set::{Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
 

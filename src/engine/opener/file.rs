@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::volume::{FileVolume, Volume, VolumeId};
+use super::super::volume::{FileVolume, Volume, VolumeId};
 use super::Opener;
 use crate::mounts;
 
@@ -296,7 +296,7 @@ fn lock_file(file: &File, what: &str, id: VolumeId) -> io::Result<()> {
             ),
         )
     };
-    if !super::volume::try_lock_exclusive(file)? {
+    if !super::super::volume::try_lock_exclusive(file)? {
         return Err(busy(lock_holder(id)));
     }
     // SAFETY: an all-zero flock is a valid value of this plain C struct.

@@ -1,5 +1,10 @@
-//! How the engine finds volumes by path (`Opener`: files for the daemon, `FileOpener` in
-//! `fileopen`; memory for tests), and the engine's checked opening of a set's volumes.
+//! How the engine finds volumes by path (`Opener`: files and block devices for the daemon,
+//! `FileOpener` in `file`; a table of memory volumes for tests), and the engine's checked
+//! opening of a set's volumes.
+
+mod file;
+
+pub use file::FileOpener;
 
 use std::io;
 use std::path::Path;
