@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use iifs::engine::bitmap::Bitmap;
-use iifs::engine::volume::{MemVolume, Volume};
-use iifs::engine::{Direction, Durability, EnableSpec, Engine, MapOpener, Set, SetKind};
+use iifs::engine::testing::{MapOpener, MemVolume};
+use iifs::engine::volume::Volume;
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Set, SetKind};
 
 const CHUNK: usize = 65536;
 const SIZE: usize = 256 << 20;

@@ -7,6 +7,7 @@
 //!        |
 //!  engine         engine/ (volumes, bitmap volume, sets, copy-on-write, copier, group commit)
 //! ```
+//! (The engine's own layers and lock order are drawn in the `engine` module's documentation.)
 //! Each tier depends only on the tiers below it.
 //!
 //! Commands are words; their `Display` is exactly what the parser reads back:

@@ -23,8 +23,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iifs::engine::volume::{MemVolume, Volume};
-use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
+use iifs::engine::testing::{MapOpener, MemVolume};
+use iifs::engine::volume::Volume;
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, Set, SetKind};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use iifs::engine::faulty::FlakyVolume as Flaky;
-use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
+use iifs::engine::testing::{FlakyVolume as Flaky, MapOpener};
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, Set, SetKind};
 
 const SIZE: usize = 64 * 4096;
 const CHUNK: usize = 4096;

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{file_bytes, pattern, Mount};
-use iifs::engine::faulty::FlakyVolume as Flaky;
+use iifs::engine::testing::{FlakyVolume as Flaky, MapOpener};
 use iifs::engine::volume::{copy_range, Access, FileVolume, Volume};
-use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, MapOpener, Set, SetKind};
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, Set, SetKind};
 
 // ------------------------------------------------------------------------------ engine level
 

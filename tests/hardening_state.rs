@@ -13,11 +13,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iifs::engine::faulty::FlakyVolume as Flaky;
 use iifs::engine::header::flags;
+use iifs::engine::testing::{FlakyVolume as Flaky, MapOpener};
 use iifs::engine::tracking::Map;
 use iifs::engine::volume::Volume;
-use iifs::engine::{Durability, EnableSpec, Engine, Kind, MapOpener, SetKind, SetRecord};
+use iifs::engine::{Durability, EnableSpec, Engine, Kind, SetKind, SetRecord};
 use tiny::Tiny;
 
 const CHUNK: usize = 4096;

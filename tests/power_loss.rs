@@ -27,11 +27,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iifs::engine::powerloss::{PowerLossVolume, TripSwitch};
-use iifs::engine::volume::{MemVolume, Volume};
-use iifs::engine::{
-    Direction, Durability, EnableSpec, Engine, Kind, MapOpener, SetKind, SetRecord,
-};
+use iifs::engine::testing::{MapOpener, MemVolume, PowerLossVolume, TripSwitch};
+use iifs::engine::volume::Volume;
+use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, SetKind, SetRecord};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

@@ -1,24 +1,64 @@
 //! A master volume and the sets that image it. Every change to the master's bytes, whether a
 //! user write through any set's `master` file or an update copying a shadow back, goes through
-//! `Master::change`, which first lets every set on this master preserve what it needs.
+//! `Master::change`, which first lets every set on this master preserve what it needs. The
+//! master is the only writer of master bytes: user writes and discards here, and the copies of
+//! a shadow back onto it (`Master::copy_in`), which the sets ask for.
+//!
+//! The master knows its sets only as `Imager`s (implemented by `set::Set`): the set module
+//! builds on this one, never the other way round.
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::io;
+use std::sync::{Arc, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::error::{Error, Kind, Result, Role};
-use super::set::{Set, Work};
-use super::volume::Volume;
+use super::chunk::{check_range, region_spans};
+use super::error::{Error, Result, Role};
+use super::stripe::Stripes;
+use super::tracking::Map;
+use super::volume::{copy_range_ends, Access, CopyEnd, Volume};
 
-/// Stripe locks cover 1 MiB regions: the largest chunk, so any chunk of any set on this master
-/// lies within one stripe. Unrelated regions never share a lock except by hash collision.
-pub const REGION_SHIFT: u32 = 20;
-const STRIPES: usize = 1024;
+/// The data moves and bit changes one I/O needs, planned under the stripe lock and applied in
+/// the order that keeps the point in time safe: data, then (durable) bits, then publication.
+#[derive(Default)]
+pub struct Work {
+    pub(crate) to_shadow: Vec<u64>,
+    pub(crate) to_master: Vec<u64>,
+    pub(crate) bits: Vec<(Map, u64, bool)>,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.to_shadow.is_empty() && self.to_master.is_empty() && self.bits.is_empty()
+    }
+}
+
+/// What the master asks of each set imaging it before its bytes change, and on its reads.
+pub trait Imager: Send + Sync {
+    fn name(&self) -> &str;
+    /// The set's gate, for reading: held across one I/O.
+    fn gate_read(&self) -> RwLockReadGuard<'_, ()>;
+    /// The set's gate, for writing: no I/O of the set is in flight while it is held.
+    fn gate_write(&self) -> RwLockWriteGuard<'_, ()>;
+    fn is_copying_to_master(&self) -> bool;
+    fn master_offline(&self) -> bool;
+    fn last_error(&self) -> Option<String>;
+    fn go_offline(&self, err: &Error);
+    /// True when a change of master bytes `[offset, offset+len)` needs nothing from this set.
+    fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool;
+    /// The span of the chunks the set would push onto the master before that change.
+    fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)>;
+    /// (preserve, push): what the set must do before master bytes `[offset, offset+len)` change.
+    fn plan_master_change(&self, offset: u64, len: u64) -> (Work, Work);
+    fn apply(&self, work: Work) -> Result<()>;
+    /// A master read while this set copies its shadow onto the master.
+    fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()>;
+}
 
 pub struct Master {
     pub vol: Arc<dyn Volume>,
     pub path: String,
-    stripes: Vec<Mutex<()>>,
+    stripes: Stripes,
     /// Replaced whole on attach/detach (rare), so the I/O path takes one reference count.
-    sets: RwLock<Arc<Vec<Arc<Set>>>>,
+    sets: RwLock<Arc<Vec<Arc<dyn Imager>>>>,
 }
 
 impl Master {
@@ -26,7 +66,7 @@ impl Master {
         Master {
             vol,
             path,
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: Stripes::default(),
             sets: RwLock::new(Arc::new(Vec::new())),
         }
     }
@@ -39,14 +79,14 @@ impl Master {
         self.vol.len() == 0
     }
 
-    pub fn sets(&self) -> Arc<Vec<Arc<Set>>> {
+    pub fn sets(&self) -> Arc<Vec<Arc<dyn Imager>>> {
         match self.sets.read() {
             Ok(s) => Arc::clone(&s),
             Err(p) => Arc::clone(&p.into_inner()),
         }
     }
 
-    fn replace_sets(&self, change: impl FnOnce(&mut Vec<Arc<Set>>)) -> usize {
+    fn replace_sets(&self, change: impl FnOnce(&mut Vec<Arc<dyn Imager>>)) -> usize {
         let mut guard = match self.sets.write() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
@@ -58,7 +98,7 @@ impl Master {
         n
     }
 
-    pub fn attach(&self, set: Arc<Set>) {
+    pub fn attach(&self, set: Arc<dyn Imager>) {
         self.replace_sets(|sets| sets.push(set));
     }
 
@@ -68,23 +108,32 @@ impl Master {
 
     /// Remove a set; returns how many sets still use this master.
     pub fn detach(&self, name: &str) -> usize {
-        self.replace_sets(|sets| sets.retain(|s| s.name != name))
+        self.replace_sets(|sets| sets.retain(|s| s.name() != name))
     }
 
     /// The set (other than `except`) whose shadow is being copied onto this master, if any.
     pub fn copying_to_master(&self, except: Option<&str>) -> Option<String> {
         self.sets()
             .iter()
-            .find(|s| Some(s.name.as_str()) != except && s.is_copying_to_master())
-            .map(|s| s.name.clone())
+            .find(|s| Some(s.name()) != except && s.is_copying_to_master())
+            .map(|s| s.name().to_string())
     }
 
     pub fn lock_region(&self, offset: u64) -> MutexGuard<'_, ()> {
-        let i = (offset >> REGION_SHIFT) as usize % STRIPES;
-        match self.stripes[i].lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        self.stripes.lock(offset)
+    }
+
+    /// Copy bytes `[off, off+len)` of `from` (a shadow) onto the master. The caller holds the
+    /// region's stripe lock and has let the other sets preserve what they need
+    /// (`prepare_change`).
+    pub fn copy_in(
+        &self,
+        from: &dyn Volume,
+        off: u64,
+        len: u64,
+        access: Access,
+    ) -> std::result::Result<(), (CopyEnd, io::Error)> {
+        copy_range_ends(from, self.vol.as_ref(), off, len, access)
     }
 
     /// A user write to the master.
@@ -112,7 +161,7 @@ impl Master {
     /// into the request, length)`, once every set has preserved what it needs.
     fn change(
         &self,
-        sets: &[Arc<Set>],
+        sets: &[Arc<dyn Imager>],
         offset: u64,
         len: u64,
         what: &str,
@@ -163,21 +212,27 @@ impl Master {
     /// set whose own update writes them) preserves old chunks and marks them as differing. The
     /// caller holds the region's stripe lock and the sets' gates. A set that fails here goes
     /// offline; the master write itself proceeds (a production volume keeps working).
-    pub fn prepare_change(&self, sets: &[Arc<Set>], offset: u64, len: u64, writer: Option<&Set>) {
+    pub fn prepare_change(
+        &self,
+        sets: &[Arc<dyn Imager>],
+        offset: u64,
+        len: u64,
+        writer: Option<&dyn Imager>,
+    ) {
         // A set updating the master pushes whole chunks of its own shadow first; with a larger
         // chunk than a sibling's, that overwrites more than the write: preserve all of it.
         let (offset, len) = sets
             .iter()
-            .filter(|s| !writer.is_some_and(|w| std::ptr::eq(w, s.as_ref())))
+            .filter(|s| !is_writer(writer, s.as_ref()))
             .filter_map(|s| s.push_span(offset, len))
             .fold((offset, len), |(o, l), (po, pl)| {
                 let start = o.min(po);
                 (start, (o + l).max(po + pl) - start)
             });
-        let mut preserve: Vec<(&Arc<Set>, Work)> = Vec::new();
-        let mut push: Vec<(&Arc<Set>, Work)> = Vec::new();
+        let mut preserve: Vec<(&Arc<dyn Imager>, Work)> = Vec::new();
+        let mut push: Vec<(&Arc<dyn Imager>, Work)> = Vec::new();
         for set in sets {
-            if writer.is_some_and(|w| std::ptr::eq(w, set.as_ref())) {
+            if is_writer(writer, set.as_ref()) {
                 continue;
             }
             let (p, q) = set.plan_master_change(offset, len);
@@ -194,7 +249,7 @@ impl Master {
         }
     }
 
-    fn failed(&self, what: &str, sets: &[Arc<Set>], err: &std::io::Error) -> Error {
+    fn failed(&self, what: &str, sets: &[Arc<dyn Imager>], err: &std::io::Error) -> Error {
         let e = Error::io_on(
             Role::Master,
             format!("{what} the master {}", self.path),
@@ -209,7 +264,7 @@ impl Master {
 
 /// Take every set's gate for reading: bulk bitmap changes (update, copy start) wait for
 /// in-flight I/O and hold new I/O back while they switch the point in time.
-fn gates(sets: &[Arc<Set>]) -> Vec<RwLockReadGuard<'_, ()>> {
+fn gates(sets: &[Arc<dyn Imager>]) -> Vec<RwLockReadGuard<'_, ()>> {
     sets.iter().map(|s| s.gate_read()).collect()
 }
 
@@ -218,7 +273,7 @@ impl Master {
     /// disable change the list while holding the gates of the sets concerned for writing, so a
     /// list that is still current once the gates are held stays current until they are
     /// released; a stale one (a set came or went meanwhile) is dropped and taken again.
-    pub fn with_sets<T>(&self, f: impl FnOnce(&[Arc<Set>]) -> T) -> T {
+    pub fn with_sets<T>(&self, f: impl FnOnce(&[Arc<dyn Imager>]) -> T) -> T {
         loop {
             let sets = self.sets();
             let guards = gates(&sets);
@@ -236,7 +291,7 @@ impl Master {
     /// The set is attached only if `before` succeeds.
     pub fn attach_exclusive(
         &self,
-        set: Arc<Set>,
+        set: Arc<dyn Imager>,
         before: impl FnOnce() -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         let sets = self.sets();
@@ -247,29 +302,7 @@ impl Master {
     }
 }
 
-/// Split the byte range `[offset, offset+len)` at 1 MiB region boundaries: (offset, index
-/// into the range, length) of each piece.
-pub fn region_spans(offset: u64, len: u64) -> impl Iterator<Item = (u64, usize, usize)> {
-    let mut at = 0u64;
-    std::iter::from_fn(move || {
-        if at >= len {
-            return None;
-        }
-        let off = offset + at;
-        let region_end = ((off >> REGION_SHIFT) + 1) << REGION_SHIFT;
-        let n = (region_end - off).min(len - at);
-        let piece = (off, at as usize, n as usize);
-        at += n;
-        Some(piece)
-    })
-}
-
-pub fn check_range(offset: u64, len: u64, size: u64, path: &str) -> Result<()> {
-    match offset.checked_add(len) {
-        Some(end) if end <= size => Ok(()),
-        _ => Err(Error::new(
-            Kind::NoSpace,
-            format!("write past the end of {path} ({size} bytes)"),
-        )),
-    }
+/// Whether `set` is the set `writer` (compared by address).
+fn is_writer(writer: Option<&dyn Imager>, set: &dyn Imager) -> bool {
+    writer.is_some_and(|w| std::ptr::addr_eq(w, set))
 }

@@ -7,7 +7,8 @@ use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::volume::{copy_in, copy_out, poisoned, Volume, VolumeId};
+use super::super::volume::{poisoned, Volume, VolumeId};
+use super::mem::{copy_in, copy_out};
 
 /// Counts down I/O calls shared by a group of volumes; at zero the "power" is gone and every
 /// later write or sync is silently dropped (the process does not know yet).

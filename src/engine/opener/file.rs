@@ -3,6 +3,8 @@
 //! it), nobody else may be writing it (files are locked as qemu locks its images, block
 //! devices are opened exclusively), and it must not live on an iifs mount (its I/O would be
 //! served by an iifs daemon, perhaps this one, whose threads may all be waiting for it).
+//!
+//! (Over 500 lines with its unit tests; the checks of one open belong together.)
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -12,8 +14,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::error::OpenRefusal;
-use super::volume::{FileVolume, Volume, VolumeId};
+use super::super::error::OpenRefusal;
+use super::super::volume::{FileVolume, Volume, VolumeId};
 use super::Opener;
 use crate::mounts;
 
@@ -272,7 +274,7 @@ fn lock_file(file: &File, backing: Option<&Path>, id: VolumeId) -> io::Result<()
         }
         .into()
     };
-    if !super::volume::try_lock_exclusive(file)? {
+    if !super::super::volume::try_lock_exclusive(file)? {
         return Err(busy(lock_holder(id)));
     }
     // SAFETY: an all-zero flock is a valid value of this plain C struct.

@@ -5,7 +5,8 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::volume::{MemVolume, Volume, VolumeId};
+use super::super::volume::{Volume, VolumeId};
+use super::MemVolume;
 
 pub struct FlakyVolume {
     inner: MemVolume,

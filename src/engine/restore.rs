@@ -1,0 +1,115 @@
+//! Restore: the sets recorded in the registry come back from their bitmap volumes at start.
+
+use super::error::{self, exists, invalid, Error, Kind, Result};
+use super::header::{self, flags, Header};
+use super::memory;
+use super::set::Set;
+use super::tracking::Tracking;
+use super::{Engine, SetRecord};
+use std::sync::Arc;
+
+impl Engine {
+    /// Bring back the sets recorded in the registry, then resume their interrupted copies.
+    /// Copies start only once every set is back: a copy onto a master must find all the sets
+    /// whose points in time it has to preserve. Returns the records that could not come back.
+    pub fn restore_all(&self, records: &[SetRecord]) -> Vec<(SetRecord, Error)> {
+        let mut failed = Vec::new();
+        for rec in records {
+            if let Err(e) = self.restore(rec) {
+                failed.push((rec.clone(), e));
+            }
+        }
+        for set in self.sets() {
+            if set.copy_active() && !set.is_offline() {
+                self.start_copier(&set);
+            }
+        }
+        failed
+    }
+
+    /// Bring back one set from its bitmap volume (an interrupted bulk change is rolled
+    /// forward); its recorded copy resumes with `restore_all`.
+    fn restore(&self, rec: &SetRecord) -> Result<Arc<Set>> {
+        let bitmap = self.open_volume("bitmap", &rec.bitmap)?;
+        // A set too large for the memory the daemon has now is refused before its bitmaps are
+        // allocated (a failed allocation would abort the daemon).
+        let mut slots = vec![0u8; 2 * header::SLOT_SIZE as usize];
+        if bitmap.read_at(&mut slots, 0).is_ok() {
+            let (a, b) = slots.split_at(header::SLOT_SIZE as usize);
+            if let Some((h, _)) = Header::pick(a, b) {
+                memory::check(&rec.name, &h, 0)?;
+            }
+        }
+        let tracking = Tracking::open(bitmap)
+            .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
+        let h = tracking.header();
+        if h.name != rec.name || h.master != rec.master || h.shadow != rec.shadow {
+            return Err(invalid(format!(
+                "bitmap volume {} belongs to set {} ({} -> {}), not to {}",
+                rec.bitmap, h.name, h.master, h.shadow, rec.name
+            )));
+        }
+        // The registry saw this bitmap volume at a later generation: this is an older copy of
+        // it (restored from a backup or a snapshot), whose bits no longer say which chunks of
+        // the shadow are valid.
+        if h.generation < rec.generation {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "bitmap volume {} is an older copy of itself (generation {}, the registry \
+                     recorded {}): its bitmaps are out of date; put the current bitmap volume \
+                     back, or disable the set and enable it again",
+                    rec.bitmap, h.generation, rec.generation
+                ),
+            ));
+        }
+        // Offline, but the bitmap volume could not record it: it must not come back online.
+        if let Some(off) = &rec.offline {
+            if h.seq <= off.seq && h.flags & flags::OFFLINE == 0 {
+                tracking
+                    .mark_offline(off.flags | flags::OFFLINE, &off.reason)
+                    .map_err(|e| {
+                        Error::io(
+                            format!(
+                                "set {} went offline ({}) and its bitmap volume {} still cannot \
+                                 record it",
+                                rec.name, off.reason, rec.bitmap
+                            ),
+                            &e,
+                        )
+                    })?;
+            }
+        }
+        if self.tables().sets.contains_key(&rec.name) {
+            return Err(exists(format!("a set named '{}' exists already", rec.name)));
+        }
+        let master = self.open_volume("master", &h.master)?;
+        let shadow = self.open_volume("shadow", &h.shadow)?;
+        if master.len() != h.master_size {
+            return Err(invalid(format!(
+                "master volume {} is {} bytes, but set {} was made for {} bytes",
+                h.master,
+                master.len(),
+                h.name,
+                h.master_size
+            )));
+        }
+        if shadow.len() < h.master_size {
+            return Err(invalid(format!(
+                "shadow volume {} is smaller than the master",
+                h.shadow
+            )));
+        }
+        let set = self.install(master, shadow, tracking, false)?;
+        // A copy of the bitmap volume taken from now on is older than what the registry saves.
+        if let Err(e) = set.tracking.bump_generation() {
+            let e = Error::io_on(
+                error::Role::Bitmap,
+                format!("write of bitmap {}", rec.bitmap),
+                &e,
+            );
+            set.go_offline(&e);
+        }
+        Ok(set)
+    }
+}

@@ -1,0 +1,168 @@
+//! The commands of a set: start of an update or a full copy, abort, wait, the copy throttle.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::super::error::{busy, invalid, not_permitted, Error, Result, Role};
+use super::super::header::flags;
+use super::{direction_flag, now_secs, Direction, Set, FULL_COPY, MAX_DELAY_MS, MAX_UNITS};
+
+pub fn check_params(delay_ms: u32, units: u32) -> Result<()> {
+    if delay_ms > MAX_DELAY_MS || units == 0 || units > MAX_UNITS {
+        return Err(invalid(format!(
+            "the copy throttle takes DELAY in milliseconds (0..{MAX_DELAY_MS}) and UNITS in chunks (1..{MAX_UNITS})"
+        )));
+    }
+    Ok(())
+}
+
+impl Set {
+    /// Start an update (only the chunks marked as differing move) or a full copy (every
+    /// chunk moves) in direction `dir`; the copier does the moving in the background.
+    pub fn start_copy(self: &Arc<Self>, dir: Direction, full: bool) -> Result<()> {
+        self.check_can_copy(dir)?;
+        let _gate = self.gate_write();
+        // Re-check under the gate: another command may have started meanwhile.
+        self.check_can_copy(dir)?;
+        // The source's content now becomes the target's: under strict durability it must be
+        // on disk first, or a power loss could take back writes the new image already shows.
+        // The gate holds writers back meanwhile.
+        if self.strict() {
+            let (source, path, role) = match dir {
+                Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
+                Direction::Master => (self.shadow.as_ref(), &self.paths.shadow, Role::Shadow),
+            };
+            source
+                .sync()
+                .map_err(|e| self.fail(Error::io_on(role, format!("sync of {path}"), &e)))?;
+        }
+        let dep = self.is_dependent();
+        let pit = now_secs();
+        let copy_ops = if full {
+            flags::PENDING_FILL_COPY
+        } else {
+            flags::PENDING_OR_COPY
+        };
+        let full_flag = if full { FULL_COPY } else { 0 };
+        let result = match (dir, dep, full) {
+            // A dependent shadow's update is instant: the master as it is now is the new PIT.
+            (Direction::Shadow, true, false) => self.tracking.reset_all(|h| {
+                h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
+                h.pit_time = pit;
+            }),
+            // A dependent shadow's unchanged chunks are the master's: copy = update, and the
+            // differ bits stay until each chunk is back on the master.
+            (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
+                h.flags &= !FULL_COPY;
+                h.flags |= flags::TO_MASTER | flags::ACTIVE;
+            }),
+            (dir, _, _) => self
+                .tracking
+                .bulk(copy_ops | flags::PENDING_CLEAR_SHADOW, |h| {
+                    h.flags &= !FULL_COPY;
+                    h.flags |= direction_flag(dir) | flags::ACTIVE | full_flag;
+                    if dir == Direction::Shadow {
+                        h.pit_time = pit;
+                    }
+                }),
+        };
+        result.map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
+        let h = self.tracking.header();
+        self.flags.store(h.flags, Ordering::SeqCst);
+        // The copy's control is the copier's, given by the engine (see `CopyControl`).
+        if h.flags & flags::ACTIVE != 0 {
+            self.copier.clone().start(self);
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_can_copy(&self, dir: Direction) -> Result<()> {
+        if self.is_offline() {
+            return Err(not_permitted(format!(
+                "set {} is offline ({}); reset it first",
+                self.name,
+                self.last_error().unwrap_or_default()
+            )));
+        }
+        if self.copy_active() {
+            return Err(busy(format!(
+                "a copy is in progress on set {}; wait for it or abort it first",
+                self.name
+            )));
+        }
+        match (dir, self.direction()) {
+            (Direction::Master, Some(Direction::Shadow)) => {
+                return Err(busy(format!(
+                "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
+                self.name
+            )))
+            }
+            (Direction::Shadow, Some(Direction::Master)) => {
+                return Err(busy(format!(
+                "set {} has an unfinished copy to the master; finish it with 'update master' first",
+                self.name
+            )))
+            }
+            _ => {}
+        }
+        // While another set copies its shadow onto this master, the master's bytes are not yet
+        // what the master reads as: no other set may take them as a point in time or write them.
+        if let Some(other) = self.master.copying_to_master(Some(&self.name)) {
+            return Err(busy(format!(
+                "set {other} is copying its shadow onto master {}; wait for it (or finish its update) first",
+                self.paths.master
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stop the copy in progress (no-op when none runs); the direction stays recorded.
+    pub fn abort_copy(&self) {
+        self.copier.abort();
+    }
+
+    /// Stop the copier for a daemon shutdown: the copy stays recorded and resumes at next start.
+    pub fn stop_copier(&self) {
+        self.copier.stop();
+    }
+
+    /// Block until no copy runs. Err if the set went offline meanwhile.
+    pub fn wait_copy(&self) -> Result<()> {
+        self.wait_copy_or(&|| false)
+    }
+
+    /// As `wait_copy`, but give up (with Ok, the copy going on) as soon as `stop` says so;
+    /// `stop` is asked every 50 ms. The caller knows why it stopped.
+    pub fn wait_copy_or(&self, stop: &dyn Fn() -> bool) -> Result<()> {
+        if self
+            .copier
+            .wait(&|| self.copy_active() && !self.is_offline(), stop)
+        {
+            return Ok(());
+        }
+        if self.is_offline() {
+            return Err(self.offline_error());
+        }
+        Ok(())
+    }
+
+    pub fn set_params(&self, delay_ms: u32, units: u32) -> Result<()> {
+        check_params(delay_ms, units)?;
+        if self.is_offline() {
+            return Err(not_permitted(format!(
+                "set {} is offline ({}); reset it first",
+                self.name,
+                self.last_error().unwrap_or_default()
+            )));
+        }
+        self.tracking
+            .update_header(|h| {
+                h.throttle_delay_ms = delay_ms;
+                h.throttle_units = units;
+            })
+            .map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
+        self.throttle
+            .store(((delay_ms as u64) << 32) | units as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}

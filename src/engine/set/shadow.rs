@@ -1,0 +1,217 @@
+//! The shadow's I/O: writes and discards (after the copy rules moved what must move first),
+//! reads redirected to the master where the shadow's content still lives there, and the
+//! master reads redirected to the shadow while an update of the master runs.
+
+use std::sync::Arc;
+
+use super::super::chunk::{check_range, region_spans};
+use super::super::error::{Error, Kind, Result, Role};
+use super::super::header::flags;
+use super::super::master::{Imager, Master, Work};
+use super::super::tracking::Map;
+use super::super::volume::Volume;
+use super::Set;
+
+impl Set {
+    pub fn write_shadow(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.change_shadow(offset, data.len() as u64, "write to", |off, at, n| {
+            self.shadow.write_at(&data[at..at + n], off)
+        })
+    }
+
+    /// A user discard (punch hole) on the shadow: a write of zeros to the image; the backing
+    /// file gives the space back where it can.
+    pub fn discard_shadow(&self, offset: u64, len: u64) -> Result<()> {
+        self.change_shadow(offset, len, "discard on", |off, _, n| {
+            self.shadow.punch_hole(off, n as u64)
+        })
+    }
+
+    /// Change shadow bytes `[offset, offset+len)` with `apply(offset, index into the request,
+    /// length)`, region by region, once the copy rules have moved what must move first.
+    pub(super) fn change_shadow(
+        &self,
+        offset: u64,
+        len: u64,
+        what: &str,
+        apply: impl Fn(u64, usize, usize) -> std::io::Result<()>,
+    ) -> Result<()> {
+        check_range(
+            offset,
+            len,
+            self.size,
+            &format!("the shadow of set {}", self.name),
+        )?;
+        if self.is_offline() && !self.shadow_writable_offline() {
+            return Err(self.offline_error());
+        }
+        self.master
+            .with_sets(|sets| self.change_shadow_pieces(sets, offset, len, what, &apply))
+    }
+
+    pub(super) fn change_shadow_pieces(
+        &self,
+        sets: &[Arc<dyn Imager>],
+        offset: u64,
+        len: u64,
+        what: &str,
+        apply: &dyn Fn(u64, usize, usize) -> std::io::Result<()>,
+    ) -> Result<()> {
+        for (off, at, n) in region_spans(offset, len) {
+            let _stripe = self.master.lock_region(off);
+            let f = self.flags();
+            let mut own = Work::default();
+            let mut push = Work::default();
+            for c in self.chunks_of(off, n as u64) {
+                self.plan_chunk(f, c, &mut own, &mut push);
+            }
+            if !push.is_empty() {
+                for &c in &push.to_master {
+                    let (o, l) = self.chunk_span(c);
+                    self.master
+                        .prepare_change(sets, o, l, Some(self as &dyn Imager));
+                }
+                self.apply(push).map_err(|e| self.fail(e))?;
+            }
+            self.apply(own).map_err(|e| self.fail(e))?;
+            apply(off, at, n).map_err(|e| {
+                self.fail(Error::io_on(
+                    Role::Shadow,
+                    format!("{what} shadow {}", self.paths.shadow),
+                    &e,
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Where the shadow's content of `chunk` lives right now: on the master or on the shadow.
+    pub(super) fn shadow_reads_master(&self, chunk: u64) -> bool {
+        let f = self.flags();
+        (f & flags::TO_SHADOW != 0 && self.tracking.test(Map::Copy, chunk))
+            || (self.is_dependent() && !self.tracking.test(Map::Shadow, chunk))
+    }
+
+    pub fn read_shadow(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        // A sound independent shadow reads from itself alone (no copy to it is recorded): it
+        // stays readable when only the master or the bitmap failed.
+        if self.is_offline() && !self.shadow_sound() {
+            return Err(self.offline_error());
+        }
+        let _gate = self.gate_read();
+        let shadow = (
+            self.shadow.as_ref(),
+            self.paths.shadow.as_str(),
+            Role::Shadow,
+        );
+        let master = (
+            self.master.vol.as_ref(),
+            self.paths.master.as_str(),
+            Role::Master,
+        );
+        self.read_redirected(buf, offset, shadow, master, |c| self.shadow_reads_master(c))
+            .map_err(|e| self.fail(e))
+    }
+
+    /// A master read while this set updates the master: chunks not yet copied come from the shadow.
+    pub fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()> {
+        if self.is_offline() {
+            return self.read_master_unsettled(master, buf, offset);
+        }
+        let home = (
+            master.vol.as_ref(),
+            self.paths.master.as_str(),
+            Role::Master,
+        );
+        let shadow = (
+            self.shadow.as_ref(),
+            self.paths.shadow.as_str(),
+            Role::Shadow,
+        );
+        self.read_redirected(buf, offset, home, shadow, |c| {
+            self.is_copying_to_master() && self.tracking.test(Map::Copy, c)
+        })
+    }
+
+    /// A master read after this set went offline with a copy onto the master recorded. The
+    /// chunks that copy had not finished read as the shadow's until then; now they are neither
+    /// that (the shadow failed, or an offline set no longer pushes it before master writes) nor
+    /// surely the old master (the copy may have written part of them): reading them fails
+    /// until `reset` or a finished `copy master` settles them. Other chunks read from the master.
+    pub(super) fn read_master_unsettled(
+        &self,
+        master: &Master,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<()> {
+        if let Some(c) = self
+            .chunks_of(offset, buf.len() as u64)
+            .find(|&c| self.tracking.test(Map::Copy, c))
+        {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "chunk {c} of master {} was not yet restored from the shadow of set {} \
+                     when the set went offline ({}); its content is unknown: {}",
+                    self.paths.master,
+                    self.name,
+                    self.last_error()
+                        .unwrap_or_else(|| "a volume failed".into()),
+                    self.unsettled_advice()
+                ),
+            ));
+        }
+        master
+            .vol
+            .read_at(buf, offset)
+            .map_err(|e| Error::io_on(Role::Master, format!("read of master {}", master.path), &e))
+    }
+
+    /// Read chunk by chunk from `home`, or from `elsewhere` for chunks where `redirected` says
+    /// the content lives there now. A writer moves the bit before it changes `elsewhere`, so a
+    /// redirected read that sees the bit moved afterwards is done again from `home`.
+    pub(super) fn read_redirected(
+        &self,
+        buf: &mut [u8],
+        offset: u64,
+        home: (&dyn Volume, &str, Role),
+        elsewhere: (&dyn Volume, &str, Role),
+        redirected: impl Fn(u64) -> bool,
+    ) -> Result<()> {
+        let read = |(vol, path, role): (&dyn Volume, &str, Role), piece: &mut [u8], off: u64| {
+            vol.read_at(piece, off)
+                .map_err(|e| Error::io_on(role, format!("read of {path}"), &e))
+        };
+        let mut at = 0usize;
+        while at < buf.len() {
+            let off = offset + at as u64;
+            let c = off / self.chunk_size;
+            let chunk_end = ((c + 1) * self.chunk_size).min(self.size);
+            let n = ((chunk_end - off) as usize).min(buf.len() - at);
+            let piece = &mut buf[at..at + n];
+            loop {
+                if !redirected(c) {
+                    read(home, piece, off)?;
+                    break;
+                }
+                read(elsewhere, piece, off)?;
+                if redirected(c) {
+                    break;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// fsync of either data file: the set's shadow and bitmap first, then the master.
+    pub fn sync_all(&self) -> Result<()> {
+        let sync = |vol: &dyn Volume, role: Role, path: &str| {
+            vol.sync()
+                .map_err(|e| Error::io_on(role, format!("sync of {path}"), &e))
+        };
+        sync(self.shadow.as_ref(), Role::Shadow, &self.paths.shadow)?;
+        sync(self.tracking.vol.as_ref(), Role::Bitmap, &self.paths.bitmap)?;
+        sync(self.master.vol.as_ref(), Role::Master, &self.paths.master)
+    }
+}
