@@ -1,4 +1,5 @@
-//! Model-based tests of the imaging engine (REFERENCE-II sections 4 and 4.6, INTERFACE.md).
+//! Model-based tests of the imaging engine: what update, copy, abort, throttle and restart do
+//! to the data a set serves.
 //!
 //! `random_sequences_match_the_model` drives random sequences of master writes, shadow writes,
 //! update/copy in both directions (checking the refusals), wait, abort, throttle changes and
@@ -9,8 +10,8 @@
 //! * a master write changes the master and no shadow; a shadow write changes only that shadow;
 //! * `update/copy shadow` makes the shadow equal the master as it is at that instant;
 //! * `update/copy master` makes the master equal the shadow at that instant (immediately);
-//! * abort leaves the logical content as it was (REFERENCE-II 4.1/4.3/4.4: the copy flags
-//!   stay, so copy-on-write and fill-from-pair keep serving the new point in time);
+//! * abort leaves the logical content as it was: the copy flags stay, so copy-on-write and
+//!   fill-from-pair keep serving the new point in time, and an update finishes the copy;
 //! * a restart (shutdown, new engine, restore) changes nothing and resumes a copy.
 //!
 //! Where the raw backing bytes are defined (the master with no update of the master pending,

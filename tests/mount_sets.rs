@@ -155,7 +155,9 @@ fn two_sets_on_one_master_keep_their_own_points_in_time() {
     );
 }
 
-/// REFERENCE-II checklist 24-26 adapted: update copies only differing chunks, copy all of them.
+/// Restoring the master from an independent shadow: `update master` copies only the chunks the
+/// bitmap marks as differing (a chunk changed behind iifs's back stays as it is), `copy master`
+/// copies every chunk.
 #[test]
 fn update_and_copy_master_restore_the_master_from_an_independent_shadow() {
     let m = mount_or_skip!();
@@ -200,12 +202,12 @@ fn update_and_copy_master_restore_the_master_from_an_independent_shadow() {
     assert_eq!(m.status("r")["chunks_differ"], "0");
 }
 
-/// REFERENCE-II checklist 17-18 adapted: on a dependent set, copy master == update master.
+/// On a dependent set, `copy master` does what `update master` does.
 #[test]
 fn update_master_on_a_dependent_set_reverts_to_the_shadow() {
     let m = mount_or_skip!();
-    // REFERENCE-II items 17 and 18: on a dependent set, update and copy of the master both
-    // move only the chunks the shadow holds (the others are the master's own).
+    // A dependent shadow holds only the chunks that differ (it reads the others from the
+    // master), so update and copy of the master both move just those chunks.
     for (i, cmd) in ["update master", "copy master"].iter().enumerate() {
         let master = m.volume(&format!("m{i}.img"), MIB, 5);
         let shadow = m.volume(&format!("s{i}.img"), MIB, 0);
