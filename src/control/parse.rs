@@ -400,30 +400,24 @@ mod tests {
         const WORD: &str = "[A-Za-z0-9/._-]{1,24}";
 
         fn enable() -> impl Strategy<Value = GlobalCommand> {
-            (
-                prop_oneof![Just(SetKind::Independent), Just(SetKind::Dependent)],
-                (WORD, WORD, WORD, proptest::option::of(WORD)),
+            let kind = prop_oneof![Just(SetKind::Independent), Just(SetKind::Dependent)];
+            let volumes = (WORD, WORD, WORD, proptest::option::of(WORD));
+            let durability = prop_oneof![Just(Durability::Strict), Just(Durability::Relaxed)];
+            let options = (
                 proptest::option::of(any::<u64>()),
-                proptest::option::of(prop_oneof![
-                    Just(Durability::Strict),
-                    Just(Durability::Relaxed)
-                ]),
+                proptest::option::of(durability),
                 proptest::option::of((any::<u32>(), any::<u32>())),
-            )
-                .prop_map(
-                    |(kind, (master, shadow, bitmap, name), chunk_size, durability, params)| {
-                        GlobalCommand::Enable {
-                            kind,
-                            master,
-                            shadow,
-                            bitmap,
-                            name,
-                            chunk_size,
-                            durability,
-                            params,
-                        }
-                    },
-                )
+            );
+            (kind, volumes, options).prop_map(|(kind, volumes, options)| GlobalCommand::Enable {
+                kind,
+                master: volumes.0,
+                shadow: volumes.1,
+                bitmap: volumes.2,
+                name: volumes.3,
+                chunk_size: options.0,
+                durability: options.1,
+                params: options.2,
+            })
         }
 
         proptest! {
