@@ -1,4 +1,4 @@
-//! `reset` of an offline independent set (REFERENCE-II 7.3, 7.4, adapted): a failed shadow gets
+//! `reset` of an offline independent set: a failed shadow gets
 //! a full copy from the master; when the shadow is sound (the master or the bitmap failed, an
 //! interrupted `update master` among them) nothing is copied, the shadow keeps its point in
 //! time and every chunk counts as differing. A reset never copies onto the master: it keeps

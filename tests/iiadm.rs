@@ -154,9 +154,7 @@ fn relative_paths_long_names_and_enable_options() {
 #[test]
 fn every_refusal_is_one_line_and_exit_1() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", 1 << 20, 3);
-    let shadow = m.volume("s.img", 1 << 20, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 1 << 20, 3);
     let missing = m.dir.path().join("nope.img").to_string_lossy().into_owned();
     refused(
         &m,
@@ -239,9 +237,7 @@ fn status_of_all_on_an_empty_mount_and_json_for_scripts() {
     let empty: serde_json::Value = serde_json::from_str(&ok(&m, &["-i", "all", "--json"])).unwrap();
     assert_eq!(empty, serde_json::json!([]));
     for (i, kind) in ["dep", "ind"].iter().enumerate() {
-        let master = m.volume(&format!("m{i}.img"), 1 << 20, 4);
-        let shadow = m.volume(&format!("s{i}.img"), 1 << 20, 0);
-        let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
+        let (master, shadow, bitmap) = m.volumes(&i.to_string(), 1 << 20, 4);
         ok(
             &m,
             &["-e", kind, &master, &shadow, &bitmap, &format!("j{i}")],
@@ -282,9 +278,7 @@ fn status_of_all_on_an_empty_mount_and_json_for_scripts() {
 #[test]
 fn wait_blocks_quietly_for_scripts_and_shows_progress_on_a_terminal() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", 2 << 20, 6);
-    let shadow = m.volume("s.img", 2 << 20, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 2 << 20, 6);
     ok(
         &m,
         &[
@@ -334,9 +328,7 @@ fn wait_blocks_quietly_for_scripts_and_shows_progress_on_a_terminal() {
 #[test]
 fn overwriting_the_master_asks_on_a_terminal() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", 1 << 20, 7);
-    let shadow = m.volume("s.img", 1 << 20, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 1 << 20, 7);
     ok(&m, &["-e", "dep", &master, &shadow, &bitmap, "c"]);
     m.write_at("sets/c/shadow", 0, &pattern(8192, 8));
     let before = file_bytes(&master);
@@ -472,9 +464,7 @@ fn usage_errors_are_exit_2_even_without_a_mount() {
 fn list_json_has_the_status_fields_and_a_closed_pipe_is_no_panic() {
     let m = mount_or_skip!();
     for i in 0..3 {
-        let master = m.volume(&format!("m{i}.img"), 1 << 20, 4);
-        let shadow = m.volume(&format!("s{i}.img"), 1 << 20, 0);
-        let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
+        let (master, shadow, bitmap) = m.volumes(&i.to_string(), 1 << 20, 4);
         // A set whose name looks like a number stays a string in JSON.
         ok(
             &m,

@@ -125,9 +125,7 @@ fn sigkill_under_load_never_moves_the_point_in_time() {
 #[test]
 fn a_clean_restart_resumes_an_interrupted_copy() {
     let mut m = mount_or_skip!();
-    let master = m.volume("m.img", 4 << 20, 2);
-    let shadow = m.volume("s.img", 4 << 20, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 4 << 20, 2);
     let pit = file_bytes(&master);
     m.ok(
         "ctl",
@@ -161,9 +159,7 @@ fn a_set_that_cannot_come_back_is_shown_offline_and_can_be_forgotten() {
     let Some(mut m) = common::Mount::start("") else {
         return;
     };
-    let master = m.volume("m.img", 1 << 20, 3);
-    let shadow = m.volume("s.img", 1 << 20, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 1 << 20, 3);
     m.ok(
         "ctl",
         &format!("enable dep {master} {shadow} {bitmap} gone"),

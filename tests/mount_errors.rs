@@ -1,8 +1,10 @@
-//! Refused commands on a real mount (INTERFACE.md, "Errors"): every errno this version can
-//! produce, with (a) the errno of the write(2), (b) a transaction reply `error: SENTENCE` that
-//! names what is wrong, and (c) nothing changed: the set list, every set's full status, the
-//! global `status` and `volumes` files, the registry file, and the raw bytes of every volume
-//! file involved (a file that did not exist still does not exist).
+//! Refused commands on a real mount. The rule: a refused command fails its write(2) with an
+//! errno that says what kind of refusal it is, leaves the reply `error: SENTENCE` naming what is
+//! wrong to be read back on the same file, and changes nothing. Every errno this version can
+//! produce is checked for all three: (a) the errno of the write(2), (b) the reply, and (c)
+//! nothing changed: the set list, every set's full status, the global `status` and `volumes`
+//! files, the registry file, and the raw bytes of every volume file involved (a file that did
+//! not exist still does not exist).
 //!
 //! A copy that must be "in progress" is throttled with `delay=10000 units=1`: the copier moves
 //! one chunk, then sleeps 10 s, so while a test looks at it nothing moves and the status and the

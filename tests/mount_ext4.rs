@@ -40,9 +40,7 @@ fn attach(c: &mut Cleanup, file: &Path, read_only: bool) -> String {
 fn ext4_on_the_master_and_its_shadow_mounted_read_only() {
     let m = mount_or_skip!();
     let size = 64 << 20;
-    let master = m.volume("m.img", size, 0);
-    let shadow = m.volume("s.img", size, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", size, 0);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} fs"));
     let mut c = Cleanup::default();
     let dev = attach(&mut c, &m.path("sets/fs/master"), false);

@@ -13,9 +13,7 @@ const CHUNK: u64 = 65536;
 #[test]
 fn dependent_set_keeps_its_point_in_time_until_updated() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", 8 * MIB, 1);
-    let shadow = m.volume("s.img", 8 * MIB, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 8 * MIB, 1);
     let at_enable = file_bytes(&master);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} db"));
 
@@ -71,9 +69,7 @@ fn dependent_set_keeps_its_point_in_time_until_updated() {
 fn independent_copy_gives_the_point_in_time_although_the_master_changes_meanwhile() {
     let m = mount_or_skip!();
     let size = 4 * MIB;
-    let master = m.volume("m.img", size, 2);
-    let shadow = m.volume("s.img", size, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", size, 2);
     let at_enable = file_bytes(&master);
     // A throttled copy (4 KiB chunks, 2 ms after each) so the writes below land mid-copy.
     m.ok(
@@ -155,13 +151,13 @@ fn two_sets_on_one_master_keep_their_own_points_in_time() {
     );
 }
 
-/// REFERENCE-II checklist 24-26 adapted: update copies only differing chunks, copy all of them.
+/// Restoring the master from an independent shadow: `update master` copies only the chunks the
+/// bitmap marks as differing (a chunk changed behind iifs's back stays as it is), `copy master`
+/// copies every chunk.
 #[test]
 fn update_and_copy_master_restore_the_master_from_an_independent_shadow() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", MIB, 4);
-    let shadow = m.volume("s.img", MIB, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", MIB, 4);
     m.ok("ctl", &format!("enable ind {master} {shadow} {bitmap} r"));
     m.set_ok("r", "wait");
     let pit = file_bytes(&master);
@@ -200,16 +196,14 @@ fn update_and_copy_master_restore_the_master_from_an_independent_shadow() {
     assert_eq!(m.status("r")["chunks_differ"], "0");
 }
 
-/// REFERENCE-II checklist 17-18 adapted: on a dependent set, copy master == update master.
+/// On a dependent set, `copy master` does what `update master` does.
 #[test]
 fn update_master_on_a_dependent_set_reverts_to_the_shadow() {
     let m = mount_or_skip!();
-    // REFERENCE-II items 17 and 18: on a dependent set, update and copy of the master both
-    // move only the chunks the shadow holds (the others are the master's own).
+    // A dependent shadow holds only the chunks that differ (it reads the others from the
+    // master), so update and copy of the master both move just those chunks.
     for (i, cmd) in ["update master", "copy master"].iter().enumerate() {
-        let master = m.volume(&format!("m{i}.img"), MIB, 5);
-        let shadow = m.volume(&format!("s{i}.img"), MIB, 0);
-        let bitmap = m.volume(&format!("b{i}.img"), 0, 0);
+        let (master, shadow, bitmap) = m.volumes(&i.to_string(), MIB, 5);
         let set = format!("d{i}");
         m.ok(
             "ctl",
@@ -260,9 +254,7 @@ fn update_master_on_a_dependent_set_reverts_to_the_shadow() {
 fn abort_mid_copy_then_update_completes_and_idle_wait_returns_at_once() {
     let m = mount_or_skip!();
     let size = 2 * MIB;
-    let master = m.volume("m.img", size, 6);
-    let shadow = m.volume("s.img", size, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", size, 6);
     let pit = file_bytes(&master);
     m.ok(
         "ctl",
@@ -302,9 +294,7 @@ fn abort_mid_copy_then_update_completes_and_idle_wait_returns_at_once() {
 #[test]
 fn transaction_reply_reads_back_on_the_same_open_file() {
     let m = mount_or_skip!();
-    let master = m.volume("m.img", MIB, 8);
-    let shadow = m.volume("s.img", MIB, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", MIB, 8);
     let ctl = m.path("ctl");
     let out = sh(&format!(
         "exec 3<>{c}; echo 'enable dep {master} {shadow} {bitmap} t' >&3; cat <&3; \
@@ -370,9 +360,7 @@ fn a_punched_hole_is_preserved_first_and_gives_the_space_back() {
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::io::AsRawFd;
     let m = mount_or_skip!();
-    let master = m.volume("m.img", 4 * MIB, 3);
-    let shadow = m.volume("s.img", 4 * MIB, 0);
-    let bitmap = m.volume("b.img", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", 4 * MIB, 3);
     m.ok(
         "ctl",
         &format!("enable dep {master} {shadow} {bitmap} holes"),

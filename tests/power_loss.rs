@@ -1,5 +1,5 @@
-//! Power-loss tests of the engine (INTERFACE.md guarantee 2: with `durability=strict` the point
-//! in time survives a power loss at any instant).
+//! Power-loss tests of the engine. The rule they check: with `durability=strict`, a set's point
+//! in time survives a power loss at any instant.
 //!
 //! Per seed:
 //! 1. Build an enabled state on memory volumes: random master content, one or two sets (dependent
@@ -477,7 +477,7 @@ fn point_in_time_survives_power_loss_at_any_instant() {
 
 /// `update shadow` makes the master as it reads now the new point in time, including writes
 /// acknowledged but not yet fsynced. With `durability=strict` that point in time should survive
-/// a power loss (INTERFACE guarantee 2). If the update does not make the master durable first,
+/// a power loss (the strict durability rule above). If the update does not make the master durable first,
 /// a dependent shadow (which reads unchanged chunks from the master) or an independent shadow
 /// whose copy is resumed after the cut gets the master's older durable bytes instead.
 fn update_shadow_over_unsynced_master_writes(kind: SetKind) {

@@ -6,6 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::Failure;
+use crate::control::parse::{GlobalCommand, SetCommand};
 
 /// The mount is found on first use, so usage errors are reported (exit 2) whether or not a
 /// mount exists.
@@ -44,13 +45,25 @@ impl Tree {
         Ok(self.root()?.join("sets").join(set).join(file))
     }
 
-    /// The global ctl.
-    pub fn global(&self, cmd: &str) -> Result<(), Failure> {
+    /// The global ctl. The bytes written are the command's `Display`, which the daemon's
+    /// parser reads back as the same command.
+    pub fn global(&self, cmd: &GlobalCommand) -> Result<(), Failure> {
+        self.global_words(&cmd.to_string())
+    }
+
+    /// A set's ctl, written as the command's `Display`.
+    pub fn set(&self, set: &str, cmd: &SetCommand) -> Result<(), Failure> {
+        self.set_words(set, &cmd.to_string())
+    }
+
+    /// Words for the global ctl that have no typed command: those of features of later
+    /// versions, which the daemon answers itself (this version: "not supported yet").
+    pub fn global_words(&self, cmd: &str) -> Result<(), Failure> {
         self.send(&self.path("ctl")?, cmd, None)
     }
 
-    /// A set's ctl.
-    pub fn set(&self, set: &str, cmd: &str) -> Result<(), Failure> {
+    /// Words for a set's ctl that have no typed command (features of later versions).
+    pub fn set_words(&self, set: &str, cmd: &str) -> Result<(), Failure> {
         self.send(&self.set_file(set, "ctl")?, cmd, Some(set))
     }
 

@@ -8,13 +8,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::tree::{get, Tree};
 use super::Failure;
+use crate::control::parse::SetCommand;
 
 pub fn wait(tree: &Tree, set: &str) -> Result<(), Failure> {
     if std::io::stderr().is_terminal() {
         show_progress(tree, set)?;
     }
     // The daemon's own wait: returns when the copy ends, and says so if the set went offline.
-    tree.set(set, "wait")
+    tree.set(set, &SetCommand::Wait)
 }
 
 fn show_progress(tree: &Tree, set: &str) -> Result<(), Failure> {

@@ -104,18 +104,8 @@ fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
     for o in opts {
         let (k, v) = o.split_once('=').unwrap_or((o, ""));
         match k {
-            "chunk_size" => {
-                chunk_size = Some(parse_size(v).ok_or_else(|| {
-                    invalid(format!(
-                        "chunk_size '{v}' is not a size in bytes (65536 or 64K)"
-                    ))
-                })?)
-            }
-            "durability" => {
-                durability = Some(Durability::parse(v).ok_or_else(|| {
-                    invalid(format!("durability must be strict or relaxed, not '{v}'"))
-                })?)
-            }
+            "chunk_size" => chunk_size = Some(chunk_size_value(v)?),
+            "durability" => durability = Some(durability_value(v)?),
             "delay" => {
                 delay =
                     Some(v.parse::<u32>().map_err(|_| {
@@ -147,6 +137,29 @@ fn parse_enable(args: &[String]) -> Result<GlobalCommand> {
             )),
         },
     })
+}
+
+/// The value of `enable`'s `chunk_size=` option (iiadm's `--chunk-size`).
+pub fn chunk_size_value(v: &str) -> Result<u64> {
+    parse_size(v).ok_or_else(|| {
+        invalid(format!(
+            "chunk_size '{v}' is not a size in bytes (65536 or 64K)"
+        ))
+    })
+}
+
+/// The value of `enable`'s `durability=` option (iiadm's `--durability`).
+pub fn durability_value(v: &str) -> Result<Durability> {
+    Durability::parse(v)
+        .ok_or_else(|| invalid(format!("durability must be strict or relaxed, not '{v}'")))
+}
+
+/// `params DELAY UNITS` from its two words (iiadm's `-P DELAY UNITS SET`).
+pub fn params_values(delay: &str, units: &str) -> Result<SetCommand> {
+    let usage = "usage: params DELAY UNITS (DELAY in milliseconds, UNITS in chunks)";
+    let delay_ms = delay.parse().map_err(|_| invalid(usage))?;
+    let units = units.parse().map_err(|_| invalid(usage))?;
+    Ok(SetCommand::Params { delay_ms, units })
 }
 
 /// A size in bytes, with an optional K/M suffix (powers of 1024).
@@ -219,13 +232,12 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
             SetCommand::Disable
         }
         "params" => {
-            let usage = "usage: params DELAY UNITS (DELAY in milliseconds, UNITS in chunks)";
             if w.len() != 3 {
-                return Err(invalid(usage));
+                return Err(invalid(
+                    "usage: params DELAY UNITS (DELAY in milliseconds, UNITS in chunks)",
+                ));
             }
-            let delay_ms = w[1].parse().map_err(|_| invalid(usage))?;
-            let units = w[2].parse().map_err(|_| invalid(usage))?;
-            SetCommand::Params { delay_ms, units }
+            params_values(&w[1], &w[2])?
         }
         x if SET_LATER.contains(&x) => return Err(later(x)),
         x => {
@@ -359,6 +371,66 @@ mod tests {
         assert!(parse_set(b"update shadow now").is_err());
         assert!(parse_set(b"update shadow force force").is_err());
         assert!(parse_set(b"copy force").is_err());
+    }
+
+    /// Every command, not only the examples above: what `Display` prints (and so what iiadm
+    /// writes) parses back to the same command.
+    mod every_command {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn dir() -> impl Strategy<Value = Direction> {
+            prop_oneof![Just(Direction::Shadow), Just(Direction::Master)]
+        }
+
+        fn set_command() -> impl Strategy<Value = SetCommand> {
+            prop_oneof![
+                (dir(), any::<bool>()).prop_map(|(dir, force)| SetCommand::Update { dir, force }),
+                (dir(), any::<bool>()).prop_map(|(dir, force)| SetCommand::Copy { dir, force }),
+                Just(SetCommand::Abort),
+                Just(SetCommand::Wait),
+                Just(SetCommand::Reset),
+                Just(SetCommand::Disable),
+                (any::<u32>(), any::<u32>())
+                    .prop_map(|(delay_ms, units)| SetCommand::Params { delay_ms, units }),
+            ]
+        }
+
+        /// A path or name as a command word: no spaces, no `=`.
+        const WORD: &str = "[A-Za-z0-9/._-]{1,24}";
+
+        fn enable() -> impl Strategy<Value = GlobalCommand> {
+            let kind = prop_oneof![Just(SetKind::Independent), Just(SetKind::Dependent)];
+            let volumes = (WORD, WORD, WORD, proptest::option::of(WORD));
+            let durability = prop_oneof![Just(Durability::Strict), Just(Durability::Relaxed)];
+            let options = (
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(durability),
+                proptest::option::of((any::<u32>(), any::<u32>())),
+            );
+            (kind, volumes, options).prop_map(|(kind, volumes, options)| GlobalCommand::Enable {
+                kind,
+                master: volumes.0,
+                shadow: volumes.1,
+                bitmap: volumes.2,
+                name: volumes.3,
+                chunk_size: options.0,
+                durability: options.1,
+                params: options.2,
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn set_commands(c in set_command()) {
+                prop_assert_eq!(parse_set(c.to_string().as_bytes()).unwrap(), c);
+            }
+
+            #[test]
+            fn global_commands(c in enable()) {
+                prop_assert_eq!(parse_global(c.to_string().as_bytes()).unwrap(), c);
+            }
+        }
     }
 
     #[test]

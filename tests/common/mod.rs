@@ -202,6 +202,16 @@ impl Mount {
         self.mnt.join(rel)
     }
 
+    /// The three volumes of a set: `m{tag}.img` of `size` bytes filled from `seed`, an empty
+    /// shadow `s{tag}.img` of the same size, and an empty bitmap file `b{tag}.img` (iifs sizes it).
+    pub fn volumes(&self, tag: &str, size: u64, seed: u64) -> (String, String, String) {
+        (
+            self.volume(&format!("m{tag}.img"), size, seed),
+            self.volume(&format!("s{tag}.img"), size, 0),
+            self.volume(&format!("b{tag}.img"), 0, 0),
+        )
+    }
+
     /// A volume file of `size` bytes in the test dir, filled with a pattern made from `seed`
     /// (seed 0: zeros). Returns its absolute path.
     pub fn volume(&self, name: &str, size: u64, seed: u64) -> String {
