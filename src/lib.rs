@@ -1,9 +1,11 @@
 //! iifs: instant point-in-time images of volumes, served through a FUSE control tree.
 //!
 //! ```text
-//!  presentation   fs/ (FUSE, the only user of fuser)   daemon/ + bin/iifs.rs (the daemon)
+//!  presentation   fs/ (FUSE, the only user of fuser; engine only through control/)
+//!                 daemon/ + bin/iifs.rs (the daemon)   cli/ + bin/iiadm.rs (iiadm, through the tree)
 //!        |
-//!  management     control/ (command words <-> commands, status text)   registry.rs   config.rs
+//!  management     control/ (command words <-> commands, ctl entry, data files, status text)
+//!                 registry.rs   config.rs
 //!        |
 //!  engine         engine/ (volumes, bitmap volume, sets, copy-on-write, copier, group commit)
 //! ```
