@@ -194,6 +194,11 @@ fn sigkill_ends_a_pending_wait_promptly() {
     assert_eq!(m.status("s")["state"], "aborted");
 }
 
+/// The permission bits of a file of the mount.
+fn mode_of(m: &Mount, rel: &str) -> u32 {
+    fs::metadata(m.path(rel)).expect(rel).permissions().mode() & 0o777
+}
+
 /// Run `script` as user nobody; its exit status and stderr.
 fn as_nobody(script: &str) -> (bool, String) {
     let out = Command::new("setpriv")
@@ -253,11 +258,22 @@ fn another_user_gets_no_more_access_through_the_mount_than_directly() {
         "nobody read a master its backing file does not let it read"
     );
     assert!(err.contains("Permission denied"), "{err}");
+    // A dependent shadow serves the master's untouched chunks: readable only where both
+    // backing files let a user read (it used to show the shadow file's 0644, and so gave
+    // nobody the image of a master it may not read).
+    assert_eq!(mode_of(&m, "sets/d/shadow"), 0o600);
+    let (ok, _) = as_nobody(&format!("cat {mnt}/sets/d/shadow > /dev/null"));
+    assert!(!ok, "nobody read the image of a master it may not read");
+    fs::set_permissions(&master, fs::Permissions::from_mode(0o644)).expect("chmod master");
+    // Attributes are cached for a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(mode_of(&m, "sets/d/shadow"), 0o644);
     let (ok, err) = as_nobody(&format!("cat {mnt}/sets/d/shadow > /dev/null"));
     assert!(
         ok,
-        "nobody cannot read a shadow its backing file lets it read: {err}"
+        "nobody cannot read a shadow both backing files let it read: {err}"
     );
+    fs::set_permissions(&master, fs::Permissions::from_mode(0o600)).expect("chmod master");
     let (ok, _) = as_nobody(&format!(
         "printf x | dd of={mnt}/sets/d/shadow conv=notrunc 2>/dev/null"
     ));

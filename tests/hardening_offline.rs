@@ -711,3 +711,22 @@ fn mount_disable_after_an_aborted_restore_is_refused() {
     m.set_ok("a", "disable");
     assert_eq!(file_bytes(&master), image);
 }
+
+/// A restore whose bitmap volume fails: `disable` is then the only way out (a dead bitmap
+/// cannot record a reset), and it must not wipe the shadow, which is the restore's whole
+/// source (only a dependent shadow, or one half copied from the master, is wiped).
+#[test]
+fn engine_disable_after_a_restore_lost_its_bitmap_keeps_the_shadow_whole() {
+    let (r, bitmap) = rig_of(SetKind::Independent);
+    r.set.wait_copy().expect("the first full copy");
+    restore_under_way(&r);
+    bitmap.fail(true);
+    r.set
+        .wait_copy()
+        .expect_err("the restore fails on the bitmap");
+    assert!(r.set.is_offline());
+    r.engine
+        .disable("r")
+        .expect("disable of a set whose bitmap failed");
+    assert!(r.shadow.bytes() == bytes(1), "the shadow was wiped");
+}

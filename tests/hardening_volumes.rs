@@ -654,3 +654,28 @@ fn a_recorded_set_too_large_for_memory_is_not_restored() {
     assert!(e.message.contains("MiB of memory"), "{e}");
     assert!(engine.sets().is_empty());
 }
+
+/// A loop device over part of a volume in use (an offset into it) is not that volume: it used
+/// to be taken for the whole file, so the new set's master would have been the other set's
+/// whole master from byte 0.
+#[test]
+fn a_loop_device_over_part_of_a_volume_in_use_is_refused() {
+    let m = mount_or_skip!();
+    let mut c = Cleanup::default();
+    let (master, shadow, bitmap) = volumes(&m, "a", 4 * MIB);
+    m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
+    let part = sh(&format!("losetup -f --show --offset {MIB} {master}"))
+        .trim()
+        .to_string();
+    c.loops.push(part.clone());
+    let before = file_bytes(&master);
+    let (_, s2, b2) = volumes(&m, "b", 3 * MIB);
+    let (errno, reply) = refused(&m, &format!("enable dep {part} {s2} {b2} b"));
+    assert_ne!(errno, 0, "{reply}");
+    assert!(reply.contains("in use as a volume of"), "{reply}");
+    assert_eq!(m.set_names(), vec!["a".to_string()]);
+    assert!(
+        file_bytes(&master) == before,
+        "the refused enable wrote the master"
+    );
+}

@@ -24,6 +24,10 @@ pub struct FileInfo {
     pub len: u64,
     /// The file backing the volume (`master` and `shadow`): its mode and owner are the file's.
     pub backing: Option<String>,
+    /// Another file whose bytes this one serves (the master, for a dependent shadow, whose
+    /// untouched chunks read from it): nobody may read through the mount what they could not
+    /// read from either file directly.
+    pub serves_also: Option<String>,
 }
 
 /// The status-like files, whose content is made when they are opened.
@@ -54,14 +58,17 @@ impl Controller {
             Role::Bitmap => FileInfo {
                 len: set.tracking.vol.len(),
                 backing: None,
+                serves_also: None,
             },
             Role::Master => FileInfo {
                 len: set.size,
                 backing: Some(set.paths.master.clone()),
+                serves_also: None,
             },
             Role::Shadow => FileInfo {
                 len: set.size,
                 backing: Some(set.paths.shadow.clone()),
+                serves_also: set.is_dependent().then(|| set.paths.master.clone()),
             },
         })
     }

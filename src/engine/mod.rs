@@ -305,10 +305,13 @@ impl Engine {
         // A file opened after the check above (opens take no lock) must not go on reaching a
         // volume that no set protects any more: its I/O fails from now on.
         set.mark_detached();
-        // A dependent shadow, or one left half copied, is not a usable image on its own:
+        // A dependent shadow, or one left half copied from the master, is not a usable image on
+        // its own (the source of a copy onto the master is whole and kept):
         // wipe bytes 8 KiB to 64 KiB (the range Instant Image's disable clears) so nothing
         // mounts a torn file system.
-        if wipe_shadow && (set.kind == SetKind::Dependent || set.direction().is_some()) {
+        if wipe_shadow
+            && (set.kind == SetKind::Dependent || set.direction() == Some(Direction::Shadow))
+        {
             let start = 8192u64.min(set.shadow.len());
             let end = 65536u64.min(set.shadow.len());
             if end > start {

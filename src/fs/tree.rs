@@ -143,6 +143,19 @@ impl Tree {
                         use std::os::unix::fs::MetadataExt;
                         (uid, gid) = (meta.uid(), meta.gid());
                         perm = (meta.mode() & 0o777) as u16;
+                        // A dependent shadow also serves the master's bytes: the access both
+                        // files grant, or, when their owners differ, the daemon's alone.
+                        let also = info.as_ref().and_then(|i| i.serves_also.as_ref());
+                        match also.map(std::fs::metadata) {
+                            Some(Ok(m)) if (m.uid(), m.gid()) == (uid, gid) => {
+                                perm &= (m.mode() & 0o777) as u16;
+                            }
+                            Some(_) => {
+                                (uid, gid) = (self.uid, self.gid);
+                                perm = 0o600;
+                            }
+                            None => {}
+                        }
                     }
                     Some(Err(_)) => perm = 0o600,
                     None => {}

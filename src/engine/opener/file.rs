@@ -101,9 +101,18 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 return Ok((v.clone(), false));
             }
             let (mut v, backing) = open_block_device(&real, m.rdev(), &iifs)?;
-            // Another name of a volume open already (the file behind this loop device).
-            if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
-                return Ok((v.clone(), false));
+            // Another name of a volume open already (the file behind this loop device). A
+            // loop device over part of that file (an offset, a size limit, a partition) is
+            // not the same volume, and overlaps it: refused.
+            if let Some(l) = live.iter().find(|l| l.id() == v.id()) {
+                if l.len() != v.len() {
+                    return Err(OpenRefusal::SizeDiffers {
+                        now: v.len(),
+                        in_use: l.len(),
+                    }
+                    .into());
+                }
+                return Ok((l.clone(), false));
             }
             // Lock the backing file too, so another daemon using it by its file name sees it
             // taken.
