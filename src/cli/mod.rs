@@ -72,9 +72,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh (`IIADM_SSH`,
-/// default `ssh`). The exit status is the remote iiadm's, or ssh's own (255) when ssh fails.
-fn on_host(host: &str, argv: &[String]) -> ExitCode {
+/// The options of `argv` (past the program name) without `-H HOST` in any of its spellings:
+/// `-H HOST`, `-HHOST`, `--host HOST`, `--host=HOST`, and after flags that take no value in one
+/// cluster (`-lH HOST`, `-lHHOST`). A `-H` left in would make the remote iiadm ssh again.
+pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
+    const FLAGS: &str = "lvhGL";
     let mut rest = Vec::new();
     let mut skip = false;
     for a in argv.iter().skip(1) {
@@ -82,13 +84,32 @@ fn on_host(host: &str, argv: &[String]) -> ExitCode {
             skip = false;
             continue;
         }
-        match a.as_str() {
-            "-H" | "--host" => skip = true,
-            _ if a.starts_with("--host=") => {}
-            _ if a.starts_with("-H") && a.len() > 2 => {}
-            _ => rest.push(shell_quote(a)),
+        if a == "--host" {
+            skip = true;
+            continue;
         }
+        if a.starts_with("--host=") {
+            continue;
+        }
+        let cluster = a.strip_prefix('-').filter(|c| !c.starts_with('-'));
+        if let Some((flags, host)) = cluster.and_then(|c| c.split_once('H')) {
+            if flags.chars().all(|f| FLAGS.contains(f)) {
+                if !flags.is_empty() {
+                    rest.push(format!("-{flags}"));
+                }
+                skip = host.is_empty();
+                continue;
+            }
+        }
+        rest.push(a.clone());
     }
+    rest
+}
+
+/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh (`IIADM_SSH`,
+/// default `ssh`). The exit status is the remote iiadm's, or ssh's own (255) when ssh fails.
+fn on_host(host: &str, argv: &[String]) -> ExitCode {
+    let rest: Vec<String> = without_host(argv).iter().map(|a| shell_quote(a)).collect();
     let ssh = ssh_words(std::env::var("IIADM_SSH").ok().as_deref());
     let mut command = std::process::Command::new(&ssh[0]);
     command.args(&ssh[1..]);

@@ -207,3 +207,26 @@ fn later_features_write_the_reserved_words() {
         );
     }
 }
+
+#[test]
+fn the_host_option_is_taken_out_in_every_spelling() {
+    let strip = |args: &[&str]| {
+        let argv: Vec<String> = std::iter::once("iiadm")
+            .chain(args.iter().copied())
+            .map(String::from)
+            .collect();
+        super::without_host(&argv)
+    };
+    assert_eq!(strip(&["-H", "h", "-i", "s"]), ["-i", "s"]);
+    assert_eq!(strip(&["-Hh", "-l"]), ["-l"]);
+    assert_eq!(strip(&["--host", "h", "-l"]), ["-l"]);
+    assert_eq!(strip(&["--host=h", "-l"]), ["-l"]);
+    assert_eq!(strip(&["-lH", "h"]), ["-l"]);
+    assert_eq!(strip(&["-lHh"]), ["-l"]);
+    // A value that holds an H is not a host option.
+    assert_eq!(strip(&["-H", "h", "-i", "HOME"]), ["-i", "HOME"]);
+    assert_eq!(
+        strip(&["-H", "h", "-e", "ind", "/a/H", "/b", "/c"]),
+        ["-e", "ind", "/a/H", "/b", "/c"]
+    );
+}

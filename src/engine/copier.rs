@@ -63,9 +63,11 @@ impl CopyControl for Copier {
         if let Some(old) = old {
             let _ = old.join();
         }
+        // The total first: the tracking's lock is a leaf lock, never taken under another.
+        let total = set.tracking.copy_total();
         let mut st = self.state();
         self.abort.store(false, Ordering::SeqCst);
-        st.total = set.tracking.copy_total();
+        st.total = total;
         let (run_set, ctl) = (Arc::clone(set), Arc::clone(&self));
         let spawned = std::thread::Builder::new()
             .name(format!("iifs-copy-{}", set.name))
