@@ -104,15 +104,8 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
             // Another name of a volume open already (the file behind this loop device). A
             // loop device over part of that file (an offset, a size limit, a partition) is
             // not the same volume, and overlaps it: refused.
-            if let Some(l) = live.iter().find(|l| l.id() == v.id()) {
-                if l.len() != v.len() {
-                    return Err(OpenRefusal::SizeDiffers {
-                        now: v.len(),
-                        in_use: l.len(),
-                    }
-                    .into());
-                }
-                return Ok((l.clone(), false));
+            if let Some(l) = open_already(&live, &v, v.len())? {
+                return Ok((l, false));
             }
             // Lock the backing file too, so another daemon using it by its file name sees it
             // taken.
@@ -138,15 +131,8 @@ fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)>
                 .map_err(explain)?;
             check_not_on_iifs(&file, &iifs)?;
             let v = FileVolume::from_file(file, None)?;
-            if let Some(v) = live.iter().find(|l| l.id() == v.id()) {
-                if v.len() != m.len() {
-                    return Err(OpenRefusal::SizeDiffers {
-                        now: m.len(),
-                        in_use: v.len(),
-                    }
-                    .into());
-                }
-                return Ok((v.clone(), false));
+            if let Some(l) = open_already(&live, &v, m.len())? {
+                return Ok((l, false));
             }
             lock_file(v.file(), None, v.id())?;
             v
@@ -339,6 +325,27 @@ fn on_iifs(mount: &Path, via: Option<&Path>) -> io::Error {
         via: via.map(Path::to_path_buf),
     }
     .into()
+}
+
+/// The volume in use that `v` (now `len` bytes) is another name of, if any. One that differs
+/// in size is not the same volume: a file that changed size, or a loop device over part of
+/// the file (an offset, a size limit, a partition), which overlaps it: refused.
+fn open_already(
+    live: &[Arc<FileVolume>],
+    v: &FileVolume,
+    len: u64,
+) -> io::Result<Option<Arc<FileVolume>>> {
+    let Some(l) = live.iter().find(|l| l.id() == v.id()) else {
+        return Ok(None);
+    };
+    if l.len() != len {
+        return Err(OpenRefusal::SizeDiffers {
+            now: len,
+            in_use: l.len(),
+        }
+        .into());
+    }
+    Ok(Some(l.clone()))
 }
 
 /// Refuse a file whose file system is an iifs mount, read from the open descriptor without
