@@ -21,9 +21,7 @@ const CHUNK: u64 = 64 * 1024;
 /// for a `wait` to be pending while the test acts.
 fn slow_copy(m: &Mount) {
     let size = 64 * CHUNK;
-    let master = m.volume("master", size, 1);
-    let shadow = m.volume("shadow", size, 0);
-    let bitmap = m.volume("bitmap", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", size, 1);
     m.ok(
         "ctl",
         &format!("enable ind {master} {shadow} {bitmap} s delay=100 units=1"),
@@ -34,9 +32,7 @@ fn slow_copy(m: &Mount) {
 /// A dependent set `d` over fresh volumes, with the master's content from seed 3.
 fn dependent(m: &Mount) -> (String, String) {
     let size = 16 * CHUNK;
-    let master = m.volume("dmaster", size, 3);
-    let shadow = m.volume("dshadow", size, 0);
-    let bitmap = m.volume("dbitmap", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("d", size, 3);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} d"));
     (master, shadow)
 }

@@ -527,16 +527,8 @@ fn mount_a_failed_master_leaves_the_independent_shadow_readable_and_refuses_new_
 #[test]
 fn mount_a_backing_file_that_shrank_is_an_io_error() {
     let m = mount_or_skip!();
-    let (ma, sa, ba) = (
-        m.volume("a-master", MSIZE, 1),
-        m.volume("a-shadow", MSIZE, 0),
-        m.volume("a-bitmap", 0, 0),
-    );
-    let (mb, sb, bb) = (
-        m.volume("b-master", MSIZE, 2),
-        m.volume("b-shadow", MSIZE, 0),
-        m.volume("b-bitmap", 0, 0),
-    );
+    let (ma, sa, ba) = m.volumes("a", MSIZE, 1);
+    let (mb, sb, bb) = m.volumes("b", MSIZE, 2);
     m.ok(
         "ctl",
         &format!("enable dep {ma} {sa} {ba} a chunk_size=4096"),

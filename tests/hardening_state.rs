@@ -382,9 +382,7 @@ fn assert_refused(m: &common::Mount, set: &str, bitmap: &str, what: &str) {
 /// Enable set `name` of type `kind` with `options`, on a master of `size` bytes and new
 /// shadow and bitmap files; returns the three paths.
 fn enable(m: &common::Mount, kind: &str, name: &str, size: u64, options: &str) -> [String; 3] {
-    let master = m.volume("m.img", size, 1);
-    let shadow = m.volume("s.img", size, 0);
-    let bitmap = m.volume("b.bm", 0, 0);
+    let (master, shadow, bitmap) = m.volumes("", size, 1);
     m.ok(
         "ctl",
         &format!("enable {kind} {master} {shadow} {bitmap} {name} chunk_size=4096 {options}"),
