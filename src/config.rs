@@ -48,6 +48,8 @@ pub enum ConfigError {
     AllowOther(String),
     #[error("log_level must be error, warn, info, debug, trace or off, not '{0}'")]
     LogLevel(String),
+    #[error("space_warning must be a percent from 1 to 100, not '{0}'")]
+    SpaceWarning(String),
     #[error("unknown setting '{0}'")]
     UnknownSetting(String),
     #[error(
@@ -73,6 +75,8 @@ pub struct Settings {
     pub threads: usize,
     pub allow_other: bool,
     pub log_level: String,
+    /// Percent of a compact set's shadow and overflow space from which it warns.
+    pub space_warning: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +95,7 @@ struct FileSettings {
     threads: Option<usize>,
     allow_other: Option<bool>,
     log_level: Option<String>,
+    space_warning: Option<u64>,
 }
 
 /// Mount options that mount(8) and fstab pass along and that mean nothing to iifs.
@@ -155,6 +160,7 @@ impl Default for Settings {
             threads: 2,
             allow_other: false,
             log_level: "info".into(),
+            space_warning: crate::engine::set::DEFAULT_SPACE_WARNING,
         }
     }
 }
@@ -197,6 +203,9 @@ impl Settings {
         if let Some(l) = f.log_level {
             self.set("log_level", &l).map_err(at)?;
         }
+        if let Some(w) = f.space_warning {
+            self.set("space_warning", &w.to_string()).map_err(at)?;
+        }
         Ok(())
     }
 
@@ -232,6 +241,14 @@ impl Settings {
                     return Err(ConfigError::LogLevel(value.into()));
                 }
                 self.log_level = value.into();
+            }
+            "space_warning" => {
+                self.space_warning = value
+                    .trim_end_matches('%')
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| ConfigError::SpaceWarning(value.into()))?
             }
             _ => return Err(ConfigError::UnknownSetting(key.into())),
         }
@@ -270,6 +287,7 @@ pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, ConfigError>
                 "threads",
                 "allow_other",
                 "log_level",
+                "space_warning",
             ]
             .contains(&k)
             {

@@ -10,13 +10,23 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{Error, Kind, Result};
-use crate::engine::{SetRecord, UnrecordedOffline};
+use crate::engine::{OverflowRecord, SetRecord, UnrecordedOffline};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
     #[serde(default)]
     sets: Vec<SetEntry>,
+    /// Overflow volumes (the sets attached to one say so in their bitmap volumes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    overflows: Vec<OverflowEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverflowEntry {
+    name: String,
+    volume: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +86,8 @@ pub struct Registry {
     /// Records of sets that could not be restored, with the reason: kept in the file until
     /// disabled, shown in the control tree meanwhile.
     stale: Mutex<Vec<(SetRecord, String)>>,
+    /// The overflow volumes, as the next save writes them.
+    overflows: Mutex<Vec<OverflowRecord>>,
 }
 
 impl Registry {
@@ -96,6 +108,14 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
             Err(source) => return Err(RegistryError::Read { path, source }),
         };
+        let overflows = file
+            .overflows
+            .into_iter()
+            .map(|o| OverflowRecord {
+                name: o.name,
+                path: o.volume,
+            })
+            .collect();
         let initial = file
             .sets
             .into_iter()
@@ -116,11 +136,28 @@ impl Registry {
             dir: dir.to_path_buf(),
             initial,
             stale: Mutex::new(Vec::new()),
+            overflows: Mutex::new(overflows),
         })
     }
 
     pub fn records(&self) -> Vec<SetRecord> {
         self.initial.clone()
+    }
+
+    /// The overflow volumes recorded (read at start, then as last set).
+    pub fn overflows(&self) -> Vec<OverflowRecord> {
+        match self.overflows.lock() {
+            Ok(o) => o.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The overflow volumes the next save writes.
+    pub fn set_overflows(&self, overflows: Vec<OverflowRecord>) {
+        match self.overflows.lock() {
+            Ok(mut o) => *o = overflows,
+            Err(p) => *p.into_inner() = overflows,
+        }
     }
 
     fn stale(&self) -> MutexGuard<'_, Vec<(SetRecord, String)>> {
@@ -176,6 +213,14 @@ impl Registry {
                         reason: o.reason.clone(),
                         seq: o.seq,
                     }),
+                })
+                .collect(),
+            overflows: self
+                .overflows()
+                .into_iter()
+                .map(|o| OverflowEntry {
+                    name: o.name,
+                    volume: o.path,
                 })
                 .collect(),
         };

@@ -7,7 +7,7 @@ use std::sync::Weak;
 use crate::engine::error::Result;
 use crate::engine::Set;
 
-use super::parse::{parse_global, parse_set, GlobalCommand, SetCommand};
+use super::parse::{parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand};
 use super::Controller;
 
 /// What a ctl file was opened on: the global ctl, or a set's.
@@ -15,6 +15,8 @@ use super::Controller;
 pub enum Scope {
     Global,
     Set(SetScope),
+    /// `overflow/NAME/ctl`.
+    Overflow(String),
 }
 
 /// The set a set's ctl file was opened on: its name, and the set itself while it lives (`None`
@@ -30,6 +32,7 @@ pub struct SetScope {
 pub enum Command {
     Global(GlobalCommand),
     Set(SetScope, SetCommand),
+    Overflow(String, OverflowCommand),
 }
 
 impl Controller {
@@ -50,9 +53,10 @@ impl Controller {
     pub fn run(&self, cmd: Command, stop: &dyn Fn() -> bool) -> Result<Option<String>> {
         match cmd {
             Command::Global(cmd) => self.global(cmd),
-            Command::Set(scope, cmd) => self
-                .run_set_command(&scope.name, &cmd, scope.set.as_ref(), stop)
-                .map(|()| None),
+            Command::Set(scope, cmd) => {
+                self.run_set_command(&scope.name, &cmd, scope.set.as_ref(), stop)
+            }
+            Command::Overflow(name, cmd) => self.run_overflow_command(&name, &cmd).map(|()| None),
         }
     }
 }
@@ -63,6 +67,7 @@ impl Scope {
         Ok(match self {
             Scope::Global => Command::Global(parse_global(input)?),
             Scope::Set(scope) => Command::Set(scope.clone(), parse_set(input)?),
+            Scope::Overflow(name) => Command::Overflow(name.clone(), parse_overflow_ctl(input)?),
         })
     }
 }

@@ -7,7 +7,7 @@ use crate::engine::error::Role;
 use crate::engine::{Direction, Durability, EnableSpec, Engine, Set, SetRecord};
 use crate::registry::Registry;
 
-use super::parse::{GlobalCommand, SetCommand};
+use super::parse::{GlobalCommand, OverflowCommand, SetCommand};
 
 /// Daemon-wide defaults for new sets.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +45,11 @@ impl Controller {
     /// Bring back every set in the registry. Sets that cannot come back are reported and kept
     /// in the registry, so that fixing the volume and restarting brings them back.
     pub fn restore_all(&self) -> Vec<(String, Error)> {
+        // Overflow volumes first: the sets attach to them. One that cannot come back stays in
+        // the registry (its sets are not restored either, and say why).
+        for (rec, e) in self.engine.restore_overflows(&self.registry.overflows()) {
+            log::error!("overflow {} ({}) is not available: {e}", rec.name, rec.path);
+        }
         let records = self.registry.records();
         let failed = self.engine.restore_all(&records);
         for set in self.engine.sets() {
@@ -145,7 +150,67 @@ impl Controller {
                 self.engine.start(enabled);
                 Ok(note)
             }
+            GlobalCommand::OverflowInit {
+                volume,
+                name,
+                chunk_size,
+            } => {
+                let _lock = self.engine.command_lock();
+                self.registry.check_writable()?;
+                let (o, undo) = self.engine.overflow_init(
+                    &volume,
+                    name.as_deref(),
+                    chunk_size.unwrap_or(self.defaults.chunk_size),
+                )?;
+                if let Err(e) = self.save_registry() {
+                    self.engine.overflow_withdraw(undo);
+                    return Err(e);
+                }
+                let st = o.status();
+                Ok(Some(format!(
+                    "overflow {} on {}: {} chunks of {} bytes",
+                    o.name, o.path, st.total, st.chunk_size
+                )))
+            }
+            GlobalCommand::OverflowDelete { name } => {
+                let _lock = self.engine.command_lock();
+                self.delete_overflow(&name)?;
+                Ok(None)
+            }
         }
+    }
+
+    /// Forget an overflow volume no set uses: the registry first, so that a registry that
+    /// cannot be written leaves it as it was.
+    fn delete_overflow(&self, name: &str) -> Result<()> {
+        self.engine.check_overflow_delete(name)?;
+        let rest: Vec<_> = self
+            .engine
+            .overflow_records()
+            .into_iter()
+            .filter(|o| o.name != name)
+            .collect();
+        self.registry.set_overflows(rest);
+        if let Err(e) = self.registry.save(&self.engine.records()) {
+            self.registry.set_overflows(self.engine.overflow_records());
+            return Err(e);
+        }
+        self.engine.overflow_delete(name)
+    }
+
+    /// A command written to `overflow/NAME/ctl`.
+    pub fn run_overflow_command(&self, name: &str, cmd: &OverflowCommand) -> Result<()> {
+        log::info!("overflow {name}/ctl: {cmd}");
+        let _lock = self.engine.command_lock();
+        match cmd {
+            OverflowCommand::Delete => self.delete_overflow(name),
+        }
+    }
+
+    /// Write the registry: the sets and the overflow volumes as they are now.
+    fn save_registry(&self) -> Result<()> {
+        self.registry.set_overflows(self.engine.overflow_records());
+        self.registry.save(&self.engine.records())
     }
 
     /// A command written to `sets/NAME/ctl`. `opened` is the set that file was opened on
@@ -158,7 +223,7 @@ impl Controller {
         cmd: &SetCommand,
         opened: Option<&Weak<Set>>,
         stop: &dyn Fn() -> bool,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         log::info!("{name}/ctl: {cmd}");
         // Outside the command lock, so other commands go on meanwhile: the kernel sends the
         // release of a file closed just before asynchronously.
@@ -185,7 +250,7 @@ impl Controller {
             // A set that could not be restored at start can still be disabled (forgotten).
             Err(e) if *cmd == SetCommand::Disable && self.registry.forget(name) => {
                 log::info!("forgot set {name}, which could not be restored ({e})");
-                return self.registry.save(&self.engine.records());
+                return self.registry.save(&self.engine.records()).map(|()| None);
             }
             Err(e) => {
                 return Err(match self.unrestored_set(name) {
@@ -207,9 +272,21 @@ impl Controller {
         {
             self.check_target_closed(&set, cmd, *dir)?;
         }
-        match cmd {
+        let note = match cmd {
+            SetCommand::Copy {
+                dir: Direction::Shadow,
+                ..
+            } if set.compact.is_some() => Some(format!(
+                "set {name} is compact: 'copy shadow' is an 'update shadow' (a new point in time; \
+                 a compact shadow holds only the chunks that change)"
+            )),
+            _ => None,
+        };
+        let done = match cmd {
             SetCommand::Update { dir, .. } => set.start_copy(*dir, false),
             SetCommand::Copy { dir, .. } => set.start_copy(*dir, true),
+            SetCommand::Attach { overflow } => self.engine.attach(name, overflow),
+            SetCommand::Detach => self.engine.detach(name),
             // An offline set takes only `reset` and `disable`.
             SetCommand::Abort if set.is_offline() => {
                 Err(crate::engine::error::not_permitted(format!(
@@ -245,7 +322,8 @@ impl Controller {
                 }
                 Ok(())
             }
-        }
+        };
+        done.map(|()| note)
     }
 }
 

@@ -39,13 +39,20 @@ pub enum Text<'a> {
     Volumes,
     /// `sets/NAME/status`.
     SetStatus(&'a str),
+    /// `overflow/NAME/status`.
+    OverflowStatus(&'a str),
 }
 
 impl Controller {
     /// Open a data file of the set `name`.
     pub fn open_file(&self, name: &str, role: Role) -> Result<DataFile> {
         let set = self.engine.set(name)?;
-        if role != Role::Bitmap {
+        if role == Role::Overflow && set.compact.as_ref().and_then(|c| c.overflow()).is_none() {
+            return Err(crate::engine::error::not_found(format!(
+                "set {name} has no overflow volume attached"
+            )));
+        }
+        if counted(role) {
             set.file_opened(role);
         }
         Ok(DataFile { set, role })
@@ -57,6 +64,11 @@ impl Controller {
         Some(match role {
             Role::Bitmap => FileInfo {
                 len: set.tracking.vol.len(),
+                backing: None,
+                serves_also: None,
+            },
+            Role::Overflow => FileInfo {
+                len: set.compact.as_ref()?.overflow()?.vol.len(),
                 backing: None,
                 serves_also: None,
             },
@@ -76,6 +88,16 @@ impl Controller {
     /// Whether a set named `name` is enabled (not one that could not be restored).
     pub fn has_set(&self, name: &str) -> bool {
         self.engine.set(name).is_ok()
+    }
+
+    /// Whether an overflow volume named `name` is known.
+    pub fn has_overflow(&self, name: &str) -> bool {
+        self.engine.overflow(name).is_ok()
+    }
+
+    /// The names of the overflow volumes.
+    pub fn overflow_names(&self) -> Vec<String> {
+        self.engine.overflows().iter().map(|o| o.name.clone()).collect()
     }
 
     /// How many sets are enabled.
@@ -103,6 +125,9 @@ impl Controller {
             }
             Text::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
             Text::Volumes => status::volumes(&self.engine.volumes()),
+            Text::OverflowStatus(name) => {
+                status::overflow_status(&self.engine.overflow(name).ok()?.status())
+            }
             Text::SetStatus(name) => match self.engine.set(name) {
                 Ok(set) => status::set_status(&set.status()),
                 Err(_) => {
@@ -123,8 +148,13 @@ impl DataFile {
     pub fn len(&self) -> u64 {
         match self.role {
             Role::Bitmap => self.set.tracking.vol.len(),
+            Role::Overflow => self.overflow().map_or(0, |o| o.vol.len()),
             Role::Master | Role::Shadow => self.set.size,
         }
+    }
+
+    fn overflow(&self) -> Option<Arc<crate::engine::overflow::Overflow>> {
+        self.set.compact.as_ref().and_then(|c| c.overflow())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,7 +164,7 @@ impl DataFile {
     /// A `master` or `shadow` file whose set was disabled after it was opened (the open raced
     /// the disable): its I/O fails rather than reach a volume that no set protects any more.
     pub fn served_no_more(&self) -> bool {
-        if self.role != Role::Bitmap && self.set.is_detached() {
+        if counted(self.role) && self.set.is_detached() {
             log::warn!("I/O on a file of set {}, which was disabled", self.set.name);
             return true;
         }
@@ -152,6 +182,16 @@ impl DataFile {
                 .vol
                 .read_at(buf, offset)
                 .map_err(|e| Error::io(format!("read of bitmap {}", s.paths.bitmap), &e)),
+            Role::Overflow => match self.overflow() {
+                Some(o) => o
+                    .vol
+                    .read_at(buf, offset)
+                    .map_err(|e| Error::io(format!("read of overflow {}", o.path), &e)),
+                None => Err(Error::new(
+                    crate::engine::error::Kind::Io,
+                    format!("set {} has no overflow volume attached any more", s.name),
+                )),
+            },
         }
     }
 
@@ -159,7 +199,9 @@ impl DataFile {
         match self.role {
             Role::Master => self.set.master.write(data, offset),
             Role::Shadow => self.set.write_shadow(data, offset),
-            Role::Bitmap => Err(invalid("the bitmap file is read-only")),
+            Role::Bitmap | Role::Overflow => {
+                Err(invalid(format!("the {} file is read-only", self.role)))
+            }
         }
     }
 
@@ -169,7 +211,9 @@ impl DataFile {
         match self.role {
             Role::Master => self.set.master.discard(offset, len),
             Role::Shadow => self.set.discard_shadow(offset, len),
-            Role::Bitmap => Err(invalid("the bitmap file is read-only")),
+            Role::Bitmap | Role::Overflow => {
+                Err(invalid(format!("the {} file is read-only", self.role)))
+            }
         }
     }
 
@@ -180,7 +224,7 @@ impl DataFile {
         let fd = match self.role {
             Role::Master => self.set.master.vol.raw_fd(),
             Role::Shadow => self.set.shadow.raw_fd(),
-            Role::Bitmap => None,
+            Role::Bitmap | Role::Overflow => None,
         };
         let (Some(fd), true) = (fd, end > offset) else {
             return Ok(());
@@ -204,15 +248,21 @@ impl DataFile {
     /// Make what was written durable (`fsync`); the bitmap file has nothing to sync.
     pub fn sync(&self) -> Result<()> {
         match self.role {
-            Role::Bitmap => Ok(()),
+            Role::Bitmap | Role::Overflow => Ok(()),
             Role::Master | Role::Shadow => self.set.sync_all(),
         }
     }
 }
 
+/// Whether open files of this role are counted on the set (the writable `master` and `shadow`;
+/// the read-only `bitmap` and `overflow` are not).
+fn counted(role: Role) -> bool {
+    matches!(role, Role::Master | Role::Shadow)
+}
+
 impl Drop for DataFile {
     fn drop(&mut self) {
-        if self.role != Role::Bitmap {
+        if counted(self.role) {
             self.set.file_closed(self.role);
         }
     }

@@ -12,7 +12,9 @@ pub mod status;
 pub use command::{Command, Scope};
 pub use exec::Controller;
 pub use files::{DataFile, FileInfo, Text};
-pub use parse::{parse_global, parse_set, GlobalCommand, SetCommand};
+pub use parse::{
+    parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand,
+};
 
 /// The errors the controller answers with, and which volume of a set a file is.
 pub use crate::engine::error::{Error, Kind, Role};

@@ -20,6 +20,22 @@ pub enum GlobalCommand {
         /// Copy throttle from the start (`delay=MS units=N`), as `params` sets it later.
         params: Option<(u32, u32)>,
     },
+    /// `overflow init VOLUME [NAME] [chunk_size=BYTES]`: write a fresh overflow header on
+    /// VOLUME and make it known as NAME (default: the volume's file name).
+    OverflowInit {
+        volume: String,
+        name: Option<String>,
+        chunk_size: Option<u64>,
+    },
+    /// `overflow delete NAME`: forget an overflow volume no set uses.
+    OverflowDelete { name: String },
+}
+
+/// A command written to `overflow/NAME/ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverflowCommand {
+    /// Forget this overflow volume (refused while a set uses it).
+    Delete,
 }
 
 /// A command written to a set's `ctl`.
@@ -42,13 +58,18 @@ pub enum SetCommand {
         delay_ms: u32,
         units: u32,
     },
+    /// `attach OVERFLOW`: a compact set spills into this overflow volume (a name or the path
+    /// of an initialised overflow).
+    Attach {
+        overflow: String,
+    },
+    /// `detach`: the set no longer spills (refused while it holds overflow chunks).
+    Detach,
 }
 
 /// Words the interface reserves for features of later versions.
-const GLOBAL_LATER: &[&str] = &["import", "overflow", "group", "suspend", "resume"];
-const SET_LATER: &[&str] = &[
-    "suspend", "resume", "export", "join", "attach", "detach", "group", "ungroup",
-];
+const GLOBAL_LATER: &[&str] = &["import", "group", "suspend", "resume"];
+const SET_LATER: &[&str] = &["suspend", "resume", "export", "join", "group", "ungroup"];
 
 fn words(input: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(input).map_err(|_| invalid("the command is not UTF-8 text"))?;
@@ -75,9 +96,50 @@ pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
     let w = words(input)?;
     match w[0].as_str() {
         "enable" => parse_enable(&w[1..]),
+        "overflow" => parse_overflow(&w[1..]),
         x if GLOBAL_LATER.contains(&x) => Err(later(x)),
         x => Err(invalid(format!(
-            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N]"
+            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N], overflow init VOLUME [NAME] [chunk_size=BYTES], overflow delete NAME"
+        ))),
+    }
+}
+
+fn parse_overflow(args: &[String]) -> Result<GlobalCommand> {
+    let usage = "usage: overflow init VOLUME [NAME] [chunk_size=BYTES] | overflow delete NAME";
+    let (opts, plain): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| a.contains('='));
+    match plain.first().map(|s| s.as_str()) {
+        Some("init") if (2..=3).contains(&plain.len()) => {
+            let mut chunk_size = None;
+            for o in opts {
+                let (k, v) = o.split_once('=').unwrap_or((o, ""));
+                match k {
+                    "chunk_size" => chunk_size = Some(chunk_size_value(v)?),
+                    _ => return Err(invalid(format!("unknown option '{k}'; {usage}"))),
+                }
+            }
+            Ok(GlobalCommand::OverflowInit {
+                volume: plain[1].clone(),
+                name: plain.get(2).map(|s| s.to_string()),
+                chunk_size,
+            })
+        }
+        Some("delete") if plain.len() == 2 && opts.is_empty() => {
+            Ok(GlobalCommand::OverflowDelete {
+                name: plain[1].clone(),
+            })
+        }
+        _ => Err(invalid(usage)),
+    }
+}
+
+/// Parse one command written to `overflow/NAME/ctl`.
+pub fn parse_overflow_ctl(input: &[u8]) -> Result<OverflowCommand> {
+    let w = words(input)?;
+    match (w[0].as_str(), w.len()) {
+        ("delete", 1) => Ok(OverflowCommand::Delete),
+        _ => Err(invalid(format!(
+            "unknown command '{}'; an overflow's ctl takes: delete",
+            w.join(" ")
         ))),
     }
 }
@@ -239,10 +301,22 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
             }
             params_values(&w[1], &w[2])?
         }
+        "attach" => {
+            if w.len() != 2 {
+                return Err(invalid("usage: attach OVERFLOW (an overflow's name or volume)"));
+            }
+            SetCommand::Attach {
+                overflow: w[1].clone(),
+            }
+        }
+        "detach" => {
+            extra(1)?;
+            SetCommand::Detach
+        }
         x if SET_LATER.contains(&x) => return Err(later(x)),
         x => {
             return Err(invalid(format!(
-                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS"
+                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach"
             )))
         }
     };
@@ -281,6 +355,29 @@ impl fmt::Display for GlobalCommand {
                 }
                 Ok(())
             }
+            GlobalCommand::OverflowInit {
+                volume,
+                name,
+                chunk_size,
+            } => {
+                write!(f, "overflow init {volume}")?;
+                if let Some(n) = name {
+                    write!(f, " {n}")?;
+                }
+                if let Some(c) = chunk_size {
+                    write!(f, " chunk_size={c}")?;
+                }
+                Ok(())
+            }
+            GlobalCommand::OverflowDelete { name } => write!(f, "overflow delete {name}"),
+        }
+    }
+}
+
+impl fmt::Display for OverflowCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OverflowCommand::Delete => f.write_str("delete"),
         }
     }
 }
@@ -307,6 +404,8 @@ impl fmt::Display for SetCommand {
             SetCommand::Reset => f.write_str("reset"),
             SetCommand::Disable => f.write_str("disable"),
             SetCommand::Params { delay_ms, units } => write!(f, "params {delay_ms} {units}"),
+            SetCommand::Attach { overflow } => write!(f, "attach {overflow}"),
+            SetCommand::Detach => f.write_str("detach"),
         }
     }
 }
@@ -329,6 +428,8 @@ mod tests {
             "reset",
             "disable",
             "params 10 100",
+            "attach ovf",
+            "detach",
         ] {
             let c = parse_set(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -343,6 +444,9 @@ mod tests {
             "enable ind /a /b /c db",
             "enable dep /a /b /c db chunk_size=4096 durability=relaxed",
             "enable ind /a /b /c db delay=10 units=1",
+            "overflow init /o",
+            "overflow init /o pool chunk_size=4096",
+            "overflow delete pool",
         ] {
             let c = parse_global(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -359,6 +463,15 @@ mod tests {
             .unwrap_err()
             .message
             .contains("unknown command"));
+        assert!(parse_global(b"overflow init").is_err());
+        assert!(parse_global(b"overflow delete a b").is_err());
+        assert!(parse_set(b"attach").is_err());
+        assert!(parse_set(b"detach now").is_err());
+        assert_eq!(
+            parse_overflow_ctl(b"delete\n").unwrap(),
+            OverflowCommand::Delete
+        );
+        assert!(parse_overflow_ctl(b"delete now").is_err());
         assert!(parse_set(b"export")
             .unwrap_err()
             .message
@@ -393,6 +506,8 @@ mod tests {
                 Just(SetCommand::Disable),
                 (any::<u32>(), any::<u32>())
                     .prop_map(|(delay_ms, units)| SetCommand::Params { delay_ms, units }),
+                WORD.prop_map(|overflow| SetCommand::Attach { overflow }),
+                Just(SetCommand::Detach),
             ]
         }
 

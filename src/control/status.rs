@@ -2,21 +2,26 @@
 
 use std::fmt::Write;
 
+use crate::engine::overflow::OverflowStatus;
 use crate::engine::{SetRecord, Status, VolumeUse};
 
 pub fn set_status(s: &Status) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nparams: {} {}\nlast_error: {}\ndurability: {}\nchunks_to_copy: {}\npit_time: {}\n",
+        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: {}\ngroup: -\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nparams: {} {}\nlast_error: {}\ndurability: {}\nchunks_to_copy: {}\npit_time: {}\n",
         s.name,
-        s.kind.word(),
+        s.type_word(),
         s.state,
         s.direction,
         s.progress,
         s.paths.master,
         s.paths.shadow,
         s.paths.bitmap,
+        s.space
+            .as_ref()
+            .and_then(|sp| sp.overflow.as_deref())
+            .unwrap_or("-"),
         s.size,
         s.chunk_size,
         s.chunks,
@@ -28,7 +33,43 @@ pub fn set_status(s: &Status) -> String {
         s.chunks_to_copy,
         s.pit_time,
     );
+    if let Some(sp) = &s.space {
+        let _ = write!(
+            out,
+            "shadow_chunks: {}\nshadow_chunks_used: {}\noverflow_chunks_used: {}\n",
+            sp.shadow_chunks, sp.shadow_used, sp.overflow_used
+        );
+        if let Some((pct, level)) = sp.warning {
+            let _ = writeln!(
+                out,
+                "space_warning: {pct}% of the shadow and overflow space is used (warning at {level}%)"
+            );
+        }
+    }
     out
+}
+
+/// `overflow/NAME/status`.
+pub fn overflow_status(o: &OverflowStatus) -> String {
+    let sets = if o.sets.is_empty() {
+        "-".to_string()
+    } else {
+        o.sets
+            .iter()
+            .map(|(n, c)| format!("{n}={c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    format!(
+        "name: {}\nvolume: {}\nsize: {}\nchunk_size: {}\nchunks_total: {}\nchunks_used: {}\nchunks_free: {}\nsets: {sets}\n",
+        o.name,
+        o.path,
+        o.size,
+        o.chunk_size,
+        o.total,
+        o.used,
+        o.total.saturating_sub(o.used)
+    )
 }
 
 pub fn global_status(sets: &[Status]) -> String {
@@ -38,7 +79,7 @@ pub fn global_status(sets: &[Status]) -> String {
             out,
             "{} {} {} {}",
             s.name,
-            s.kind.word(),
+            s.type_word(),
             s.state,
             s.progress
         );
@@ -97,6 +138,7 @@ mod tests {
             durability: Durability::Strict,
             last_error: None,
             pit_time: 7,
+            space: None,
         };
         let text = set_status(&s);
         let keys: Vec<&str> = text

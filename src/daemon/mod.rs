@@ -213,6 +213,7 @@ fn serve(
     let _state_lock = lock::lock_state_dir(&settings.state_dir, mountpoint)?;
     let registry = Registry::open(&settings.state_dir)?;
     let engine = Engine::new(Box::new(FileOpener));
+    crate::engine::set::set_space_warning(settings.space_warning);
     let controller = Arc::new(Controller::new(
         engine,
         registry,

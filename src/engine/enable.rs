@@ -226,18 +226,28 @@ impl Engine {
         if master.is_empty() {
             return Err(invalid(format!("master volume {} is empty", spec.master)));
         }
-        if shadow.len() < master.len() {
-            return Err(match spec.kind {
-                SetKind::Independent => invalid(format!(
-                    "shadow volume {} ({} bytes) is smaller than master {} ({} bytes); an independent shadow must be at least as large",
-                    spec.shadow, shadow.len(), spec.master, master.len()
-                )),
-                SetKind::Dependent => invalid(format!(
-                    "shadow volume {} ({} bytes) is smaller than master {} ({} bytes); compact dependent shadows are not supported yet",
-                    spec.shadow, shadow.len(), spec.master, master.len()
-                )),
-            });
-        }
+        // A dependent shadow smaller than its master is compact: its chunks get slots on demand.
+        let shadow_slots = if shadow.len() >= master.len() {
+            0
+        } else if spec.kind == SetKind::Independent {
+            return Err(invalid(format!(
+                "shadow volume {} ({} bytes) is smaller than master {} ({} bytes); an independent shadow must be at least as large",
+                spec.shadow, shadow.len(), spec.master, master.len()
+            )));
+        } else {
+            match shadow.len() / spec.chunk_size {
+                0 => {
+                    return Err(invalid(format!(
+                        "shadow volume {} ({} bytes) holds no whole chunk of {} bytes; a compact \
+                         shadow needs room for at least one",
+                        spec.shadow,
+                        shadow.len(),
+                        spec.chunk_size
+                    )))
+                }
+                n => n,
+            }
+        };
         let ind = spec.kind == SetKind::Independent;
         let header = Header {
             seq: 0,
@@ -263,6 +273,9 @@ impl Engine {
             generation: 1,
             bitmap_id: 0,
             last_error: String::new(),
+            shadow_slots,
+            overflow: String::new(),
+            overflow_id: 0,
         };
         header.encode()?;
         let need = header.volume_len();
@@ -278,10 +291,14 @@ impl Engine {
                 .grow(&spec.bitmap, need)
                 .map_err(|e| grow_error(&spec.bitmap, need, &e))?;
             if !grown {
-                return Err(invalid(format!(
-                    "bitmap volume {} is too small: it needs {need} bytes",
-                    spec.bitmap
-                )));
+                return Err(Error::new(
+                    Kind::TooBig,
+                    format!(
+                        "bitmap volume {} is too small: it needs {need} bytes (a block device \
+                         cannot be grown; use a larger one, a file, or a larger chunk size)",
+                        spec.bitmap
+                    ),
+                ));
             }
             undo.grown = true;
             bitmap = self.open_volume("bitmap", &spec.bitmap)?;
@@ -305,6 +322,7 @@ impl Engine {
         })?;
         // The master's content when the set appears is the point in time: under strict
         // durability it is made durable first.
+        let shadow = self.shadow_of(&spec.name, shadow, &tracking, None)?;
         let set = self.install(
             master,
             shadow,

@@ -59,6 +59,8 @@ pub enum Role {
     Master,
     Shadow,
     Bitmap,
+    /// A compact set's overflow volume (its `overflow` file; failures of it are the shadow's).
+    Overflow,
 }
 
 impl fmt::Display for Role {
@@ -67,6 +69,7 @@ impl fmt::Display for Role {
             Role::Master => "master",
             Role::Shadow => "shadow",
             Role::Bitmap => "bitmap",
+            Role::Overflow => "overflow",
         })
     }
 }

@@ -9,12 +9,15 @@
 //!                                  higher sequence number wins, so a torn write loses nothing
 //! 8192   shadow bitmap  ("chunks that differ"), LSB-first, in 4 KiB pages
 //! 8192+L copy bitmap    ("chunks still to copy")
+//! 8192+2L chunk map     (compact sets only: master chunk -> shadow or overflow slot, see
+//!                        `chunkmap`)
 //! ```
 //! Header slot: magic "IIFSBMAP", version, sequence, set type, chunk size, master and shadow
 //! sizes, state flags, throttle, PIT time, bitmap offsets, durability, then (version 2) the page
-//! layout, the copy's total, the generation and the bitmap id; then the set name and the three
-//! volume paths (and, version 2, the last error) as length-prefixed strings, and a CRC-32 of
-//! everything before it.
+//! layout, the copy's total, the generation and the bitmap id; (version 3) the compact shadow's
+//! slot count and the attached overflow's id; then the set name and the three volume paths
+//! (version 3: and the overflow's name; version 2 on: the last error) as length-prefixed strings,
+//! and a CRC-32 of everything before it.
 //!
 //! Bitmap pages of layout `Checked` (every set made by version 2) hold 4088 bytes of bits, 4
 //! reserved bytes and a CRC-32 of the page's bytes salted with the bitmap id, the bitmap and the
@@ -30,12 +33,15 @@ use super::error::{invalid, Result};
 pub const MAGIC: &[u8; 8] = b"IIFSBMAP";
 /// The version this code writes. Version 1 (before page checksums) is still read: its flag bit 7
 /// meant two things (see `flags::from_v1`).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const VERSION_1: u32 = 1;
+/// Version 2 had no compact fields: its strings start at `STRINGS_OFFSET_V2`.
+const VERSION_2: u32 = 2;
 pub const SLOT_SIZE: u64 = 4096;
 pub const BITMAPS_OFFSET: u64 = 2 * SLOT_SIZE;
 const CRC_OFFSET: usize = SLOT_SIZE as usize - 4;
-const STRINGS_OFFSET: usize = 128;
+const STRINGS_OFFSET_V2: usize = 128;
+const STRINGS_OFFSET: usize = 192;
 pub const MAX_PATH: usize = 1024;
 
 /// State flags kept in the header: every state bit of a set is defined here and only here.
@@ -68,9 +74,12 @@ pub mod flags {
     /// The recorded copy is a full copy (`copy`), not an update: for the status `state`.
     /// Version 1 kept it in bit 7, which OFFLINE_MASTER also used.
     pub const FULL_COPY: u32 = 1 << 11;
+    /// A compact set could not preserve a chunk: shadow and overflow were full. Cleared by the
+    /// next point in time (`update shadow`, `reset`).
+    pub const OUT_OF_SPACE: u32 = 1 << 12;
 
     /// Every single state bit, for the check below.
-    const ALL: [u32; 12] = [
+    const ALL: [u32; 13] = [
         TO_SHADOW,
         TO_MASTER,
         ACTIVE,
@@ -83,6 +92,7 @@ pub mod flags {
         OFFLINE_BITMAP,
         PENDING_FILL_SHADOW,
         FULL_COPY,
+        OUT_OF_SPACE,
     ];
 
     // A build with two state flags sharing a bit fails here.
@@ -272,6 +282,12 @@ pub struct Header {
     pub bitmap_id: u64,
     /// Why the set went offline (empty when it is not offline).
     pub last_error: String,
+    /// Chunks the shadow volume holds when the set is compact (a dependent shadow smaller than
+    /// the master); 0 for a set whose shadow has the master's size.
+    pub shadow_slots: u64,
+    /// The overflow volume a compact set spills into: its name and its id (0 and "": none).
+    pub overflow: String,
+    pub overflow_id: u64,
 }
 
 impl Header {
@@ -292,9 +308,28 @@ impl Header {
         BITMAPS_OFFSET + self.bitmap_len()
     }
 
+    /// Whether the set is compact (its chunks live in slots the chunk map names).
+    pub fn is_compact(&self) -> bool {
+        self.shadow_slots > 0
+    }
+
+    /// Where the chunk map of a compact set starts.
+    pub fn map_offset(&self) -> u64 {
+        BITMAPS_OFFSET + 2 * self.bitmap_len()
+    }
+
+    /// Bytes of the chunk map (0 for a set that is not compact).
+    pub fn map_len(&self) -> u64 {
+        if self.is_compact() {
+            map_region_len(self.chunks())
+        } else {
+            0
+        }
+    }
+
     /// The smallest bitmap volume that holds this set.
     pub fn volume_len(&self) -> u64 {
-        BITMAPS_OFFSET + 2 * self.bitmap_len()
+        self.map_offset() + self.map_len()
     }
 
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -326,8 +361,16 @@ impl Header {
         put64(&mut b, 104, self.copy_total);
         put64(&mut b, 112, self.generation);
         put64(&mut b, 120, self.bitmap_id);
+        put64(&mut b, 128, self.shadow_slots);
+        put64(&mut b, 136, self.overflow_id);
         let mut at = STRINGS_OFFSET;
-        for s in [&self.name, &self.master, &self.shadow, &self.bitmap] {
+        for s in [
+            &self.name,
+            &self.master,
+            &self.shadow,
+            &self.bitmap,
+            &self.overflow,
+        ] {
             let bytes = s.as_bytes();
             // Two bytes stay for the length of the last error.
             if bytes.len() > MAX_PATH || at + 2 + bytes.len() + 2 > CRC_OFFSET {
@@ -360,16 +403,26 @@ impl Header {
             return None;
         }
         let version = get32(b, 8);
-        if version != VERSION && version != VERSION_1 {
+        if version != VERSION && version != VERSION_2 && version != VERSION_1 {
             return None;
         }
         if crc32fast::hash(&b[..CRC_OFFSET]) != get32(b, CRC_OFFSET) {
             return None;
         }
         let v1 = version == VERSION_1;
-        let mut at = STRINGS_OFFSET;
-        let mut strings = Vec::with_capacity(5);
-        for _ in 0..if v1 { 4 } else { 5 } {
+        let v3 = version == VERSION;
+        let mut at = if v3 {
+            STRINGS_OFFSET
+        } else {
+            STRINGS_OFFSET_V2
+        };
+        let mut strings = Vec::with_capacity(6);
+        let count = match version {
+            VERSION_1 => 4,
+            VERSION_2 => 5,
+            _ => 6,
+        };
+        for _ in 0..count {
             let n = u16::from_le_bytes([b[at], b[at + 1]]) as usize;
             if at + 2 + n > CRC_OFFSET {
                 return None;
@@ -378,6 +431,7 @@ impl Header {
             at += 2 + n;
         }
         let last_error = if v1 { String::new() } else { strings.pop()? };
+        let overflow = if v3 { strings.pop()? } else { String::new() };
         let bitmap = strings.pop()?;
         let shadow = strings.pop()?;
         let master = strings.pop()?;
@@ -419,6 +473,9 @@ impl Header {
             generation: if v1 { 0 } else { get64(b, 112) },
             bitmap_id: if v1 { 0 } else { get64(b, 120) },
             last_error,
+            shadow_slots: if v3 { get64(b, 128) } else { 0 },
+            overflow,
+            overflow_id: if v3 { get64(b, 136) } else { 0 },
         })
     }
 
@@ -436,6 +493,16 @@ impl Header {
 /// Bytes of one bitmap region of a new set (checked pages).
 pub fn bitmap_region_len(chunks: u64) -> u64 {
     Layout::Checked.region_len(chunks)
+}
+
+/// Bytes of a chunk map entry.
+pub const MAP_ENTRY: u64 = 8;
+/// Chunk map entries one page holds (its last 8 bytes: 4 reserved, then the CRC).
+pub const MAP_ENTRIES_PER_PAGE: u64 = (PAGE_SIZE - 8) / MAP_ENTRY;
+
+/// Bytes of the chunk map of `chunks` master chunks: whole checked pages, at least one.
+pub fn map_region_len(chunks: u64) -> u64 {
+    chunks.div_ceil(MAP_ENTRIES_PER_PAGE).max(1) * PAGE_SIZE
 }
 
 fn put32(b: &mut [u8], at: usize, v: u32) {
@@ -478,7 +545,29 @@ mod tests {
             generation: 3,
             bitmap_id: 0x1234_5678_9abc,
             last_error: "read of /srv/m: Input/output error".into(),
+            shadow_slots: 0,
+            overflow: String::new(),
+            overflow_id: 0,
         }
+    }
+
+    #[test]
+    fn a_compact_set_keeps_its_slots_and_overflow() {
+        let mut h = sample();
+        h.shadow_slots = 1024;
+        h.overflow = "pool".into();
+        h.overflow_id = 99;
+        let bytes = h.encode().unwrap();
+        assert_eq!(Header::decode(&bytes), Some(h.clone()));
+        assert_eq!(h.map_offset(), BITMAPS_OFFSET + 2 * h.bitmap_len());
+        // 16384 chunks of 64 KiB, 511 entries a page.
+        assert_eq!(
+            h.map_len(),
+            16384u64.div_ceil(MAP_ENTRIES_PER_PAGE) * PAGE_SIZE
+        );
+        assert_eq!(h.volume_len(), h.map_offset() + h.map_len());
+        h.shadow_slots = 0;
+        assert_eq!(h.volume_len(), h.map_offset());
     }
 
     #[test]
@@ -525,7 +614,10 @@ mod tests {
         h.last_error.clear();
         let mut b = h.encode().unwrap();
         put32(&mut b, 8, VERSION_1);
-        b[100..128].fill(0);
+        // Version 1's strings start at 128: move them down, the empty overflow name dropped.
+        let strings = b[STRINGS_OFFSET..CRC_OFFSET - (STRINGS_OFFSET - STRINGS_OFFSET_V2)].to_vec();
+        b[100..CRC_OFFSET].fill(0);
+        b[STRINGS_OFFSET_V2..STRINGS_OFFSET_V2 + strings.len()].copy_from_slice(&strings);
         let crc = crc32fast::hash(&b[..CRC_OFFSET]);
         put32(&mut b, CRC_OFFSET, crc);
         b

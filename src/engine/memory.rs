@@ -20,7 +20,16 @@ pub fn set_bytes(chunks: u64) -> u64 {
 /// Refuse (ENOMEM, with the figures) a set that needs more memory than the daemon can have;
 /// `extra` bytes are needed besides while it is enabled.
 pub fn check(name: &str, header: &Header, extra: u64) -> Result<()> {
-    let need = set_bytes(header.chunks()).saturating_add(extra);
+    // A compact set also keeps its chunk map in memory (8 bytes a chunk), and its pages once
+    // more while the map is read or written whole.
+    let map = if header.is_compact() {
+        header.chunks().saturating_mul(8).saturating_add(header.map_len())
+    } else {
+        0
+    };
+    let need = set_bytes(header.chunks())
+        .saturating_add(map)
+        .saturating_add(extra);
     let Some(avail) = available() else {
         return Ok(());
     };

@@ -9,12 +9,15 @@
 //! ```text
 //! error
 //!   -> volume, bitmap, header, chunk, commit, memory   (bytes, bits, layout, geometry)
+//!   -> slots, chunkmap, overflow                       (slot pools, the compact chunk map,
+//!                                                       overflow volumes)
 //!   -> stripe                                          (stripe locks over chunk regions)
 //!   -> tracking                                        (bitmaps + header on the bitmap volume)
+//!   -> compact                                         (a compact shadow over its slots)
 //!   -> master                                          (master bytes; knows sets as `Imager`s)
 //!   -> set                                             (one set: copy-on-write, shadow I/O, state)
 //!   -> copier                                          (the background copy; `CopyControl`)
-//!   -> opener, enable, restore, Engine                 (the tables of sets and volumes)
+//!   -> opener, enable, restore, overflows, Engine      (the tables of sets and volumes)
 //! ```
 //!
 //! The master holds its sets as `master::Imager` trait objects and a set holds its copy's
@@ -46,7 +49,9 @@
 
 pub mod bitmap;
 pub mod chunk;
+pub mod chunkmap;
 pub mod commit;
+pub mod compact;
 pub mod copier;
 mod enable;
 pub mod error;
@@ -54,8 +59,11 @@ pub mod header;
 pub mod master;
 pub mod memory;
 mod opener;
+pub mod overflow;
+mod overflows;
 mod restore;
 pub mod set;
+pub mod slots;
 pub mod stripe;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -69,10 +77,13 @@ pub use enable::{check_chunk_size, check_set_name, EnableSpec, Enabled, MAX_CHUN
 pub use error::{Error, Kind, Result};
 pub use header::{Durability, SetKind};
 pub use opener::FileOpener;
+pub use overflows::OverflowRecord;
 pub use opener::Opener;
 pub use set::{Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
 
 use copier::Copier;
+use overflow::Overflow;
+use overflows::ShadowVolume;
 use error::not_found;
 use header::flags;
 use master::{Imager, Master};
@@ -122,6 +133,8 @@ struct Tables {
     masters: HashMap<VolumeId, Arc<Master>>,
     /// Shadow and bitmap volumes in use, by identity.
     taken: HashMap<VolumeId, (String, &'static str)>,
+    /// Overflow volumes, by name.
+    overflows: BTreeMap<String, Arc<Overflow>>,
 }
 
 pub struct Engine {
@@ -142,6 +155,7 @@ impl Engine {
                 sets: BTreeMap::new(),
                 masters: HashMap::new(),
                 taken: HashMap::new(),
+                overflows: BTreeMap::new(),
             }),
             commands: Mutex::new(()),
             offline_notifier: Arc::default(),
@@ -219,7 +233,7 @@ impl Engine {
             });
             out.push(VolumeUse {
                 path: s.paths.shadow.clone(),
-                size: s.shadow.len(),
+                size: s.compact.as_ref().map_or(s.shadow.len(), |c| c.file.len()),
                 role: "shadow",
                 set: s.name.clone(),
             });
@@ -230,6 +244,14 @@ impl Engine {
                 set: s.name.clone(),
             });
         }
+        for o in self.overflows() {
+            out.push(VolumeUse {
+                path: o.path.clone(),
+                size: o.vol.len(),
+                role: "overflow",
+                set: o.attached_sets().join(","),
+            });
+        }
         out
     }
 
@@ -237,10 +259,14 @@ impl Engine {
     fn install(
         &self,
         master: Arc<dyn Volume>,
-        shadow: Arc<dyn Volume>,
+        shadow: ShadowVolume,
         tracking: Tracking,
         sync_master: bool,
     ) -> Result<Arc<Set>> {
+        let ShadowVolume {
+            vol: shadow,
+            compact,
+        } = shadow;
         let mut t = self.tables();
         let h = tracking.header();
         let m = t
@@ -252,6 +278,7 @@ impl Engine {
         let copier = Arc::new(Copier::new(tracking.copy_total()));
         let mut set = Set::new(m.clone(), shadow, tracking, copier);
         set.unrecorded_offline = Some(self.offline_notifier.clone());
+        set.compact = compact;
         let set = Arc::new(set);
         // No master write may be in flight across the moment the set appears (see
         // `Master::attach_exclusive`); the point in time is taken in that moment.
@@ -309,16 +336,16 @@ impl Engine {
         // its own (the source of a copy onto the master is whole and kept):
         // wipe bytes 8 KiB to 64 KiB (the range Instant Image's disable clears) so nothing
         // mounts a torn file system.
+        // (A compact shadow's file is wiped the same way: its slots hold no image of their own.)
         if wipe_shadow
             && (set.kind == SetKind::Dependent || set.direction() == Some(Direction::Shadow))
         {
-            let start = 8192u64.min(set.shadow.len());
-            let end = 65536u64.min(set.shadow.len());
+            let file = set.compact.as_ref().map_or(&set.shadow, |c| &c.file);
+            let start = 8192u64.min(file.len());
+            let end = 65536u64.min(file.len());
             if end > start {
-                let _ = set
-                    .shadow
-                    .write_at(&vec![0u8; (end - start) as usize], start);
-                let _ = set.shadow.sync();
+                let _ = file.write_at(&vec![0u8; (end - start) as usize], start);
+                let _ = file.sync();
             }
         }
         if let Err(e) = set.tracking.invalidate() {
@@ -331,6 +358,10 @@ impl Engine {
         t.sets.remove(name);
         t.taken.remove(&set.shadow.id());
         t.taken.remove(&set.tracking.vol.id());
+        // The set's overflow slots are free once its bitmap volume no longer names them.
+        if let Some(o) = set.compact.as_ref().and_then(|c| c.overflow()) {
+            o.detach(name);
+        }
         if set.master.detach(name) == 0 {
             t.masters.remove(&set.master.vol.id());
         }

@@ -85,6 +85,7 @@ impl Engine {
         }
         let master = self.open_volume("master", &h.master)?;
         let shadow = self.open_volume("shadow", &h.shadow)?;
+        let overflow = self.overflow_of(&rec.name, &tracking)?;
         if master.len() != h.master_size {
             return Err(invalid(format!(
                 "master volume {} is {} bytes, but set {} was made for {} bytes",
@@ -94,13 +95,26 @@ impl Engine {
                 h.master_size
             )));
         }
-        if shadow.len() < h.master_size {
+        let shadow_need = if h.is_compact() {
+            h.shadow_slots * h.chunk_size as u64
+        } else {
+            h.master_size
+        };
+        if shadow.len() < shadow_need {
             return Err(invalid(format!(
-                "shadow volume {} is smaller than the master",
-                h.shadow
+                "shadow volume {} is {} bytes, smaller than the {shadow_need} bytes set {} was \
+                 made with",
+                h.shadow,
+                shadow.len(),
+                h.name
             )));
         }
-        let set = self.install(master, shadow, tracking, false)?;
+        let shadow = self.shadow_of(&rec.name, shadow, &tracking, overflow.clone())?;
+        let set = self.install(master, shadow, tracking, false).inspect_err(|_| {
+            if let Some(o) = &overflow {
+                o.detach(&rec.name);
+            }
+        })?;
         // A copy of the bitmap volume taken from now on is older than what the registry saves.
         if let Err(e) = set.tracking.bump_generation() {
             let e = Error::io_on(

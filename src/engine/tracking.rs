@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::bitmap::Bitmap;
+use super::chunkmap::ChunkMap;
 use super::error::VolumeFault;
 use super::header::{self, flags, Header, Layout, PAGE_SIZE, SLOT_SIZE};
 use super::volume::Volume;
@@ -42,7 +43,7 @@ impl Map {
 }
 
 /// A bitmap id unlikely to repeat: the clock, the process and a counter, mixed.
-fn new_bitmap_id() -> u64 {
+pub fn new_bitmap_id() -> u64 {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -74,6 +75,8 @@ pub struct Tracking {
     bitmap_id: u64,
     /// The header in memory says offline but no header write has recorded it yet.
     offline_unrecorded: AtomicBool,
+    /// The chunk map of a compact set.
+    map: Option<Arc<ChunkMap>>,
 }
 
 impl Tracking {
@@ -82,7 +85,16 @@ impl Tracking {
         let shd_offset = header.shadow_bitmap_offset();
         let cpy_offset = header.copy_bitmap_offset();
         let (layout, bitmap_id) = (header.layout, header.bitmap_id);
+        let map = header.is_compact().then(|| {
+            Arc::new(ChunkMap::new(
+                vol.clone(),
+                header.map_offset(),
+                chunks,
+                bitmap_id,
+            ))
+        });
         Tracking {
+            map,
             vol,
             header: Mutex::new((header, slot)),
             shd_live: Bitmap::new(chunks),
@@ -117,6 +129,9 @@ impl Tracking {
         }
         t.write_region(Map::Shadow)?;
         t.write_region(Map::Copy)?;
+        if let Some(map) = &t.map {
+            map.write_all()?;
+        }
         // Invalidate the other slot so an old header of an earlier set can never win.
         t.vol.write_at(&[0u8; SLOT_SIZE as usize], SLOT_SIZE)?;
         t.vol
@@ -145,9 +160,17 @@ impl Tracking {
             }
             .into_io(io::ErrorKind::InvalidData));
         }
-        let t = Tracking::with_header(vol, header.clone(), slot);
+        let mut t = Tracking::with_header(vol, header.clone(), slot);
         t.load_region(Map::Shadow)?;
         t.load_region(Map::Copy)?;
+        if header.is_compact() {
+            t.map = Some(Arc::new(ChunkMap::load(
+                t.vol.clone(),
+                header.map_offset(),
+                header.chunks(),
+                header.bitmap_id,
+            )?));
+        }
         if header.flags & flags::PENDING != 0 {
             t.apply_bulk(header.flags & flags::PENDING)?;
             t.update_header(|h| h.flags &= !flags::PENDING)?;
@@ -183,6 +206,11 @@ impl Tracking {
         };
         self.disk(map).load_bytes(&bytes);
         Ok(())
+    }
+
+    /// The chunk map, for a compact set.
+    pub fn chunk_map(&self) -> Option<Arc<ChunkMap>> {
+        self.map.clone()
     }
 
     pub fn header(&self) -> Header {

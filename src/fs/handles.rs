@@ -81,6 +81,7 @@ pub fn open(
         NodeKind::Ctl => {
             let scope = match node {
                 Node::Set(name, _) => tree.ctl.set_scope(name),
+                Node::Overflow(name, _) => Scope::Overflow(name.clone()),
                 _ => Scope::Global,
             };
             Handle::Ctl(Arc::new(CtlFile::new(ino, scope)))

@@ -11,6 +11,7 @@ pub const STATUS: u64 = 3;
 pub const VERSION: u64 = 4;
 pub const VOLUMES: u64 = 5;
 pub const SETS: u64 = 6;
+pub const OVERFLOWS: u64 = 7;
 
 const SET_BASE: u64 = 1000;
 const SLOT: u64 = 8;
@@ -27,6 +28,8 @@ pub enum SetFile {
     Bitmap,
     Ctl,
     Status,
+    /// Present while an overflow volume is attached.
+    Overflow,
 }
 
 pub const SET_FILES: &[(&str, SetFile)] = &[
@@ -35,7 +38,44 @@ pub const SET_FILES: &[(&str, SetFile)] = &[
     ("bitmap", SetFile::Bitmap),
     ("ctl", SetFile::Ctl),
     ("status", SetFile::Status),
+    ("overflow", SetFile::Overflow),
 ];
+
+/// The files of an overflow volume's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowFile {
+    Dir,
+    Ctl,
+    Status,
+}
+
+pub const OVERFLOW_FILES: &[(&str, OverflowFile)] =
+    &[("ctl", OverflowFile::Ctl), ("status", OverflowFile::Status)];
+
+impl OverflowFile {
+    fn index(self) -> u64 {
+        match self {
+            OverflowFile::Dir => 0,
+            OverflowFile::Ctl => 1,
+            OverflowFile::Status => 2,
+        }
+    }
+    fn from_index(i: u64) -> Option<OverflowFile> {
+        Some(match i {
+            0 => OverflowFile::Dir,
+            1 => OverflowFile::Ctl,
+            2 => OverflowFile::Status,
+            _ => return None,
+        })
+    }
+}
+
+/// Whose slot of inode numbers: a set's or an overflow volume's (their names may be equal).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Owner {
+    Set(String),
+    Overflow(String),
+}
 
 impl SetFile {
     fn index(self) -> u64 {
@@ -46,6 +86,7 @@ impl SetFile {
             SetFile::Bitmap => 3,
             SetFile::Ctl => 4,
             SetFile::Status => 5,
+            SetFile::Overflow => 6,
         }
     }
     fn from_index(i: u64) -> Option<SetFile> {
@@ -56,6 +97,7 @@ impl SetFile {
             3 => SetFile::Bitmap,
             4 => SetFile::Ctl,
             5 => SetFile::Status,
+            6 => SetFile::Overflow,
             _ => return None,
         })
     }
@@ -71,12 +113,15 @@ pub enum Node {
     Volumes,
     Sets,
     Set(String, SetFile),
+    /// The `overflow` directory.
+    Overflows,
+    Overflow(String, OverflowFile),
 }
 
 #[derive(Default)]
 struct Slots {
-    by_name: BTreeMap<String, u64>,
-    by_slot: HashMap<u64, String>,
+    by_name: BTreeMap<Owner, u64>,
+    by_slot: HashMap<u64, Owner>,
     next: u64,
 }
 
@@ -97,32 +142,46 @@ pub struct Inodes {
 impl Inodes {
     /// The slot of a set's name, allocating one the first time.
     pub fn ino(&self, set: &str, file: SetFile) -> u64 {
+        self.slot(Owner::Set(set.to_string())) + file.index()
+    }
+
+    /// The inode of a file of overflow volume `name`.
+    pub fn overflow_ino(&self, name: &str, file: OverflowFile) -> u64 {
+        self.slot(Owner::Overflow(name.to_string())) + file.index()
+    }
+
+    /// The first inode number of `owner`'s slot, allocating one the first time.
+    fn slot(&self, owner: Owner) -> u64 {
         if let Ok(s) = self.slots.read() {
-            if let Some(slot) = s.by_name.get(set) {
-                return SET_BASE + slot * SLOT + file.index();
+            if let Some(slot) = s.by_name.get(&owner) {
+                return SET_BASE + slot * SLOT;
             }
         }
         let mut s = match self.slots.write() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
-        let slot = match s.by_name.get(set) {
+        let slot = match s.by_name.get(&owner) {
             Some(slot) => *slot,
             None => {
                 let slot = s.next;
                 s.next += 1;
-                s.by_name.insert(set.to_string(), slot);
-                s.by_slot.insert(slot, set.to_string());
+                s.by_name.insert(owner.clone(), slot);
+                s.by_slot.insert(slot, owner);
                 slot
             }
         };
-        SET_BASE + slot * SLOT + file.index()
+        SET_BASE + slot * SLOT
     }
 
     /// Forget a removed set: its inode numbers stop resolving.
     pub fn forget_set(&self, set: &str) {
+        self.forget_owner(Owner::Set(set.to_string()));
+    }
+
+    fn forget_owner(&self, owner: Owner) {
         if let Ok(mut s) = self.slots.write() {
-            if let Some(slot) = s.by_name.remove(set) {
+            if let Some(slot) = s.by_name.remove(&owner) {
                 s.by_slot.remove(&slot);
             }
         }
@@ -175,11 +234,17 @@ impl Inodes {
             VERSION => Node::Version,
             VOLUMES => Node::Volumes,
             SETS => Node::Sets,
+            OVERFLOWS => Node::Overflows,
             n if n >= SET_BASE => {
                 let slot = (n - SET_BASE) / SLOT;
-                let file = SetFile::from_index((n - SET_BASE) % SLOT)?;
+                let index = (n - SET_BASE) % SLOT;
                 let s = self.slots.read().ok()?;
-                Node::Set(s.by_slot.get(&slot)?.clone(), file)
+                match s.by_slot.get(&slot)? {
+                    Owner::Set(name) => Node::Set(name.clone(), SetFile::from_index(index)?),
+                    Owner::Overflow(name) => {
+                        Node::Overflow(name.clone(), OverflowFile::from_index(index)?)
+                    }
+                }
             }
             _ => return None,
         })

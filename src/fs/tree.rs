@@ -6,7 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use super::inode::{Inodes, Node, SetFile, CTL, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES};
+use super::inode::{
+    Inodes, Node, OverflowFile, SetFile, CTL, OVERFLOWS, OVERFLOW_FILES, ROOT, SETS, SET_FILES,
+    STATUS, VERSION, VOLUMES,
+};
 use crate::control::{Controller, Role, Text};
 
 pub const TTL: Duration = Duration::from_secs(1);
@@ -66,8 +69,16 @@ impl NodeKind<'_> {
 /// The kind of a node.
 pub fn kind(node: &Node) -> NodeKind<'_> {
     match node {
-        Node::Root | Node::Sets | Node::Set(_, SetFile::Dir) => NodeKind::Dir,
-        Node::Ctl | Node::Set(_, SetFile::Ctl) => NodeKind::Ctl,
+        Node::Root
+        | Node::Sets
+        | Node::Set(_, SetFile::Dir)
+        | Node::Overflows
+        | Node::Overflow(_, OverflowFile::Dir) => NodeKind::Dir,
+        Node::Ctl | Node::Set(_, SetFile::Ctl) | Node::Overflow(_, OverflowFile::Ctl) => {
+            NodeKind::Ctl
+        }
+        Node::Overflow(name, OverflowFile::Status) => NodeKind::Text(Text::OverflowStatus(name)),
+        Node::Set(name, SetFile::Overflow) => NodeKind::Data(name, Role::Overflow),
         Node::Status => NodeKind::Text(Text::Status),
         Node::Version => NodeKind::Text(Text::Version),
         Node::Volumes => NodeKind::Text(Text::Volumes),
@@ -112,6 +123,14 @@ impl Tree {
             let unrestored_file = matches!(file, SetFile::Dir | SetFile::Ctl | SetFile::Status)
                 && self.ctl.unrestored_set(name).is_some();
             if !self.ctl.has_set(name) && !unrestored_file {
+                return None;
+            }
+            if *file == SetFile::Overflow && self.ctl.file_info(name, Role::Overflow).is_none() {
+                return None;
+            }
+        }
+        if let Node::Overflow(name, _) = &node {
+            if !self.ctl.has_overflow(name) {
                 return None;
             }
         }
@@ -195,6 +214,7 @@ impl Tree {
                 (VERSION, Node::Version, "version"),
                 (VOLUMES, Node::Volumes, "volumes"),
                 (SETS, Node::Sets, "sets"),
+                (OVERFLOWS, Node::Overflows, "overflow"),
             ]
             .into_iter()
             .map(|(ino, node, name)| (ino, node, name.to_string()))
@@ -208,11 +228,33 @@ impl Tree {
                     (self.inodes.ino(&n, SetFile::Dir), dir, n)
                 })
                 .collect(),
-            // A set that could not be restored has only its status and its ctl (to disable it).
+            Node::Overflows => self
+                .ctl
+                .overflow_names()
+                .into_iter()
+                .map(|n| {
+                    let dir = Node::Overflow(n.clone(), OverflowFile::Dir);
+                    (self.inodes.overflow_ino(&n, OverflowFile::Dir), dir, n)
+                })
+                .collect(),
+            Node::Overflow(name, OverflowFile::Dir) => OVERFLOW_FILES
+                .iter()
+                .map(|(n, f)| {
+                    (
+                        self.inodes.overflow_ino(name, *f),
+                        Node::Overflow(name.clone(), *f),
+                        n.to_string(),
+                    )
+                })
+                .collect(),
+            // A set that could not be restored has only its status and its ctl (to disable it);
+            // `overflow` is there while an overflow volume is attached.
             Node::Set(name, SetFile::Dir) => {
                 let live = self.ctl.has_set(name);
+                let overflow = self.ctl.file_info(name, Role::Overflow).is_some();
                 SET_FILES
                     .iter()
+                    .filter(|(_, f)| *f != SetFile::Overflow || overflow)
                     .filter(|(_, f)| live || matches!(f, SetFile::Ctl | SetFile::Status))
                     .map(|(n, f)| {
                         (
@@ -235,6 +277,7 @@ impl Tree {
     pub fn parent(node: &Node) -> u64 {
         match node {
             Node::Set(..) => SETS,
+            Node::Overflow(..) => OVERFLOWS,
             _ => ROOT,
         }
     }
@@ -253,7 +296,7 @@ impl Tree {
             // new inode numbers: the kernel must not keep the name's old inode, or
             // `sets/NAME/master` right after a re-enable would fail with ENOENT until the entry
             // expires.
-            _ if matches!(parent, Node::Sets) => Duration::ZERO,
+            _ if matches!(parent, Node::Sets | Node::Overflows) => Duration::ZERO,
             k => k.shape().entry_ttl,
         };
         Some((ino, child, ttl))

@@ -20,6 +20,9 @@ impl Set {
     /// Start an update (only the chunks marked as differing move) or a full copy (every
     /// chunk moves) in direction `dir`; the copier does the moving in the background.
     pub fn start_copy(self: &Arc<Self>, dir: Direction, full: bool) -> Result<()> {
+        // A compact shadow has no room for a full copy: `copy shadow` is an update (as in the
+        // original), and `copy master` of a dependent set is one anyway.
+        let full = full && self.compact.is_none();
         self.check_can_copy(dir)?;
         let _gate = self.gate_write();
         // Re-check under the gate: another command may have started meanwhile.
@@ -46,10 +49,18 @@ impl Set {
         let full_flag = if full { FULL_COPY } else { 0 };
         let result = match (dir, dep, full) {
             // A dependent shadow's update is instant: the master as it is now is the new PIT.
-            (Direction::Shadow, true, false) => self.tracking.reset_all(|h| {
-                h.flags &= !(flags::TO_SHADOW | flags::TO_MASTER | flags::ACTIVE | FULL_COPY);
-                h.pit_time = pit;
-            }),
+            (Direction::Shadow, true, false) => self
+                .tracking
+                .reset_all(|h| {
+                    h.flags &= !(flags::TO_SHADOW
+                        | flags::TO_MASTER
+                        | flags::ACTIVE
+                        | FULL_COPY
+                        | flags::OUT_OF_SPACE);
+                    h.pit_time = pit;
+                })
+                .map(|()| self.flags.fetch_and(!flags::OUT_OF_SPACE, Ordering::SeqCst))
+                .and_then(|_| self.release_all_slots().map_err(std::io::Error::other)),
             // A dependent shadow's unchanged chunks are the master's: copy = update, and the
             // differ bits stay until each chunk is back on the master.
             (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
@@ -96,6 +107,15 @@ impl Set {
                 "set {} has an unfinished copy to the shadow; finish it with 'update shadow' first",
                 self.name
             )))
+            }
+            (Direction::Master, _) if self.is_out_of_space() => {
+                return Err(Error::new(
+                    super::super::error::Kind::NoSpace,
+                    format!(
+                        "set {} is out of space: chunks of its shadow could not be preserved, so                          the shadow is not a whole image to copy onto the master; 'update                          shadow' takes a new point in time",
+                        self.name
+                    ),
+                ))
             }
             (Direction::Shadow, Some(Direction::Master)) => {
                 return Err(busy(format!(

@@ -96,7 +96,20 @@ impl Set {
 
     /// Carry out planned work: move data, make it durable, persist the bits, make them durable,
     /// publish them. Only then may the caller change the data the bits protect.
-    pub fn apply(&self, work: Work) -> Result<()> {
+    pub fn apply(&self, mut work: Work) -> Result<()> {
+        if let Some(compact) = &self.compact {
+            // A compact shadow's chunks get their slots first (see `compact`).
+            if !work.to_shadow.is_empty() {
+                let lost = compact
+                    .reserve(&work.to_shadow)
+                    .map_err(|e| self.bitmap_error("write", &e))?;
+                if !lost.is_empty() {
+                    self.record_out_of_space(&lost)?;
+                    work.to_shadow.retain(|c| !lost.contains(c));
+                }
+                self.check_space();
+            }
+        }
         let (master, shadow) = (self.master.vol.as_ref(), self.shadow.as_ref());
         self.copy_chunks(
             &work.to_shadow,
@@ -274,6 +287,12 @@ impl Set {
                 .clear_now(Map::Copy, &clear_cpy)
                 .and_then(|_| self.tracking.clear_now(Map::Shadow, &clear_shd))
                 .map_err(|e| self.bitmap_error("write", &e))?;
+            // A compact shadow's chunk now read from the master gives its slot back.
+            if let Some(compact) = &self.compact {
+                compact
+                    .release(&clear_shd, self.strict())
+                    .map_err(|e| self.bitmap_error("write", &e))?;
+            }
             start = end;
         }
         Ok(())

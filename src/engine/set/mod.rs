@@ -6,12 +6,14 @@
 //! - `shadow`: the shadow's I/O and the redirected reads (shadow and master);
 //! - `offline`: which volumes a failure takes offline, and `reset`;
 //! - `commands`: start of a copy or update, abort, wait, params;
+//! - `space`: a compact set's space (out of space, the space warning, lost chunks);
 //! - `status`: the typed state and the status snapshot.
 
 mod commands;
 mod cow;
 mod offline;
 mod shadow;
+mod space;
 mod status;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::chunk;
 use super::commit::GroupCommit;
+use super::compact::Compact;
 use super::error::{Error, Role};
 use super::header::{flags, Durability, Header, SetKind};
 use super::master::Master;
@@ -28,6 +31,7 @@ use super::volume::Volume;
 
 pub use commands::check_params;
 pub use offline::OfflineNotifier;
+pub use space::{set_space_warning, space_warning, Space, DEFAULT_SPACE_WARNING};
 pub use status::{OfflineVolumes, SetState, Status};
 
 /// The control of a set's background copy: its thread, abort and stop requests, its progress
@@ -114,6 +118,10 @@ pub struct Set {
     detached: AtomicBool,
     /// Told when the set went offline and its bitmap volume could not record it.
     pub(in crate::engine) unrecorded_offline: Option<Arc<OfflineNotifier>>,
+    /// A compact set's shadow (the same volume as `shadow`, seen as slots).
+    pub compact: Option<Arc<Compact>>,
+    /// The space warning (percent of shadow and overflow used) was crossed and logged.
+    space_warned: AtomicBool,
 }
 
 /// The state flag recording a copy in direction `dir`.
@@ -190,6 +198,8 @@ impl Set {
             open_files: [AtomicUsize::new(0), AtomicUsize::new(0)],
             detached: AtomicBool::new(false),
             unrecorded_offline: None,
+            compact: None,
+            space_warned: AtomicBool::new(false),
             tracking,
         }
     }
@@ -197,8 +207,8 @@ impl Set {
     fn open_counter(&self, role: Role) -> &AtomicUsize {
         match role {
             Role::Master => &self.open_files[0],
-            // The bitmap file is read-only and never counted.
-            Role::Shadow | Role::Bitmap => &self.open_files[1],
+            // The bitmap and overflow files are read-only and never counted.
+            Role::Shadow | Role::Bitmap | Role::Overflow => &self.open_files[1],
         }
     }
 

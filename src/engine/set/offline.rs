@@ -58,7 +58,8 @@ impl Set {
                     off |= flags::OFFLINE_SHADOW;
                 }
             }
-            Some(Role::Shadow) => {
+            // An overflow holds part of the shadow.
+            Some(Role::Shadow) | Some(Role::Overflow) => {
                 off |= flags::OFFLINE_SHADOW;
                 if to_master {
                     off |= flags::OFFLINE_MASTER;
@@ -219,8 +220,12 @@ impl Set {
         let _gate = self.gate_write();
         let pit = now_secs();
         let f = self.flags();
-        let clear =
-            flags::OFFLINE_ALL | flags::ACTIVE | flags::TO_SHADOW | flags::TO_MASTER | FULL_COPY;
+        let clear = flags::OFFLINE_ALL
+            | flags::ACTIVE
+            | flags::TO_SHADOW
+            | flags::TO_MASTER
+            | FULL_COPY
+            | flags::OUT_OF_SPACE;
         // The shadow is rebuilt from the master when it cannot be trusted, or when nothing says
         // which volume failed (a set taken offline by an older iifs). It is never the other way
         // round: the master keeps taking writes while a set is offline, so copying the shadow
@@ -234,10 +239,12 @@ impl Set {
             })?;
         }
         let result = if self.is_dependent() {
-            self.tracking.reset_all(|h| {
-                h.flags &= !clear;
-                h.pit_time = pit;
-            })
+            self.tracking
+                .reset_all(|h| {
+                    h.flags &= !clear;
+                    h.pit_time = pit;
+                })
+                .and_then(|()| self.release_all_slots().map_err(std::io::Error::other))
         } else if rebuild_shadow {
             self.tracking.bulk(
                 flags::PENDING_FILL_COPY | flags::PENDING_CLEAR_SHADOW,

@@ -45,6 +45,7 @@ impl Set {
         if self.is_offline() && !self.shadow_writable_offline() {
             return Err(self.offline_error());
         }
+        self.check_preserved(offset, len, Kind::NoSpace)?;
         self.master
             .with_sets(|sets| self.change_shadow_pieces(sets, offset, len, what, &apply))
     }
@@ -74,6 +75,8 @@ impl Set {
                 self.apply(push).map_err(|e| self.fail(e))?;
             }
             self.apply(own).map_err(|e| self.fail(e))?;
+            // A compact shadow that could not preserve a chunk just now refuses the write.
+            self.check_preserved(off, n as u64, Kind::NoSpace)?;
             apply(off, at, n).map_err(|e| {
                 self.fail(Error::io_on(
                     Role::Shadow,
@@ -99,6 +102,7 @@ impl Set {
             return Err(self.offline_error());
         }
         let _gate = self.gate_read();
+        self.check_preserved(offset, buf.len() as u64, Kind::Io)?;
         let shadow = (
             self.shadow.as_ref(),
             self.paths.shadow.as_str(),

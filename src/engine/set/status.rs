@@ -100,6 +100,20 @@ pub struct Status {
     pub durability: Durability,
     pub last_error: Option<String>,
     pub pit_time: u64,
+    /// A compact set's space (None for a set whose shadow has the master's size).
+    pub space: Option<super::Space>,
+}
+
+impl Status {
+    /// The set's type as the status file says it: a compact set is a dependent one whose
+    /// shadow is smaller than the master.
+    pub fn type_word(&self) -> &'static str {
+        if self.space.is_some() {
+            "compact"
+        } else {
+            self.kind.word()
+        }
+    }
 }
 
 impl Set {
@@ -128,7 +142,11 @@ impl Set {
         Status {
             name: self.name.clone(),
             kind: self.kind,
-            state: state.word(),
+            // An idle compact set that could not preserve a chunk says so.
+            state: match state {
+                SetState::Idle if self.is_out_of_space() => "out of space",
+                s => s.word(),
+            },
             direction: direction.map(|d| d.word()).unwrap_or("-"),
             progress,
             paths: self.paths.clone(),
@@ -142,6 +160,7 @@ impl Set {
             durability: self.durability,
             last_error: self.last_error(),
             pit_time: h.pit_time,
+            space: self.space(),
         }
     }
 }

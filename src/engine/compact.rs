@@ -1,0 +1,302 @@
+//! The shadow of a compact set: a volume with the master's size whose chunks live in slots of
+//! a smaller shadow volume, or of an attached overflow volume, as the chunk map says. The set
+//! gives a chunk a slot (`reserve`) before it copies the chunk's old content there; a chunk
+//! with no slot reads and writes as an error (the set never asks: it reads such a chunk from
+//! the master, or refuses a chunk it could not preserve).
+//!
+//! Crash rules (the map is the one record of which slots are used):
+//! - a slot is written to the map before data goes into it and before the chunk's bit is set,
+//!   so a bit never points at a chunk without a slot that holds its data; a map entry whose
+//!   chunk has no bit (a crash in between) is a leak, reclaimed at start;
+//! - a slot is given back only once the map entry that held it is cleared, and, under strict
+//!   durability, synced: a power loss can never bring back an old entry pointing at a slot that
+//!   another chunk has taken since.
+
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::chunkmap::{ChunkMap, Slot};
+use super::overflow::Overflow;
+use super::slots::Pool;
+use super::volume::{Volume, VolumeId};
+
+pub struct Compact {
+    /// The shadow volume itself (slots 0..`slots`).
+    pub file: Arc<dyn Volume>,
+    map: Arc<ChunkMap>,
+    chunk_size: u64,
+    /// The size the shadow shows: the master's.
+    size: u64,
+    /// Chunks the shadow volume holds.
+    pub slots: u64,
+    pool: Mutex<Pool>,
+    overflow: RwLock<Option<Arc<Overflow>>>,
+    set: String,
+}
+
+/// Why a compact shadow's chunk map cannot be taken as it is.
+#[derive(Debug)]
+pub enum MapProblem {
+    /// A shadow slot outside the shadow, or two chunks on one slot.
+    Shadow(u64),
+    /// An overflow slot outside the overflow, or in use already.
+    Overflow(u64),
+    /// Overflow slots, but no overflow volume.
+    NoOverflow,
+}
+
+impl Compact {
+    /// A compact shadow over `file` with chunk map `map`, attached to `overflow`. Map entries of
+    /// chunks that `live` says hold nothing (a crash between a slot's allocation and its bit)
+    /// are cleared and their slots freed: the count is returned with the shadow.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        set: &str,
+        file: Arc<dyn Volume>,
+        map: Arc<ChunkMap>,
+        chunk_size: u64,
+        size: u64,
+        slots: u64,
+        overflow: Option<Arc<Overflow>>,
+        live: impl Fn(u64) -> bool,
+    ) -> io::Result<Result<(Compact, u64), MapProblem>> {
+        let mut leaks = Vec::new();
+        let mut shadow_used = Vec::new();
+        let mut overflow_used = Vec::new();
+        for (c, slot) in map.mapped() {
+            if !live(c) {
+                leaks.push((c, None));
+                continue;
+            }
+            match slot {
+                Slot::Shadow(n) => shadow_used.push(n),
+                Slot::Overflow(n) => overflow_used.push(n),
+            }
+        }
+        let pool = match Pool::with_used(0, slots, shadow_used) {
+            Ok(p) => p,
+            Err(n) => return Ok(Err(MapProblem::Shadow(n))),
+        };
+        match (&overflow, overflow_used.is_empty()) {
+            (None, false) => return Ok(Err(MapProblem::NoOverflow)),
+            (Some(o), _) => {
+                if let Err(n) = o.attach(set, &overflow_used) {
+                    return Ok(Err(MapProblem::Overflow(n)));
+                }
+            }
+            (None, true) => {}
+        }
+        if !leaks.is_empty() {
+            if let Err(e) = map.set(&leaks).and_then(|_| map.sync()) {
+                if let Some(o) = &overflow {
+                    o.detach(set);
+                }
+                return Err(e);
+            }
+        }
+        let compact = Compact {
+            file,
+            map,
+            chunk_size,
+            size,
+            slots,
+            pool: Mutex::new(pool),
+            overflow: RwLock::new(overflow),
+            set: set.to_string(),
+        };
+        Ok(Ok((compact, leaks.len() as u64)))
+    }
+
+    pub fn map(&self) -> &ChunkMap {
+        &self.map
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Pool> {
+        match self.pool.lock() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn overflow(&self) -> Option<Arc<Overflow>> {
+        match self.overflow.read() {
+            Ok(o) => o.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Attach or detach (None) the overflow volume; the caller has checked and recorded it.
+    pub fn set_overflow(&self, overflow: Option<Arc<Overflow>>) {
+        match self.overflow.write() {
+            Ok(mut o) => *o = overflow,
+            Err(p) => *p.into_inner() = overflow,
+        }
+    }
+
+    /// Slots used on the shadow and on the overflow.
+    pub fn usage(&self) -> (u64, u64) {
+        let overflow = self.overflow().map_or(0, |o| o.used_by(&self.set));
+        (self.pool().used(), overflow)
+    }
+
+    /// Give a slot to each of `chunks` that has none (shadow first, then overflow) and write
+    /// the map pages (no sync: the set's bitmap sync makes them durable with the bits). Returns
+    /// the chunks that got none: shadow and overflow are full.
+    pub fn reserve(&self, chunks: &[u64]) -> io::Result<Vec<u64>> {
+        let mut changes = Vec::new();
+        let mut lost = Vec::new();
+        let overflow = self.overflow();
+        for &c in chunks {
+            if self.map.get(c).is_some() {
+                continue;
+            }
+            let slot = match self.pool().take() {
+                Some(n) => Some(Slot::Shadow(n)),
+                None => overflow
+                    .as_ref()
+                    .and_then(|o| o.take(&self.set))
+                    .map(Slot::Overflow),
+            };
+            match slot {
+                Some(s) => changes.push((c, Some(s))),
+                None => lost.push(c),
+            }
+        }
+        if !changes.is_empty() {
+            self.map.set(&changes)?;
+        }
+        Ok(lost)
+    }
+
+    /// Free the slots of `chunks` (whose bits the caller has cleared): the map entries are
+    /// cleared and written, made durable when `durable`, and only then are the slots given back
+    /// (and their space to the file system).
+    pub fn release(&self, chunks: &[u64], durable: bool) -> io::Result<()> {
+        let freed: Vec<(u64, Slot)> = chunks
+            .iter()
+            .filter_map(|&c| self.map.get(c).map(|s| (c, s)))
+            .collect();
+        if freed.is_empty() {
+            return Ok(());
+        }
+        let clear: Vec<(u64, Option<Slot>)> = freed.iter().map(|&(c, _)| (c, None)).collect();
+        self.map.set(&clear)?;
+        if durable {
+            self.map.sync()?;
+        }
+        let overflow = self.overflow();
+        let mut overflow_slots = Vec::new();
+        for (_, slot) in freed {
+            match slot {
+                Slot::Shadow(n) => {
+                    let _ = self
+                        .file
+                        .punch_hole(n * self.chunk_size, self.chunk_size);
+                    self.pool().give(n);
+                }
+                Slot::Overflow(n) => overflow_slots.push(n),
+            }
+        }
+        if let Some(o) = overflow {
+            for &n in &overflow_slots {
+                let _ = o.vol.punch_hole(n * o.chunk_size, o.chunk_size);
+            }
+            o.give(&self.set, &overflow_slots);
+        }
+        Ok(())
+    }
+
+    /// Free every slot (a new point in time: no chunk is preserved any more), as `release`.
+    pub fn release_all(&self, durable: bool) -> io::Result<()> {
+        let mapped = self.map.mapped();
+        self.map.clear_all()?;
+        if durable {
+            self.map.sync()?;
+        }
+        self.pool().clear();
+        let _ = self.file.punch_hole(0, self.slots * self.chunk_size);
+        if let Some(o) = self.overflow() {
+            let slots: Vec<u64> = mapped
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Slot::Overflow(n) => Some(*n),
+                    Slot::Shadow(_) => None,
+                })
+                .collect();
+            for &n in &slots {
+                let _ = o.vol.punch_hole(n * o.chunk_size, o.chunk_size);
+            }
+            o.give(&self.set, &slots);
+        }
+        Ok(())
+    }
+
+    /// Run `io(volume, offset, piece start, piece length)` for each chunk piece of
+    /// `[offset, offset+len)`, on the slot that holds it.
+    fn each_piece(
+        &self,
+        offset: u64,
+        len: u64,
+        mut io: impl FnMut(&dyn Volume, u64, usize, usize) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let overflow = self.overflow();
+        let mut at = 0u64;
+        while at < len {
+            let off = offset + at;
+            let c = off / self.chunk_size;
+            let within = off % self.chunk_size;
+            let n = (self.chunk_size - within).min(len - at);
+            let (vol, base): (&dyn Volume, u64) = match (self.map.get(c), &overflow) {
+                (Some(Slot::Shadow(s)), _) => (self.file.as_ref(), s * self.chunk_size),
+                (Some(Slot::Overflow(s)), Some(o)) => (o.vol.as_ref(), s * o.chunk_size),
+                _ => {
+                    return Err(io::Error::other(format!(
+                        "chunk {c} of the compact shadow has no slot"
+                    )))
+                }
+            };
+            io(vol, base + within, at as usize, n as usize)?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+impl Volume for Compact {
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let len = buf.len() as u64;
+        self.each_piece(offset, len, |vol, off, at, n| {
+            vol.read_at(&mut buf[at..at + n], off)
+        })
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.each_piece(offset, buf.len() as u64, |vol, off, at, n| {
+            vol.write_at(&buf[at..at + n], off)
+        })
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync()?;
+        match self.overflow() {
+            Some(o) => o.vol.sync(),
+            None => Ok(()),
+        }
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.each_piece(offset, len, |vol, off, _, n| vol.punch_hole(off, n as u64))
+    }
+
+    fn check_not_shrunk(&self) -> io::Result<()> {
+        self.file.check_not_shrunk()
+    }
+
+    fn id(&self) -> VolumeId {
+        self.file.id()
+    }
+}
