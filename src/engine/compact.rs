@@ -189,9 +189,7 @@ impl Compact {
         for (_, slot) in freed {
             match slot {
                 Slot::Shadow(n) => {
-                    let _ = self
-                        .file
-                        .punch_hole(n * self.chunk_size, self.chunk_size);
+                    let _ = self.file.punch_hole(n * self.chunk_size, self.chunk_size);
                     self.pool().give(n);
                 }
                 Slot::Overflow(n) => overflow_slots.push(n),

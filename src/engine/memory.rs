@@ -23,7 +23,10 @@ pub fn check(name: &str, header: &Header, extra: u64) -> Result<()> {
     // A compact set also keeps its chunk map in memory (8 bytes a chunk), and its pages once
     // more while the map is read or written whole.
     let map = if header.is_compact() {
-        header.chunks().saturating_mul(8).saturating_add(header.map_len())
+        header
+            .chunks()
+            .saturating_mul(8)
+            .saturating_add(header.map_len())
     } else {
         0
     };

@@ -77,16 +77,16 @@ pub use enable::{check_chunk_size, check_set_name, EnableSpec, Enabled, MAX_CHUN
 pub use error::{Error, Kind, Result};
 pub use header::{Durability, SetKind};
 pub use opener::FileOpener;
-pub use overflows::OverflowRecord;
 pub use opener::Opener;
+pub use overflows::OverflowRecord;
 pub use set::{Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
 
 use copier::Copier;
-use overflow::Overflow;
-use overflows::ShadowVolume;
 use error::not_found;
 use header::flags;
 use master::{Imager, Master};
+use overflow::Overflow;
+use overflows::ShadowVolume;
 use tracking::Tracking;
 use volume::{Volume, VolumeId};
 

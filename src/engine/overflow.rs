@@ -255,7 +255,10 @@ mod tests {
         let vol: Arc<dyn Volume> = Arc::new(MemVolume::new(4 * 4096));
         let o = Overflow::init(vol.clone(), "pool", "/o", 4096, 42).unwrap();
         let h = OverflowHeader::read(vol.as_ref()).unwrap();
-        assert_eq!((h.chunk_size, h.size, h.id, h.name.as_str()), (4096, 16384, 42, "pool"));
+        assert_eq!(
+            (h.chunk_size, h.size, h.id, h.name.as_str()),
+            (4096, 16384, 42, "pool")
+        );
         assert_eq!(o.status().total, 3);
         o.attach("a", &[]).unwrap();
         o.attach("b", &[2]).unwrap();

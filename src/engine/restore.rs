@@ -110,11 +110,13 @@ impl Engine {
             )));
         }
         let shadow = self.shadow_of(&rec.name, shadow, &tracking, overflow.clone())?;
-        let set = self.install(master, shadow, tracking, false).inspect_err(|_| {
-            if let Some(o) = &overflow {
-                o.detach(&rec.name);
-            }
-        })?;
+        let set = self
+            .install(master, shadow, tracking, false)
+            .inspect_err(|_| {
+                if let Some(o) = &overflow {
+                    o.detach(&rec.name);
+                }
+            })?;
         // A copy of the bitmap volume taken from now on is older than what the registry saves.
         if let Err(e) = set.tracking.bump_generation() {
             let e = Error::io_on(
