@@ -7,7 +7,9 @@ use std::sync::Weak;
 use crate::engine::error::Result;
 use crate::engine::Set;
 
-use super::parse::{parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand};
+use super::parse::{
+    parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand,
+};
 use super::Controller;
 
 /// What a ctl file was opened on: the global ctl, or a set's.

@@ -157,12 +157,30 @@ impl Controller {
             } => {
                 let _lock = self.engine.command_lock();
                 self.registry.check_writable()?;
+                let before = self.registry.overflows();
                 let (o, undo) = self.engine.overflow_init(
                     &volume,
                     name.as_deref(),
                     chunk_size.unwrap_or(self.defaults.chunk_size),
                 )?;
-                if let Err(e) = self.save_registry() {
+                if before.iter().any(|r| r.name == o.name) {
+                    self.engine.overflow_withdraw(undo);
+                    return Err(crate::engine::error::exists(format!(
+                        "an overflow volume named '{}' is recorded already (it could not be \
+                         restored at start: see the log); delete it first",
+                        o.name
+                    )));
+                }
+                let mut all = before.clone();
+                all.extend(
+                    self.engine
+                        .overflow_records()
+                        .into_iter()
+                        .filter(|r| r.name == o.name),
+                );
+                self.registry.set_overflows(all);
+                if let Err(e) = self.registry.save(&self.engine.records()) {
+                    self.registry.set_overflows(before);
                     self.engine.overflow_withdraw(undo);
                     return Err(e);
                 }
@@ -182,18 +200,23 @@ impl Controller {
 
     /// Forget an overflow volume no set uses: the registry first, so that a registry that
     /// cannot be written leaves it as it was.
+    /// One that could not be restored at start is only forgotten.
     fn delete_overflow(&self, name: &str) -> Result<()> {
-        self.engine.check_overflow_delete(name)?;
-        let rest: Vec<_> = self
-            .engine
-            .overflow_records()
-            .into_iter()
-            .filter(|o| o.name != name)
-            .collect();
+        let before = self.registry.overflows();
+        let recorded_only =
+            self.engine.overflow(name).is_err() && before.iter().any(|o| o.name == name);
+        if !recorded_only {
+            self.engine.check_overflow_delete(name)?;
+        }
+        let rest: Vec<_> = before.iter().filter(|o| o.name != name).cloned().collect();
         self.registry.set_overflows(rest);
         if let Err(e) = self.registry.save(&self.engine.records()) {
-            self.registry.set_overflows(self.engine.overflow_records());
+            self.registry.set_overflows(before);
             return Err(e);
+        }
+        if recorded_only {
+            log::info!("forgot overflow {name}, which could not be restored");
+            return Ok(());
         }
         self.engine.overflow_delete(name)
     }
@@ -205,12 +228,6 @@ impl Controller {
         match cmd {
             OverflowCommand::Delete => self.delete_overflow(name),
         }
-    }
-
-    /// Write the registry: the sets and the overflow volumes as they are now.
-    fn save_registry(&self) -> Result<()> {
-        self.registry.set_overflows(self.engine.overflow_records());
-        self.registry.save(&self.engine.records())
     }
 
     /// A command written to `sets/NAME/ctl`. `opened` is the set that file was opened on

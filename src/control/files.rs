@@ -97,7 +97,11 @@ impl Controller {
 
     /// The names of the overflow volumes.
     pub fn overflow_names(&self) -> Vec<String> {
-        self.engine.overflows().iter().map(|o| o.name.clone()).collect()
+        self.engine
+            .overflows()
+            .iter()
+            .map(|o| o.name.clone())
+            .collect()
     }
 
     /// How many sets are enabled.

@@ -191,6 +191,19 @@ impl Engine {
                     )));
                 }
             }
+            for (id, role, path) in [
+                (mid, "master", &spec.master),
+                (sid, "shadow", &spec.shadow),
+                (bid, "bitmap", &spec.bitmap),
+            ] {
+                if let Some(o) = t.overflows.values().find(|o| o.vol.id() == id) {
+                    return Err(exists(format!(
+                        "{role} volume {path} is overflow volume {}; a set's volumes must be \
+                         volumes of their own",
+                        o.name
+                    )));
+                }
+            }
             if let Some((set, used)) = t.taken.get(&mid) {
                 return Err(exists(format!(
                     "master volume {} is already the {used} of set {set}",

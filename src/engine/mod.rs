@@ -249,7 +249,10 @@ impl Engine {
                 path: o.path.clone(),
                 size: o.vol.len(),
                 role: "overflow",
-                set: o.attached_sets().join(","),
+                set: match o.attached_sets() {
+                    sets if sets.is_empty() => "-".to_string(),
+                    sets => sets.join(","),
+                },
             });
         }
         out
