@@ -631,6 +631,9 @@ fn a_recorded_set_too_large_for_memory_is_not_restored() {
         generation: 1,
         bitmap_id: 1,
         last_error: String::new(),
+        shadow_slots: 0,
+        overflow: String::new(),
+        overflow_id: 0,
     };
     let f = fs::File::create(path("b")).unwrap();
     // Sparse: as long as the header says, so only the memory can refuse it.

@@ -39,7 +39,9 @@
 //! 4. The stripe lock of a region (`stripe::Stripes`), under the gates.
 //! 5. Leaf locks, under any of the above and never held while taking another: the tracking's
 //!    header and page locks, the group commits, the master's list of sets, a set's
-//!    `last_error`, the copier's state and wake-ups, the offline notifier's hook.
+//!    `last_error`, the copier's state and wake-ups, the offline notifier's hook, a compact
+//!    shadow's slot pool and overflow handle, an overflow volume's use, the chunk map's page
+//!    locks.
 //!
 //! The engine (`Engine`) composes the kinds 1 to 3. The one other place that takes more
 //! than one kind is the I/O path itself (`Master::write`, `discard`, `Set::write_shadow`,
