@@ -63,8 +63,10 @@ pub fn iifs_man_page() -> Vec<u8> {
     text(
         &mut extra,
         "The files are YAML mappings with the keys state_dir, chunk_size, durability, threads, \
-         allow_other and log_level, the same names as the -o options; the daemon settings are \
-         described in iifs(7). A key iifs does not know, in a file or in -o, is an error that \
+         allow_other, space_warning and log_level, the same names as the -o options; the \
+         daemon settings are described in iifs(7). space_warning is the percentage of a compact \
+         set's shadow and overflow space in use from which its status shows a space_warning \
+         line (1 to 100, default 80). A key iifs does not know, in a file or in -o, is an error that \
          names it (and the file), and iifs exits with status 2.",
     );
     extra.control("PP", []);
@@ -230,6 +232,44 @@ pub fn iiadm_man_page() -> Vec<u8> {
         let lines: Vec<&str> = body.lines().map(str::trim).collect();
         example(&mut extra, &lines);
     }
+    section(&mut extra, "OUTPUT");
+    for (option, what) in [
+        (
+            "-l",
+            "One line per set, in the order -e takes the same words: ind|dep MASTER SHADOW \
+             BITMAP SET (STATE). A compact set (a dependent set whose shadow is smaller than the \
+             master) is listed as dep; its state may be out of space.",
+        ),
+        (
+            "-L",
+            "One line per overflow volume: NAME VOLUME USED/TOTAL SETS, where USED and TOTAL \
+             count its data chunks and SETS is each set attached with its chunks in it \
+             (A=3 B=2), or - for none.",
+        ),
+        (
+            "-Q",
+            "The overflow volume's status file, MOUNTPOINT/overflow/OVF/status, as the daemon \
+             writes it.",
+        ),
+        (
+            "--json",
+            "With -i, -l, -Q and -L: the status files' keys and values, counts as numbers; -i \
+             SET and -Q give one object, the others an array. In -Q and -L, sets is an object of \
+             set name to its chunks in the overflow.",
+        ),
+    ] {
+        extra.control("TP", []);
+        extra.text([bold(option)]);
+        text(&mut extra, what);
+    }
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "On success iiadm prints what the daemon's reply says besides ok: -e that it made the \
+         bitmap file, -O the overflow's name, volume and data chunks, -c s of a compact set that \
+         it was taken as an update.",
+    );
+
     section(&mut extra, "ENVIRONMENT");
     for (name, what) in [
         (

@@ -196,10 +196,10 @@ fn every_refusal_is_one_line_and_exit_1() {
     refused(&m, &["-s", "slow"], "not supported yet");
     refused(&m, &["-E", "slow"], "not supported yet");
     refused(&m, &["-I", &shadow, &bitmap], "not supported yet");
-    refused(&m, &["-O", &missing], "not supported yet");
+    refused(&m, &["-O", &missing], "does not exist");
     refused(&m, &["-C", "g1"], "not supported yet");
     refused(&m, &["-G"], "does not offer groups yet");
-    refused(&m, &["-L"], "does not offer overflow volumes yet");
+    ok(&m, &["-L"]);
     ok(&m, &["-a", "slow"]);
     ok(&m, &["-d", "slow"]);
     refused(&m, &["-d", "slow"], "no set named 'slow'");

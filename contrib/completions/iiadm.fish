@@ -1,4 +1,4 @@
-complete -c iiadm -s e -l enable -d 'Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name' -r
+complete -c iiadm -s e -l enable -d 'Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name (a dep shadow smaller than the master makes a compact set)' -r
 complete -c iiadm -s d -l disable -d 'Disable (remove) a set' -r
 complete -c iiadm -s u -l update -d 'Update: copy the chunks that differ to the shadow (s) or the master (m)' -r
 complete -c iiadm -s c -l copy -d 'Copy every chunk to the shadow (s) or the master (m)' -r
@@ -11,11 +11,11 @@ complete -c iiadm -s r -l resume -d 'Resume a set, or all sets' -r
 complete -c iiadm -s E -l export -d 'Export an independent set\'s shadow to another host' -r
 complete -c iiadm -s I -l import -d 'Import a shadow exported by another host' -r
 complete -c iiadm -s J -l join -d 'Join an exported shadow back, merging the bitmap that tracked it elsewhere' -r
-complete -c iiadm -s O -l overflow-init -d 'Initialise an overflow volume' -r
-complete -c iiadm -s A -l attach -d 'Attach an overflow volume to a compact set' -r
-complete -c iiadm -s D -l detach -d 'Detach a set\'s overflow volume' -r
+complete -c iiadm -s O -l overflow-init -d 'Initialise an overflow volume VOL for compact sets, known as NAME (default: VOL\'s file name); --chunk-size goes with it (default: the daemon\'s chunk size)' -r
+complete -c iiadm -s A -l attach -d 'Attach an overflow volume (its name, or the path of its volume) to a compact set' -r
+complete -c iiadm -s D -l detach -d 'Detach a compact set\'s overflow volume (refused while the set holds chunks in it)' -r
 complete -c iiadm -s Q -l overflow-status -d 'Show an overflow volume\'s status' -r
-complete -c iiadm -s Z -l overflow-delete -d 'Delete an overflow volume' -r
+complete -c iiadm -s Z -l overflow-delete -d 'Delete an overflow volume that no set uses' -r
 complete -c iiadm -s P -l params -d 'Set the copy throttle (sleep DELAY ms after every UNITS chunks), or show it with SET alone' -r
 complete -c iiadm -s C -l group-create -d 'Create a group' -r
 complete -c iiadm -s M -l group-add -d 'Move a set into a group' -r
@@ -24,13 +24,13 @@ complete -c iiadm -s N -l group-rename -d 'Rename a group' -r
 complete -c iiadm -s X -l group-delete -d 'Delete a group' -r
 complete -c iiadm -l mount -d 'The iifs mount to talk to' -r -F
 complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh' -r
-complete -c iiadm -l chunk-size -d 'With -e: the set\'s chunk size (4K..1M, a power of two)' -r
+complete -c iiadm -l chunk-size -d 'With -e: the set\'s chunk size; with -O: the overflow\'s (4K..1M, a power of two)' -r
 complete -c iiadm -l durability -d 'With -e: strict or relaxed durability' -r
 complete -c iiadm -s l -l list -d 'List the sets, one line each'
-complete -c iiadm -s L -l overflow-list -d 'List the overflow volumes'
+complete -c iiadm -s L -l overflow-list -d 'List the overflow volumes, one line each: NAME VOLUME USED/TOTAL chunks, the sets using it'
 complete -c iiadm -s G -l group-list -d 'List the groups'
 complete -c iiadm -s v -l version -d 'Print the version of iiadm (and of the daemon, when one is mounted)'
 complete -c iiadm -s n -l no-confirm -d 'Do not ask for confirmation before overwriting a master (-u m, -c m)'
 complete -c iiadm -l force -d 'With -u/-c: copy even while the target file (shadow, or master) is open through the mount (a mounted file system, a loop device, a process), which the daemon otherwise refuses'
-complete -c iiadm -l json -d 'Print -i and -l output as JSON'
+complete -c iiadm -l json -d 'Print -i, -l, -Q and -L output as JSON'
 complete -c iiadm -s h -l help -d 'Print help (see more with \'--help\')'

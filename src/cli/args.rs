@@ -15,11 +15,12 @@ use clap::{ArgGroup, Parser};
 #[command(
     name = "iiadm",
     disable_version_flag = true,
-    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json",
+    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json\n  iiadm -O /srv/overflow.img pool && iiadm -A db pool\n  iiadm -L",
     group(ArgGroup::new("action").multiple(false))
 )]
 pub struct Args {
-    /// Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name
+    /// Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name (a
+    /// dep shadow smaller than the master makes a compact set)
     #[arg(short = 'e', long = "enable", num_args = 4..=5, group = "action",
           value_names = ["ind|dep", "MASTER", "SHADOW", "BITMAP", "SET"])]
     pub enable: Option<Vec<String>>,
@@ -69,18 +70,15 @@ pub struct Args {
     /// Join an exported shadow back, merging the bitmap that tracked it elsewhere
     #[arg(short = 'J', long = "join", num_args = 2, value_names = ["SET", "BITMAP"], group = "action")]
     pub join: Option<Vec<String>>,
-    /// Initialise an overflow volume
-    #[arg(
-        short = 'O',
-        long = "overflow-init",
-        value_name = "VOL",
-        group = "action"
-    )]
-    pub overflow_init: Option<String>,
-    /// Attach an overflow volume to a compact set
+    /// Initialise an overflow volume VOL for compact sets, known as NAME (default: VOL's file
+    /// name); --chunk-size goes with it (default: the daemon's chunk size)
+    #[arg(short = 'O', long = "overflow-init", num_args = 1..=2, value_names = ["VOL", "NAME"],
+          group = "action")]
+    pub overflow_init: Option<Vec<String>>,
+    /// Attach an overflow volume (its name, or the path of its volume) to a compact set
     #[arg(short = 'A', long = "attach", num_args = 2, value_names = ["SET", "OVF"], group = "action")]
     pub attach: Option<Vec<String>>,
-    /// Detach a set's overflow volume
+    /// Detach a compact set's overflow volume (refused while the set holds chunks in it)
     #[arg(short = 'D', long = "detach", value_name = "SET", group = "action")]
     pub detach: Option<String>,
     /// Show an overflow volume's status
@@ -91,10 +89,11 @@ pub struct Args {
         group = "action"
     )]
     pub overflow_status: Option<String>,
-    /// List the overflow volumes
+    /// List the overflow volumes, one line each: NAME VOLUME USED/TOTAL chunks, the sets using
+    /// it
     #[arg(short = 'L', long = "overflow-list", group = "action")]
     pub overflow_list: bool,
-    /// Delete an overflow volume
+    /// Delete an overflow volume that no set uses
     #[arg(
         short = 'Z',
         long = "overflow-delete",
@@ -152,7 +151,7 @@ pub struct Args {
     /// refuses
     #[arg(long)]
     pub force: bool,
-    /// Print -i and -l output as JSON
+    /// Print -i, -l, -Q and -L output as JSON
     #[arg(long)]
     pub json: bool,
     /// The iifs mount to talk to
@@ -165,7 +164,7 @@ pub struct Args {
     /// (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm").
     #[arg(short = 'H', long = "host", value_name = "HOST")]
     pub host: Option<String>,
-    /// With -e: the set's chunk size (4K..1M, a power of two)
+    /// With -e: the set's chunk size; with -O: the overflow's (4K..1M, a power of two)
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<String>,
     /// With -e: strict or relaxed durability

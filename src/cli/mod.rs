@@ -272,15 +272,68 @@ fn enable(a: &Args, v: &[String]) -> Result<GlobalCommand, Error> {
     })
 }
 
+/// `-O VOL [NAME]` with `--chunk-size`, as the global ctl's `overflow init`.
+fn overflow_init(a: &Args, v: &[String]) -> Result<GlobalCommand, Error> {
+    Ok(GlobalCommand::OverflowInit {
+        volume: absolute(&v[0])?,
+        name: v.get(1).map(|n| word(n, "overflow name")).transpose()?,
+        chunk_size: a
+            .chunk_size
+            .as_deref()
+            .map(parse::chunk_size_value)
+            .transpose()
+            .map_err(refused)?,
+    })
+}
+
+/// The overflow `-A` names: a path (it holds a `/`) is taken from the current directory like
+/// every volume path; anything else is an overflow's name (by default the file name of its
+/// volume, so `-A db pool.img` run next to it names the same overflow).
+fn overflow_ref(ovf: &str) -> Result<String, Error> {
+    if ovf.contains('/') {
+        absolute(ovf)
+    } else {
+        word(ovf, "overflow name")
+    }
+}
+
+/// `-Q OVF`: the overflow's status file as the daemon writes it, or as JSON.
+fn overflow_status(a: &Args, t: &Tree, name: &str) -> Result<String, Error> {
+    let text = t
+        .overflow_text(name)?
+        .ok_or_else(|| tree::no_overflow(name))?;
+    if a.json {
+        let s = tree::status_lines(&text);
+        return Ok(format!("{:#}\n", show::overflow_json(&s)));
+    }
+    Ok(text)
+}
+
+/// `-L`: one line per overflow volume, or a JSON array of their statuses.
+fn overflow_list(a: &Args, t: &Tree) -> Result<String, Error> {
+    let all = t.overflows()?;
+    if a.json {
+        let rows = all.iter().map(show::overflow_json).collect();
+        return Ok(format!("{:#}\n", serde_json::Value::Array(rows)));
+    }
+    Ok(all.iter().map(|s| show::overflow_line(s) + "\n").collect())
+}
+
 fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     if let Some(v) = &a.enable {
         return Ok(t.global(&enable(a, v)?)?);
     }
-    if a.chunk_size.is_some() || a.durability.is_some() {
-        return usage("--chunk-size and --durability go with -e");
+    if a.durability.is_some() {
+        return usage("--durability goes with -e");
+    }
+    if a.chunk_size.is_some() && a.overflow_init.is_none() {
+        return usage("--chunk-size goes with -e or -O");
     }
     if a.force && a.update.is_none() && a.copy.is_none() {
         return usage("--force goes with -u or -c");
+    }
+    if let Some(v) = &a.overflow_init {
+        return Ok(t.global(&overflow_init(a, v)?)?);
     }
     if let Some(set) = &a.disable {
         return Ok(t.set(set, &SetCommand::Disable)?);
@@ -313,6 +366,29 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     }
     if let Some(v) = &a.params {
         return params(t, v);
+    }
+    if let Some(v) = &a.attach {
+        let cmd = SetCommand::Attach {
+            overflow: overflow_ref(&v[1])?,
+        };
+        return Ok(t.set(&v[0], &cmd)?);
+    }
+    if let Some(set) = &a.detach {
+        return Ok(t.set(set, &SetCommand::Detach)?);
+    }
+    if let Some(name) = &a.overflow_delete {
+        let cmd = GlobalCommand::OverflowDelete {
+            name: word(name, "overflow name")?,
+        };
+        return Ok(t.global(&cmd)?);
+    }
+    if let Some(name) = &a.overflow_status {
+        print!("{}", overflow_status(a, t, name)?);
+        return Ok(());
+    }
+    if a.overflow_list {
+        print!("{}", overflow_list(a, t)?);
+        return Ok(());
     }
     if later_feature(a, t)? {
         return Ok(());
@@ -441,22 +517,6 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
         t.global_words(&cmd)?
     } else if let Some(v) = &a.join {
         t.set_words(&v[0], &format!("join {}", absolute(&v[1])?))?
-    } else if let Some(vol) = &a.overflow_init {
-        t.global_words(&format!("overflow init {}", absolute(vol)?))?
-    } else if let Some(v) = &a.attach {
-        t.set_words(&v[0], &format!("attach {}", v[1]))?
-    } else if let Some(set) = &a.detach {
-        t.set_words(set, "detach")?
-    } else if let Some(ovf) = &a.overflow_delete {
-        t.global_words(&format!("overflow delete {ovf}"))?
-    } else if let Some(ovf) = &a.overflow_status {
-        t.offered("overflow", "overflow volume")?;
-        print!("{}", t.read(&format!("overflow/{ovf}/status"))?);
-    } else if a.overflow_list {
-        t.offered("overflow", "overflow volume")?;
-        for n in t.names("overflow")? {
-            println!("{n}");
-        }
     } else if let Some(g) = &a.group_create {
         t.global_words(&format!("group create {g}"))?
     } else if let Some(v) = &a.group_add {

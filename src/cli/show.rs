@@ -13,7 +13,7 @@ pub fn unrestored(s: &StatusLines) -> bool {
 
 /// The status keys the daemon cannot know for a set that could not be restored: shown as
 /// unknown (JSON null) rather than as the zeros and dashes the status file holds.
-const UNKNOWN_WHEN_UNRESTORED: [&str; 11] = [
+const UNKNOWN_WHEN_UNRESTORED: [&str; 14] = [
     "type",
     "direction",
     "progress",
@@ -25,6 +25,9 @@ const UNKNOWN_WHEN_UNRESTORED: [&str; 11] = [
     "durability",
     "chunks_to_copy",
     "pit_time",
+    "shadow_chunks",
+    "shadow_chunks_used",
+    "overflow_chunks_used",
 ];
 
 /// The volume lines of an `-i` block.
@@ -86,7 +89,7 @@ pub fn block(s: &StatusLines) -> String {
         "{name}: {kind} set, {state}\n{volumes}  \
          size:           {size} bytes ({human}), {chunks} chunks of {chunk_h}\n  \
          copy:           {copy}\n  \
-         chunks differ:  {differ} ({differ_pct}%)\n  \
+         chunks differ:  {differ} ({differ_pct}%)\n{compact}  \
          throttle:       {throttle}\n  \
          durability:     {durability}\n  \
          point in time:  {pit}\n  \
@@ -97,16 +100,43 @@ pub fn block(s: &StatusLines) -> String {
         human = human(size),
         chunk_h = human(chunk),
         differ_pct = pct(differ),
+        compact = compact_lines(s),
         durability = get(s, "durability"),
         error = get(s, "last_error"),
     )
 }
 
-/// `-l`: one line per set, in the order `-e` takes the same words.
+/// The lines of an `-i` block about a compact set's space: its shadow's slots, its overflow
+/// volume, and the daemon's warning once they are nearly full. Empty for other sets.
+fn compact_lines(s: &StatusLines) -> String {
+    if get(s, "type") != "compact" {
+        return String::new();
+    }
+    let slots: u64 = get(s, "shadow_chunks").parse().unwrap_or(0);
+    let used: u64 = get(s, "shadow_chunks_used").parse().unwrap_or(0);
+    let spilled = get(s, "overflow_chunks_used");
+    let overflow = match get(s, "overflow") {
+        "" | "-" => "none attached".to_string(),
+        name => format!("{name}, {spilled} chunks of this set"),
+    };
+    let mut lines = format!(
+        "  shadow space:   {used} of {slots} chunks used ({}%)\n  \
+         overflow:       {overflow}\n",
+        (used * 100).checked_div(slots).unwrap_or(0),
+    );
+    let warning = get(s, "space_warning");
+    if !warning.is_empty() {
+        lines.push_str(&format!("  space warning:  {warning}\n"));
+    }
+    lines
+}
+
+/// `-l`: one line per set, in the order `-e` takes the same words (a compact set is enabled
+/// as `dep`, with a smaller shadow).
 pub fn line(s: &StatusLines) -> String {
     let kind = match get(s, "type") {
         "independent" => "ind",
-        "dependent" => "dep",
+        "dependent" | "compact" => "dep",
         _ => "-",
     };
     format!(
@@ -121,7 +151,7 @@ pub fn line(s: &StatusLines) -> String {
 
 /// The status keys whose values are counts: numbers in JSON. Every other key is a string,
 /// whatever it looks like (a set named `007` stays `"007"`).
-const NUMERIC_KEYS: [&str; 7] = [
+const NUMERIC_KEYS: [&str; 13] = [
     "progress",
     "size",
     "chunk_size",
@@ -129,6 +159,14 @@ const NUMERIC_KEYS: [&str; 7] = [
     "chunks_differ",
     "chunks_to_copy",
     "pit_time",
+    // A compact set's space.
+    "shadow_chunks",
+    "shadow_chunks_used",
+    "overflow_chunks_used",
+    // An overflow volume's status.
+    "chunks_total",
+    "chunks_used",
+    "chunks_free",
 ];
 
 /// A status as a JSON object with the status file's keys; counts are numbers, and what the
@@ -152,6 +190,57 @@ pub fn json(s: &StatusLines) -> Value {
         m.insert(k.clone(), value);
     }
     Value::Object(m)
+}
+
+/// The sets using an overflow volume, from its `sets` value (`A=3 B=2`, or `-` for none): each
+/// set's name and its chunks in the overflow.
+pub fn overflow_sets(s: &StatusLines) -> Vec<(String, String)> {
+    get(s, "sets")
+        .split_whitespace()
+        .filter(|w| *w != "-")
+        .map(|w| match w.rsplit_once('=') {
+            Some((set, n)) => (set.to_string(), n.to_string()),
+            None => (w.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// `-L`: one line per overflow volume: its name, its volume, chunks used of the total, and
+/// the sets using it with their chunks in it (`-` for none).
+pub fn overflow_line(s: &StatusLines) -> String {
+    let sets = match get(s, "sets") {
+        "" => "-",
+        v => v,
+    };
+    format!(
+        "{} {} {}/{} {sets}",
+        get(s, "name"),
+        get(s, "volume"),
+        get(s, "chunks_used"),
+        get(s, "chunks_total")
+    )
+}
+
+/// `-Q --json`, `-L --json`: an overflow volume's status with the status file's keys (counts
+/// are numbers); `sets` is an object of set name to its chunks in the overflow (`{}` for none).
+pub fn overflow_json(s: &StatusLines) -> Value {
+    let mut value = json(s);
+    if let Value::Object(m) = &mut value {
+        if m.contains_key("sets") {
+            let sets: Map<String, Value> = overflow_sets(s)
+                .into_iter()
+                .map(|(set, n)| {
+                    let n = match n.parse::<u64>() {
+                        Ok(n) => Value::Number(Number::from(n)),
+                        Err(_) => Value::String(n),
+                    };
+                    (set, n)
+                })
+                .collect();
+            m.insert("sets".to_string(), Value::Object(sets));
+        }
+    }
+    value
 }
 
 /// Bytes in binary units, one decimal.

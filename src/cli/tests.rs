@@ -87,6 +87,28 @@ fn each_action_writes_its_typed_command() {
             ],
             enable(dep, None, Some(4096), Some(Durability::Relaxed)),
         ),
+        (
+            vec!["-O", "/o"],
+            GlobalCommand::OverflowInit {
+                volume: "/o".into(),
+                name: None,
+                chunk_size: None,
+            },
+        ),
+        (
+            vec!["--overflow-init", "/o", "pool", "--chunk-size", "4K"],
+            GlobalCommand::OverflowInit {
+                volume: "/o".into(),
+                name: Some("pool".into()),
+                chunk_size: Some(4096),
+            },
+        ),
+        (
+            vec!["-Z", "pool"],
+            GlobalCommand::OverflowDelete {
+                name: "pool".into(),
+            },
+        ),
     ];
     for (argv, cmd) in globals {
         let (global, set) = written(&argv).unwrap();
@@ -142,6 +164,19 @@ fn each_action_writes_its_typed_command() {
                 units: 200,
             },
         ),
+        (
+            vec!["-A", "db", "pool"],
+            SetCommand::Attach {
+                overflow: "pool".into(),
+            },
+        ),
+        (
+            vec!["--attach", "db", "/srv/o.img"],
+            SetCommand::Attach {
+                overflow: "/srv/o.img".into(),
+            },
+        ),
+        (vec!["-D", "db"], SetCommand::Detach),
     ];
     for (argv, cmd) in sets {
         let (global, set) = written(&argv).unwrap();
@@ -174,7 +209,8 @@ fn values_the_daemon_would_refuse_are_refused_with_its_words() {
 }
 
 /// The options for features of later versions write words with no typed command: each is
-/// one the parser knows as reserved, so the daemon answers "not supported yet".
+/// one the parser knows as reserved, so the daemon answers "not supported yet" (overflow
+/// volumes, `-O -A -D -Z`, have typed commands: see each_action_writes_its_typed_command).
 #[test]
 fn later_features_write_the_reserved_words() {
     for (argv, global_ctl) in [
@@ -185,10 +221,6 @@ fn later_features_write_the_reserved_words() {
         (vec!["-E", "db"], false),
         (vec!["-I", "/s", "/b", "db"], true),
         (vec!["-J", "db", "/b"], false),
-        (vec!["-O", "/v"], true),
-        (vec!["-A", "db", "ovf"], false),
-        (vec!["-D", "db"], false),
-        (vec!["-Z", "ovf"], true),
         (vec!["-C", "g"], true),
         (vec!["-M", "db", "g"], false),
         (vec!["-B", "db"], false),
@@ -206,6 +238,179 @@ fn later_features_write_the_reserved_words() {
             "{argv:?}: {refusal}"
         );
     }
+}
+
+/// Relative paths are taken from the current directory, for `-O` as for `-e`; `-A` takes a
+/// word with a `/` for a path and anything else for an overflow's name.
+#[test]
+fn overflow_paths_are_made_absolute() {
+    let here = std::env::current_dir().unwrap();
+    let at = |p: &str| here.join(p).to_string_lossy().into_owned();
+    let (global, _) = written(&["-O", "o.img"]).unwrap();
+    let init = GlobalCommand::OverflowInit {
+        volume: at("o.img"),
+        name: None,
+        chunk_size: None,
+    };
+    assert_eq!(global, init.to_string());
+    let (_, set) = written(&["-A", "db", "./o.img"]).unwrap();
+    let attach = SetCommand::Attach {
+        overflow: at("o.img"),
+    };
+    assert_eq!(set, attach.to_string());
+    let (_, set) = written(&["-A", "db", "o.img"]).unwrap();
+    let by_name = SetCommand::Attach {
+        overflow: "o.img".into(),
+    };
+    assert_eq!(set, by_name.to_string());
+}
+
+#[test]
+fn options_that_go_with_another_are_refused_alone() {
+    for (argv, says) in [
+        (
+            vec!["-O", "/o", "--durability", "strict"],
+            "usage: --durability goes with -e",
+        ),
+        (
+            vec!["-D", "db", "--chunk-size", "4K"],
+            "usage: --chunk-size goes with -e or -O",
+        ),
+        (
+            vec!["-Z", "pool", "--force"],
+            "usage: --force goes with -u or -c",
+        ),
+        (
+            vec!["-O", "/o", "my pool"],
+            "usage: the overflow name 'my pool'",
+        ),
+        (vec!["-A", "db", "a=b"], "usage: the overflow name 'a=b'"),
+        (
+            vec!["-O", "/o", "--chunk-size", "lots"],
+            "chunk_size 'lots'",
+        ),
+    ] {
+        let message = written(&argv).unwrap_err();
+        assert!(message.starts_with(says), "{argv:?}: {message}");
+    }
+}
+
+/// A fake mount with two overflow volumes, as the daemon shows them.
+fn with_overflows(root: &Path) {
+    for (name, status) in [
+        (
+            "pool",
+            "name: pool\nvolume: /srv/pool.img\nsize: 67108864\nchunk_size: 65536\n\
+             chunks_total: 1023\nchunks_used: 5\nchunks_free: 1018\nsets: db=3 web=2\n",
+        ),
+        (
+            "spare",
+            "name: spare\nvolume: /srv/spare.img\nsize: 1048576\nchunk_size: 65536\n\
+             chunks_total: 15\nchunks_used: 0\nchunks_free: 15\nsets: -\n",
+        ),
+    ] {
+        let dir = root.join("overflow").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ctl"), "").unwrap();
+        std::fs::write(dir.join("status"), status).unwrap();
+    }
+}
+
+fn args(root: &Path, argv: &[&str]) -> Args {
+    let mut full = vec!["iiadm", "--mount", root.to_str().unwrap()];
+    full.extend(argv);
+    Args::try_parse_from(&full).unwrap()
+}
+
+fn failure(r: Result<String, Error>) -> String {
+    match r {
+        Ok(out) => panic!("succeeded with {out:?}"),
+        Err(Error::Failed(f)) => f.message,
+        Err(Error::Usage(m)) => format!("usage: {m}"),
+    }
+}
+
+#[test]
+fn overflow_status_and_list() {
+    let mount = fake_mount();
+    let root = mount.path();
+    let t = Tree::new(Some(root.into()));
+    // A daemon without overflow volumes says so.
+    let a = args(root, &["-L"]);
+    assert!(failure(overflow_list(&a, &t)).contains("does not offer overflow volumes"));
+    with_overflows(root);
+
+    let text = overflow_status(&args(root, &["-Q", "pool"]), &t, "pool").ok();
+    let file = std::fs::read_to_string(root.join("overflow/pool/status")).unwrap();
+    assert_eq!(text, Some(file), "-Q prints the status file");
+    let json = overflow_status(&args(root, &["-Q", "pool", "--json"]), &t, "pool").ok();
+    let j: serde_json::Value = serde_json::from_str(&json.unwrap()).unwrap();
+    assert_eq!(j["name"], "pool");
+    assert_eq!(j["volume"], "/srv/pool.img");
+    assert_eq!(
+        (j["chunks_total"].as_u64(), j["chunks_used"].as_u64()),
+        (Some(1023), Some(5))
+    );
+    assert_eq!(j["sets"], serde_json::json!({"db": 3, "web": 2}));
+    for missing in ["nope", "../sets/db", ""] {
+        let m = failure(overflow_status(&args(root, &["-Q", missing]), &t, missing));
+        assert!(
+            m.starts_with(&format!("no overflow volume named '{missing}'")),
+            "{m}"
+        );
+    }
+
+    let list = overflow_list(&args(root, &["-L"]), &t).ok();
+    assert_eq!(
+        list.as_deref(),
+        Some("pool /srv/pool.img 5/1023 db=3 web=2\nspare /srv/spare.img 0/15 -\n")
+    );
+    let json = overflow_list(&args(root, &["-L", "--json"]), &t).unwrap_or_default();
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j.as_array().map(Vec::len), Some(2));
+    assert_eq!(j[1]["sets"], serde_json::json!({}));
+    assert_eq!(j[1]["chunks_free"], 15);
+}
+
+/// `-l` and `-i` take a status value whole: a state of several words stays one state.
+#[test]
+fn a_compact_set_out_of_space_lists_and_shows() {
+    let mount = fake_mount();
+    let root = mount.path();
+    std::fs::write(
+        root.join("sets/db/status"),
+        "name: db\ntype: compact\nstate: out of space\ndirection: -\nprogress: 100\n\
+         master: /m\nshadow: /s\nbitmap: /b\noverflow: pool\ngroup: -\nsize: 1048576\n\
+         chunk_size: 65536\nchunks: 16\nchunks_differ: 16\nparams: 0 100\nlast_error: -\n\
+         durability: strict\nchunks_to_copy: 0\npit_time: 0\nshadow_chunks: 4\n\
+         shadow_chunks_used: 4\noverflow_chunks_used: 3\n\
+         space_warning: 100% of the shadow and overflow space is used (warning at 80%)\n",
+    )
+    .unwrap();
+    let t = Tree::new(Some(root.into()));
+    let s = t.status("db").unwrap();
+    assert_eq!(tree::get(&s, "state"), "out of space");
+    assert_eq!(show::line(&s), "dep /m /s /b db (out of space)");
+    let b = show::block(&s);
+    assert!(b.starts_with("db: compact set, out of space\n"), "{b}");
+    assert!(
+        b.contains("shadow space:   4 of 4 chunks used (100%)\n"),
+        "{b}"
+    );
+    assert!(
+        b.contains("overflow:       pool, 3 chunks of this set\n"),
+        "{b}"
+    );
+    assert!(b.contains("space warning:  100% of the shadow"), "{b}");
+    let j = show::json(&s);
+    assert_eq!(j["state"], "out of space");
+    assert_eq!(
+        (
+            j["shadow_chunks"].as_u64(),
+            j["overflow_chunks_used"].as_u64()
+        ),
+        (Some(4), Some(3))
+    );
 }
 
 #[test]

@@ -103,9 +103,9 @@ impl Tree {
         match f.write(cmd.as_bytes()) {
             Ok(n) if n == cmd.len() => {
                 // The reply is `ok`, then what the command did besides (a bitmap file that
-                // `enable` made): say that.
+                // `enable` made, a `copy shadow` of a compact set taken as an update): say that.
                 let mut reply = String::new();
-                if set.is_none() && f.read_to_string(&mut reply).is_ok() {
+                if f.read_to_string(&mut reply).is_ok() {
                     for note in reply.lines().skip(1) {
                         println!("{note}");
                     }
@@ -130,23 +130,45 @@ impl Tree {
         }
     }
 
-    pub fn read(&self, rel: &str) -> Result<String, Failure> {
-        let p = self.path(rel)?;
-        std::fs::read_to_string(&p)
-            .map_err(|e| Failure::new(format!("cannot read {}: {e}", p.display())))
-    }
-
     pub fn status(&self, set: &str) -> Result<StatusLines, Failure> {
         let text =
             std::fs::read_to_string(self.set_file(set, "status")?).map_err(|e| match e.kind() {
                 ErrorKind::NotFound => no_set(set),
                 _ => Failure::new(format!("cannot read the status of set {set}: {e}")),
             })?;
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect())
+        Ok(status_lines(&text))
+    }
+
+    /// The text of `overflow/NAME/status`: `None` when there is no overflow volume of that
+    /// name, a refusal when the daemon has no overflow volumes at all.
+    pub fn overflow_text(&self, name: &str) -> Result<Option<String>, Failure> {
+        let p = self.offered(OVERFLOW, "overflow volume")?;
+        // A name holding `/` or `..` would read some other file of the tree.
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Ok(None);
+        }
+        match std::fs::read_to_string(p.join(name).join("status")) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
+                Ok(None)
+            }
+            Err(e) => Err(Failure::new(format!(
+                "cannot read the status of overflow volume {name}: {e}"
+            ))),
+        }
+    }
+
+    /// The statuses of every overflow volume, by name; one deleted while they are read is
+    /// left out.
+    pub fn overflows(&self) -> Result<Vec<StatusLines>, Failure> {
+        self.offered(OVERFLOW, "overflow volume")?;
+        let mut all = Vec::new();
+        for name in self.names(OVERFLOW)? {
+            if let Some(text) = self.overflow_text(&name)? {
+                all.push(status_lines(&text));
+            }
+        }
+        Ok(all)
     }
 
     /// The names of the sets, sorted.
@@ -167,8 +189,26 @@ impl Tree {
     }
 }
 
+/// The directory of the overflow volumes in the tree.
+pub const OVERFLOW: &str = "overflow";
+
 fn no_set(set: &str) -> Failure {
     Failure::new(format!("no set named '{set}' (iiadm -l lists the sets)"))
+}
+
+pub fn no_overflow(name: &str) -> Failure {
+    Failure::new(format!(
+        "no overflow volume named '{name}' (iiadm -L lists the overflow volumes)"
+    ))
+}
+
+/// A status file's `key: value` lines, in order. A value is everything after the first `: `,
+/// so a value of several words (`state: out of space`) stays whole.
+pub fn status_lines(text: &str) -> StatusLines {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The value of `key` in a status.

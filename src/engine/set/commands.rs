@@ -112,7 +112,9 @@ impl Set {
                 return Err(Error::new(
                     super::super::error::Kind::NoSpace,
                     format!(
-                        "set {} is out of space: chunks of its shadow could not be preserved, so                          the shadow is not a whole image to copy onto the master; 'update                          shadow' takes a new point in time",
+                        "set {} is out of space: chunks of its shadow could not be preserved, so the \
+                         shadow is not a whole image to copy onto the master; 'update shadow' \
+                         takes a new point in time",
                         self.name
                     ),
                 ))

@@ -77,11 +77,11 @@ impl Set {
             None => (0, 0),
         };
         let room = (compact.slots + overflow_total).saturating_sub(overflow_others);
-        Some(if room == 0 {
-            100
-        } else {
-            (shadow_used + overflow_used) * 100 / room
-        })
+        Some(
+            ((shadow_used + overflow_used) * 100)
+                .checked_div(room)
+                .unwrap_or(100),
+        )
     }
 
     /// Log once per crossing of the space warning level.
