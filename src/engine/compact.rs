@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::chunkmap::{ChunkMap, Slot};
 use super::overflow::Overflow;
 use super::slots::Pool;
-use super::volume::{Volume, VolumeId};
+use super::volume::{copy_between, Access, CopyEnd, Volume, VolumeId};
 
 pub struct Compact {
     /// The shadow volume itself (slots 0..`slots`).
@@ -227,6 +227,37 @@ impl Compact {
             o.give(&self.set, &slots);
         }
         Ok(())
+    }
+
+    /// Copy `[offset, offset+len)` of `src` (the master) into the slots of its chunks, in
+    /// kernel where possible (every chunk has its slot: `reserve` came first).
+    pub fn copy_in(
+        &self,
+        src: &dyn Volume,
+        offset: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<(), (CopyEnd, io::Error)> {
+        if access == Access::Sequential {
+            src.will_need(offset, len);
+        }
+        let mut failed = None;
+        self.each_piece(offset, len, |vol, slot_off, at, n| {
+            copy_between(
+                src,
+                offset + at as u64,
+                vol,
+                slot_off,
+                n as u64,
+                Access::Random,
+            )
+            .map_err(|e| {
+                let kind = e.1.kind();
+                failed = Some(e);
+                io::Error::from(kind)
+            })
+        })
+        .map_err(|e| failed.unwrap_or((CopyEnd::Target, e)))
     }
 
     /// Run `io(volume, offset, piece start, piece length)` for each chunk piece of

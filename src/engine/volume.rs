@@ -92,6 +92,20 @@ pub fn copy_range_ends(
     len: u64,
     access: Access,
 ) -> Result<(), (CopyEnd, io::Error)> {
+    copy_between(src, offset, dst, offset, len, access)
+}
+
+/// Copy `len` bytes at `src_off` of `src` to `dst_off` of `dst` (a compact shadow's slot is
+/// elsewhere than its chunk), in kernel where possible; on failure, which end failed.
+pub fn copy_between(
+    src: &dyn Volume,
+    src_off: u64,
+    dst: &dyn Volume,
+    dst_off: u64,
+    len: u64,
+    access: Access,
+) -> Result<(), (CopyEnd, io::Error)> {
+    let offset = src_off;
     // A sweep asks for all of its source at once, so the disk reads it in parallel. Not the
     // kernel's readahead: that fills the page cache with large folios, and on this kernel
     // 4 KiB writes into large folios are throttled hard (a master read by a full copy then
@@ -101,7 +115,7 @@ pub fn copy_range_ends(
     }
     if let (Some(sfd), Some(dfd)) = (src.raw_fd(), dst.raw_fd()) {
         dst.check_not_shrunk().map_err(|e| (CopyEnd::Target, e))?;
-        let copied = copy_file_range_all(sfd, dfd, offset, len, src.len());
+        let copied = copy_file_range_all(sfd, dfd, (src_off, dst_off), len, src.len());
         dst.note_written();
         if copied? {
             return Ok(());
@@ -113,7 +127,7 @@ pub fn copy_range_ends(
         let n = (len - done).min(buf.len() as u64) as usize;
         src.read_at(&mut buf[..n], offset + done)
             .map_err(|e| (CopyEnd::Source, e))?;
-        dst.write_at(&buf[..n], offset + done)
+        dst.write_at(&buf[..n], dst_off + done)
             .map_err(|e| (CopyEnd::Target, e))?;
         done += n as u64;
     }
@@ -126,14 +140,14 @@ pub fn copy_range_ends(
 fn copy_file_range_all(
     sfd: RawFd,
     dfd: RawFd,
-    offset: u64,
+    (offset, dst_off): (u64, u64),
     len: u64,
     src_len: u64,
 ) -> Result<bool, (CopyEnd, io::Error)> {
     let mut done = 0u64;
     while done < len {
         let mut off_in = (offset + done) as libc::loff_t;
-        let mut off_out = (offset + done) as libc::loff_t;
+        let mut off_out = (dst_off + done) as libc::loff_t;
         // SAFETY: both descriptors are open for the lifetime of the volumes that lend them, and
         // the offsets are plain integers the kernel reads and updates.
         let n = unsafe {
@@ -164,7 +178,7 @@ fn copy_file_range_all(
             let zeros = vec![0u8; (len - done).min(1 << 20) as usize];
             while done < len {
                 let k = (len - done).min(zeros.len() as u64) as usize;
-                write_all_at(dfd, &zeros[..k], offset + done).map_err(|e| (CopyEnd::Target, e))?;
+                write_all_at(dfd, &zeros[..k], dst_off + done).map_err(|e| (CopyEnd::Target, e))?;
                 done += k as u64;
             }
             break;

@@ -113,7 +113,10 @@ impl Set {
         let (master, shadow) = (self.master.vol.as_ref(), self.shadow.as_ref());
         self.copy_chunks(
             &work.to_shadow,
-            &|off, len, access| copy_range_ends(master, shadow, off, len, access),
+            &|off, len, access| match &self.compact {
+                Some(c) => c.copy_in(master, off, len, access),
+                None => copy_range_ends(master, shadow, off, len, access),
+            },
             (&self.paths.shadow, Role::Shadow),
         )?;
         // The master writes its own bytes.
