@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{Error, Kind, Result};
-use crate::engine::{OverflowRecord, SetRecord, UnrecordedOffline};
+use crate::engine::{Direction, GroupIntent, GroupRecord, OverflowRecord, SetRecord, UnrecordedOffline};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +20,63 @@ struct RegistryFile {
     /// Overflow volumes (the sets attached to one say so in their bitmap volumes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     overflows: Vec<OverflowEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    groups: Vec<GroupEntry>,
+    /// A group operation in progress: rolled forward at start (see `engine::groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group_op: Option<GroupOpEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupEntry {
+    name: String,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupOpEntry {
+    group: String,
+    /// update|copy shadow|master
+    op: String,
+    seq: u64,
+    members: Vec<String>,
+}
+
+impl GroupOpEntry {
+    fn of(i: &GroupIntent) -> GroupOpEntry {
+        GroupOpEntry {
+            group: i.group.clone(),
+            op: format!(
+                "{} {}",
+                if i.full { "copy" } else { "update" },
+                i.dir.word()
+            ),
+            seq: i.seq,
+            members: i.members.clone(),
+        }
+    }
+
+    fn intent(&self) -> Option<GroupIntent> {
+        let (verb, dir) = self.op.split_once(' ')?;
+        Some(GroupIntent {
+            group: self.group.clone(),
+            dir: match dir {
+                "shadow" => Direction::Shadow,
+                "master" => Direction::Master,
+                _ => return None,
+            },
+            full: match verb {
+                "copy" => true,
+                "update" => false,
+                _ => return None,
+            },
+            seq: self.seq,
+            members: self.members.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,6 +99,13 @@ struct SetEntry {
     /// An offline state the bitmap volume could not record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offline: Option<OfflineEntry>,
+    /// Suspended by the administrator.
+    #[serde(default, skip_serializing_if = "is_false")]
+    suspended: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -88,6 +152,10 @@ pub struct Registry {
     stale: Mutex<Vec<(SetRecord, String)>>,
     /// The overflow volumes, as the next save writes them.
     overflows: Mutex<Vec<OverflowRecord>>,
+    /// The groups, as the next save writes them.
+    groups: Mutex<Vec<GroupRecord>>,
+    /// A group operation in progress, as the next save writes it.
+    group_op: Mutex<Option<GroupIntent>>,
 }
 
 impl Registry {
@@ -116,6 +184,15 @@ impl Registry {
                 path: o.volume,
             })
             .collect();
+        let groups = file
+            .groups
+            .iter()
+            .map(|g| GroupRecord {
+                name: g.name.clone(),
+                members: g.members.clone(),
+            })
+            .collect();
+        let group_op = file.group_op.as_ref().and_then(GroupOpEntry::intent);
         let initial = file
             .sets
             .into_iter()
@@ -130,6 +207,7 @@ impl Registry {
                     reason: o.reason,
                     seq: o.seq,
                 }),
+                suspended: s.suspended,
             })
             .collect();
         Ok(Registry {
@@ -137,6 +215,8 @@ impl Registry {
             initial,
             stale: Mutex::new(Vec::new()),
             overflows: Mutex::new(overflows),
+            groups: Mutex::new(groups),
+            group_op: Mutex::new(group_op),
         })
     }
 
@@ -150,6 +230,26 @@ impl Registry {
             Ok(o) => o.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// The groups recorded (read at start, then as last set).
+    pub fn groups(&self) -> Vec<GroupRecord> {
+        lock(&self.groups).clone()
+    }
+
+    /// The groups the next save writes.
+    pub fn set_groups(&self, groups: Vec<GroupRecord>) {
+        *lock(&self.groups) = groups;
+    }
+
+    /// The group operation recorded as in progress (read at start, then as last set).
+    pub fn group_op(&self) -> Option<GroupIntent> {
+        lock(&self.group_op).clone()
+    }
+
+    /// The group operation the next save records as in progress (None: none).
+    pub fn set_group_op(&self, op: Option<GroupIntent>) {
+        *lock(&self.group_op) = op;
     }
 
     /// The overflow volumes the next save writes.
@@ -213,6 +313,7 @@ impl Registry {
                         reason: o.reason.clone(),
                         seq: o.seq,
                     }),
+                    suspended: r.suspended,
                 })
                 .collect(),
             overflows: self
@@ -223,6 +324,15 @@ impl Registry {
                     volume: o.path,
                 })
                 .collect(),
+            groups: self
+                .groups()
+                .into_iter()
+                .map(|g| GroupEntry {
+                    name: g.name,
+                    members: g.members,
+                })
+                .collect(),
+            group_op: self.group_op().as_ref().map(GroupOpEntry::of),
         };
         let text = serde_norway::to_string(&file)
             .map_err(|e| Error::new(Kind::Io, format!("cannot encode the registry: {e}")))?;
@@ -268,6 +378,13 @@ impl Registry {
         let tmp = self.write_temp(text)?;
         fs::rename(&tmp, self.dir.join(Self::FILE))?;
         File::open(&self.dir)?.sync_all()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 

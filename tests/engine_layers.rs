@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 
 /// The files of the `Engine` layer.
-const ENGINE_LAYER: &[&str] = &["mod", "enable", "restore", "opener", "overflows"];
+const ENGINE_LAYER: &[&str] = &["mod", "enable", "restore", "opener", "overflows", "groups"];
 
 /// A file's code without comments and without its test module.
 fn code(text: &str) -> String {

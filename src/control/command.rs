@@ -8,7 +8,8 @@ use crate::engine::error::Result;
 use crate::engine::Set;
 
 use super::parse::{
-    parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand,
+    parse_global, parse_group, parse_overflow_ctl, parse_set, GlobalCommand, GroupCommand,
+    OverflowCommand, SetCommand,
 };
 use super::Controller;
 
@@ -19,6 +20,8 @@ pub enum Scope {
     Set(SetScope),
     /// `overflow/NAME/ctl`.
     Overflow(String),
+    /// `groups/NAME/ctl`.
+    Group(String),
 }
 
 /// The set a set's ctl file was opened on: its name, and the set itself while it lives (`None`
@@ -35,6 +38,7 @@ pub enum Command {
     Global(GlobalCommand),
     Set(SetScope, SetCommand),
     Overflow(String, OverflowCommand),
+    Group(String, GroupCommand),
 }
 
 impl Controller {
@@ -59,6 +63,7 @@ impl Controller {
                 self.run_set_command(&scope.name, &cmd, scope.set.as_ref(), stop)
             }
             Command::Overflow(name, cmd) => self.run_overflow_command(&name, &cmd).map(|()| None),
+            Command::Group(name, cmd) => self.run_group_command(&name, &cmd, stop).map(|()| None),
         }
     }
 }
@@ -70,6 +75,7 @@ impl Scope {
             Scope::Global => Command::Global(parse_global(input)?),
             Scope::Set(scope) => Command::Set(scope.clone(), parse_set(input)?),
             Scope::Overflow(name) => Command::Overflow(name.clone(), parse_overflow_ctl(input)?),
+            Scope::Group(name) => Command::Group(name.clone(), parse_group(input)?),
         })
     }
 }
@@ -86,12 +92,18 @@ impl Command {
                     | SetCommand::Disable
                     | SetCommand::Update { .. }
                     | SetCommand::Copy { .. }
+            ) | Command::Group(
+                _,
+                GroupCommand::Wait | GroupCommand::Update { .. } | GroupCommand::Copy { .. }
             )
         )
     }
 
     pub fn is_wait(&self) -> bool {
-        matches!(self, Command::Set(_, SetCommand::Wait))
+        matches!(
+            self,
+            Command::Set(_, SetCommand::Wait) | Command::Group(_, GroupCommand::Wait)
+        )
     }
 
     /// The set this command removes when it succeeds.

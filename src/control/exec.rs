@@ -18,7 +18,7 @@ pub struct SetDefaults {
 
 pub struct Controller {
     pub(super) engine: Engine,
-    registry: Registry,
+    pub(super) registry: Registry,
     defaults: SetDefaults,
 }
 
@@ -52,6 +52,12 @@ impl Controller {
         }
         let records = self.registry.records();
         let failed = self.engine.restore_all(&records);
+        self.engine.restore_groups(&self.registry.groups());
+        // A group operation a crash interrupted: every member takes it (see `engine::groups`).
+        if let Some(intent) = self.registry.group_op() {
+            self.engine.roll_forward(&intent);
+            self.registry.set_group_op(None);
+        }
         for set in self.engine.sets() {
             log::info!("set {} is back ({})", set.name, set.status().state);
         }
@@ -195,6 +201,24 @@ impl Controller {
                 self.delete_overflow(&name)?;
                 Ok(None)
             }
+            GlobalCommand::GroupCreate { name } => {
+                let _lock = self.engine.command_lock();
+                self.registry.check_writable()?;
+                self.engine.group_create(&name)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_delete(&name);
+                })?;
+                Ok(None)
+            }
+            GlobalCommand::SuspendAll | GlobalCommand::ResumeAll => {
+                let _lock = self.engine.command_lock();
+                let result = self
+                    .engine
+                    .suspend_all(matches!(cmd, GlobalCommand::SuspendAll));
+                // What was done is recorded, also when one set refused.
+                self.save_groups()?;
+                result.map(|()| None)
+            }
         }
     }
 
@@ -284,6 +308,14 @@ impl Controller {
                 "set '{name}' was disabled after this ctl file was opened; open sets/{name}/ctl again"
             )));
         }
+        if let SetCommand::Update { .. } | SetCommand::Copy { .. } = cmd {
+            let word = if matches!(cmd, SetCommand::Copy { .. }) {
+                "copy"
+            } else {
+                "update"
+            };
+            self.engine.check_not_grouped(name, word)?;
+        }
         if let SetCommand::Update { dir, force: false } | SetCommand::Copy { dir, force: false } =
             cmd
         {
@@ -304,6 +336,38 @@ impl Controller {
             SetCommand::Copy { dir, .. } => set.start_copy(*dir, true),
             SetCommand::Attach { overflow } => self.engine.attach(name, overflow),
             SetCommand::Detach => self.engine.detach(name),
+            SetCommand::Suspend => {
+                self.registry.check_writable()?;
+                set.suspend()?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = set.resume();
+                })
+            }
+            SetCommand::Resume => {
+                set.resume()?;
+                // The set runs again; a registry that cannot say so brings it back suspended
+                // at the next start (logged).
+                if let Err(e) = self.save_groups() {
+                    log::error!("set {name} was resumed, but the registry could not record it: {e}");
+                }
+                Ok(())
+            }
+            SetCommand::Group { name: group } => {
+                self.registry.check_writable()?;
+                self.engine.group_add(group, name)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_remove(Some(group), name);
+                })
+            }
+            SetCommand::Ungroup => {
+                let group = self.engine.group_of(name);
+                self.engine.group_remove(None, name)?;
+                self.save_groups().inspect_err(|_| {
+                    if let Some(g) = &group {
+                        let _ = self.engine.group_add(g, name);
+                    }
+                })
+            }
             // An offline set takes only `reset` and `disable`.
             SetCommand::Abort if set.is_offline() => {
                 Err(crate::engine::error::not_permitted(format!(
@@ -348,7 +412,7 @@ impl Controller {
     /// How many files of the target of a copy in direction `dir` are open through the mount,
     /// and which file that is: the set's `shadow`, or for a copy to the master the `master`
     /// file of any set on that master (they are one volume).
-    fn target_open(&self, set: &Arc<Set>, dir: Direction) -> Option<(usize, &'static str)> {
+    pub(super) fn target_open(&self, set: &Arc<Set>, dir: Direction) -> Option<(usize, &'static str)> {
         let n = match dir {
             Direction::Shadow => set.open_files_of(Role::Shadow),
             Direction::Master => self
@@ -368,7 +432,12 @@ impl Controller {
 
     /// Refuse a copy onto a file that is open: a mounted file system, a loop device or a
     /// process would see its bytes change under it. `force` (checked by the caller) skips this.
-    fn check_target_closed(&self, set: &Arc<Set>, cmd: &SetCommand, dir: Direction) -> Result<()> {
+    pub(super) fn check_target_closed(
+        &self,
+        set: &Arc<Set>,
+        cmd: &dyn std::fmt::Display,
+        dir: Direction,
+    ) -> Result<()> {
         let Some((n, file)) = self.target_open(set, dir) else {
             return Ok(());
         };

@@ -6,6 +6,7 @@
 pub mod command;
 pub mod exec;
 pub mod files;
+mod groups;
 pub mod parse;
 pub mod status;
 
@@ -13,7 +14,8 @@ pub use command::{Command, Scope};
 pub use exec::Controller;
 pub use files::{DataFile, FileInfo, Text};
 pub use parse::{
-    parse_global, parse_overflow_ctl, parse_set, GlobalCommand, OverflowCommand, SetCommand,
+    parse_global, parse_group, parse_overflow_ctl, parse_set, GlobalCommand, GroupCommand,
+    OverflowCommand, SetCommand,
 };
 
 /// The errors the controller answers with, and which volume of a set a file is.

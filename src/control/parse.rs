@@ -29,6 +29,25 @@ pub enum GlobalCommand {
     },
     /// `overflow delete NAME`: forget an overflow volume no set uses.
     OverflowDelete { name: String },
+    /// `group create NAME`: an empty group.
+    GroupCreate { name: String },
+    /// `suspend all` / `resume all`.
+    SuspendAll,
+    ResumeAll,
+}
+
+/// A command written to `groups/NAME/ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// `update`/`copy` of every member at one point in time.
+    Update { dir: Direction, force: bool },
+    Copy { dir: Direction, force: bool },
+    Abort,
+    Wait,
+    Add { set: String },
+    Remove { set: String },
+    Rename { name: String },
+    Delete,
 }
 
 /// A command written to `overflow/NAME/ctl`.
@@ -65,11 +84,17 @@ pub enum SetCommand {
     },
     /// `detach`: the set no longer spills (refused while it holds overflow chunks).
     Detach,
+    Suspend,
+    Resume,
+    /// `group NAME`: move the set into a group.
+    Group { name: String },
+    /// `ungroup`: take the set out of its group.
+    Ungroup,
 }
 
 /// Words the interface reserves for features of later versions.
-const GLOBAL_LATER: &[&str] = &["import", "group", "suspend", "resume"];
-const SET_LATER: &[&str] = &["suspend", "resume", "export", "join", "group", "ungroup"];
+const GLOBAL_LATER: &[&str] = &["import"];
+const SET_LATER: &[&str] = &["export", "join"];
 
 fn words(input: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(input).map_err(|_| invalid("the command is not UTF-8 text"))?;
@@ -97,9 +122,23 @@ pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
     match w[0].as_str() {
         "enable" => parse_enable(&w[1..]),
         "overflow" => parse_overflow(&w[1..]),
+        "group" => match (w.get(1).map(String::as_str), w.len()) {
+            (Some("create"), 3) => Ok(GlobalCommand::GroupCreate { name: w[2].clone() }),
+            _ => Err(invalid(
+                "usage: group create NAME (a name of letters, digits and . _ - + @ :, no spaces)",
+            )),
+        },
+        "suspend" | "resume" => match (w.get(1).map(String::as_str), w.len()) {
+            (Some("all"), 2) if w[0] == "suspend" => Ok(GlobalCommand::SuspendAll),
+            (Some("all"), 2) => Ok(GlobalCommand::ResumeAll),
+            _ => Err(invalid(format!(
+                "usage: {} all (one set: write '{}' to its sets/NAME/ctl)",
+                w[0], w[0]
+            ))),
+        },
         x if GLOBAL_LATER.contains(&x) => Err(later(x)),
         x => Err(invalid(format!(
-            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N], overflow init VOLUME [NAME] [chunk_size=BYTES], overflow delete NAME"
+            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N], overflow init VOLUME [NAME] [chunk_size=BYTES], overflow delete NAME, group create NAME, suspend all, resume all"
         ))),
     }
 }
@@ -130,6 +169,51 @@ fn parse_overflow(args: &[String]) -> Result<GlobalCommand> {
         }
         _ => Err(invalid(usage)),
     }
+}
+
+/// Parse one command written to `groups/NAME/ctl`.
+pub fn parse_group(input: &[u8]) -> Result<GroupCommand> {
+    let w = words(input)?;
+    let one = |usage: &str| -> Result<String> {
+        match w.len() {
+            2 => Ok(w[1].clone()),
+            _ => Err(invalid(format!("usage: {usage}"))),
+        }
+    };
+    let none = || -> Result<()> {
+        match w.len() {
+            1 => Ok(()),
+            _ => Err(invalid(format!("'{}' takes no argument", w[0]))),
+        }
+    };
+    Ok(match w[0].as_str() {
+        "update" => {
+            let (dir, force) = copy_args(&w, "update")?;
+            GroupCommand::Update { dir, force }
+        }
+        "copy" => {
+            let (dir, force) = copy_args(&w, "copy")?;
+            GroupCommand::Copy { dir, force }
+        }
+        "abort" => none().map(|()| GroupCommand::Abort)?,
+        "wait" => none().map(|()| GroupCommand::Wait)?,
+        "delete" => none().map(|()| GroupCommand::Delete)?,
+        "add" => GroupCommand::Add {
+            set: one("add SET")?,
+        },
+        "remove" => GroupCommand::Remove {
+            set: one("remove SET")?,
+        },
+        "rename" => GroupCommand::Rename {
+            name: one("rename NEW")?,
+        },
+        x => {
+            return Err(invalid(format!(
+                "unknown command '{x}'; a group's ctl takes: update shadow|master [force], copy \
+                 shadow|master [force], abort, wait, add SET, remove SET, rename NEW, delete"
+            )))
+        }
+    })
 }
 
 /// Parse one command written to `overflow/NAME/ctl`.
@@ -313,10 +397,28 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
             extra(1)?;
             SetCommand::Detach
         }
+        "suspend" => {
+            extra(1)?;
+            SetCommand::Suspend
+        }
+        "resume" => {
+            extra(1)?;
+            SetCommand::Resume
+        }
+        "group" => {
+            if w.len() != 2 {
+                return Err(invalid("usage: group NAME"));
+            }
+            SetCommand::Group { name: w[1].clone() }
+        }
+        "ungroup" => {
+            extra(1)?;
+            SetCommand::Ungroup
+        }
         x if SET_LATER.contains(&x) => return Err(later(x)),
         x => {
             return Err(invalid(format!(
-                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach"
+                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach, suspend, resume, group NAME, ungroup"
             )))
         }
     };
@@ -370,6 +472,28 @@ impl fmt::Display for GlobalCommand {
                 Ok(())
             }
             GlobalCommand::OverflowDelete { name } => write!(f, "overflow delete {name}"),
+            GlobalCommand::GroupCreate { name } => write!(f, "group create {name}"),
+            GlobalCommand::SuspendAll => f.write_str("suspend all"),
+            GlobalCommand::ResumeAll => f.write_str("resume all"),
+        }
+    }
+}
+
+impl fmt::Display for GroupCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GroupCommand::Update { dir, force } => {
+                write!(f, "update {}{}", dir.word(), force_word(*force))
+            }
+            GroupCommand::Copy { dir, force } => {
+                write!(f, "copy {}{}", dir.word(), force_word(*force))
+            }
+            GroupCommand::Abort => f.write_str("abort"),
+            GroupCommand::Wait => f.write_str("wait"),
+            GroupCommand::Add { set } => write!(f, "add {set}"),
+            GroupCommand::Remove { set } => write!(f, "remove {set}"),
+            GroupCommand::Rename { name } => write!(f, "rename {name}"),
+            GroupCommand::Delete => f.write_str("delete"),
         }
     }
 }
@@ -406,6 +530,10 @@ impl fmt::Display for SetCommand {
             SetCommand::Params { delay_ms, units } => write!(f, "params {delay_ms} {units}"),
             SetCommand::Attach { overflow } => write!(f, "attach {overflow}"),
             SetCommand::Detach => f.write_str("detach"),
+            SetCommand::Suspend => f.write_str("suspend"),
+            SetCommand::Resume => f.write_str("resume"),
+            SetCommand::Group { name } => write!(f, "group {name}"),
+            SetCommand::Ungroup => f.write_str("ungroup"),
         }
     }
 }
@@ -430,6 +558,10 @@ mod tests {
             "params 10 100",
             "attach ovf",
             "detach",
+            "suspend",
+            "resume",
+            "group g1",
+            "ungroup",
         ] {
             let c = parse_set(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -447,6 +579,9 @@ mod tests {
             "overflow init /o",
             "overflow init /o pool chunk_size=4096",
             "overflow delete pool",
+            "group create g1",
+            "suspend all",
+            "resume all",
         ] {
             let c = parse_global(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -472,6 +607,24 @@ mod tests {
             OverflowCommand::Delete
         );
         assert!(parse_overflow_ctl(b"delete now").is_err());
+        assert!(parse_global(b"group create a b").is_err());
+        assert!(parse_global(b"suspend db").is_err());
+        assert!(parse_set(b"group").is_err());
+        for text in [
+            "update shadow",
+            "copy master force",
+            "abort",
+            "wait",
+            "add s1",
+            "remove s1",
+            "rename g2",
+            "delete",
+        ] {
+            assert_eq!(parse_group(text.as_bytes()).unwrap().to_string(), text);
+        }
+        assert!(parse_group(b"add").is_err());
+        assert!(parse_group(b"delete now").is_err());
+        assert!(parse_group(b"reset").is_err());
         assert!(parse_set(b"export")
             .unwrap_err()
             .message
@@ -508,6 +661,10 @@ mod tests {
                     .prop_map(|(delay_ms, units)| SetCommand::Params { delay_ms, units }),
                 WORD.prop_map(|overflow| SetCommand::Attach { overflow }),
                 Just(SetCommand::Detach),
+                Just(SetCommand::Suspend),
+                Just(SetCommand::Resume),
+                WORD.prop_map(|name| SetCommand::Group { name }),
+                Just(SetCommand::Ungroup),
             ]
         }
 

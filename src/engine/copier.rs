@@ -67,6 +67,8 @@ impl CopyControl for Copier {
         let total = set.tracking.copy_total();
         let mut st = self.state();
         self.abort.store(false, Ordering::SeqCst);
+        // A copy stopped by `stop` (a suspend) goes on when started again (a resume).
+        self.shutting_down.store(false, Ordering::SeqCst);
         st.total = total;
         let (run_set, ctl) = (Arc::clone(set), Arc::clone(&self));
         let spawned = std::thread::Builder::new()

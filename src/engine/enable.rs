@@ -289,6 +289,7 @@ impl Engine {
             shadow_slots,
             overflow: String::new(),
             overflow_id: 0,
+            group_seq: 0,
         };
         header.encode()?;
         let need = header.volume_len();

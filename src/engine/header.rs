@@ -15,7 +15,7 @@
 //! Header slot: magic "IIFSBMAP", version, sequence, set type, chunk size, master and shadow
 //! sizes, state flags, throttle, PIT time, bitmap offsets, durability, then (version 2) the page
 //! layout, the copy's total, the generation and the bitmap id; (version 3) the compact shadow's
-//! slot count and the attached overflow's id; then the set name and the three volume paths
+//! slot count, the attached overflow's id and the last group operation's number; then the set name and the three volume paths
 //! (version 3: and the overflow's name; version 2 on: the last error) as length-prefixed strings,
 //! and a CRC-32 of everything before it.
 //!
@@ -288,6 +288,9 @@ pub struct Header {
     /// The overflow volume a compact set spills into: its name and its id (0 and "": none).
     pub overflow: String,
     pub overflow_id: u64,
+    /// The last group operation this set took (see `Engine::group_copy`): a group operation a
+    /// crash interrupted is rolled forward on the members whose number is lower.
+    pub group_seq: u64,
 }
 
 impl Header {
@@ -363,6 +366,7 @@ impl Header {
         put64(&mut b, 120, self.bitmap_id);
         put64(&mut b, 128, self.shadow_slots);
         put64(&mut b, 136, self.overflow_id);
+        put64(&mut b, 144, self.group_seq);
         let mut at = STRINGS_OFFSET;
         for s in [
             &self.name,
@@ -476,6 +480,7 @@ impl Header {
             shadow_slots: if v3 { get64(b, 128) } else { 0 },
             overflow,
             overflow_id: if v3 { get64(b, 136) } else { 0 },
+            group_seq: if v3 { get64(b, 144) } else { 0 },
         })
     }
 
@@ -548,6 +553,7 @@ mod tests {
             shadow_slots: 0,
             overflow: String::new(),
             overflow_id: 0,
+            group_seq: 5,
         }
     }
 

@@ -39,6 +39,8 @@ pub trait Imager: Send + Sync {
     /// The set's gate, for writing: no I/O of the set is in flight while it is held.
     fn gate_write(&self) -> RwLockWriteGuard<'_, ()>;
     fn is_copying_to_master(&self) -> bool;
+    /// The set is suspended: its point in time is parked, so its master must not change.
+    fn is_suspended(&self) -> bool;
     fn master_offline(&self) -> bool;
     fn last_error(&self) -> Option<String>;
     fn go_offline(&self, err: &Error);
@@ -140,6 +142,7 @@ impl Master {
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         check_range(offset, data.len() as u64, self.len(), &self.path)?;
         self.with_sets(|sets| {
+            self.check_not_parked(sets)?;
             self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {
                 self.vol.write_at(&data[at..at + n], off)
             })
@@ -151,10 +154,28 @@ impl Master {
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
         check_range(offset, len, self.len(), &self.path)?;
         self.with_sets(|sets| {
+            self.check_not_parked(sets)?;
             self.change(sets, offset, len, "discard on", |off, _, n| {
                 self.vol.punch_hole(off, n as u64)
             })
         })
+    }
+
+    /// Refuse a change of the master while a set on it is suspended: the suspended set does
+    /// not preserve its point in time, so a change would break it silently.
+    fn check_not_parked(&self, sets: &[Arc<dyn Imager>]) -> Result<()> {
+        match sets.iter().find(|s| s.is_suspended()) {
+            None => Ok(()),
+            Some(s) => Err(Error::new(
+                super::error::Kind::Io,
+                format!(
+                    "master {} does not take writes while set {} on it is suspended (its point \
+                     in time would break); resume it first",
+                    self.path,
+                    s.name()
+                ),
+            )),
+        }
     }
 
     /// Change master bytes `[offset, offset+len)` region by region with `apply(offset, index

@@ -17,7 +17,8 @@
 //!   -> master                                          (master bytes; knows sets as `Imager`s)
 //!   -> set                                             (one set: copy-on-write, shadow I/O, state)
 //!   -> copier                                          (the background copy; `CopyControl`)
-//!   -> opener, enable, restore, overflows, Engine      (the tables of sets and volumes)
+//!   -> opener, enable, restore, overflows, groups,     (the tables of sets, volumes and
+//!      Engine                                           groups)
 //! ```
 //!
 //! The master holds its sets as `master::Imager` trait objects and a set holds its copy's
@@ -57,6 +58,7 @@ pub mod compact;
 pub mod copier;
 mod enable;
 pub mod error;
+mod groups;
 pub mod header;
 pub mod master;
 pub mod memory;
@@ -80,8 +82,9 @@ pub use error::{Error, Kind, Result};
 pub use header::{Durability, SetKind};
 pub use opener::FileOpener;
 pub use opener::Opener;
+pub use groups::{GroupIntent, GroupRecord, GroupStatus};
 pub use overflows::OverflowRecord;
-pub use set::{Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
+pub use set::{Condition, Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
 
 use copier::Copier;
 use error::not_found;
@@ -107,6 +110,8 @@ pub struct SetRecord {
     pub generation: u64,
     /// An offline state the bitmap volume could not record.
     pub offline: Option<UnrecordedOffline>,
+    /// The administrator suspended the set: it comes back suspended.
+    pub suspended: bool,
 }
 
 /// An offline state that only the registry holds: the header write that should have recorded
@@ -137,6 +142,8 @@ struct Tables {
     taken: HashMap<VolumeId, (String, &'static str)>,
     /// Overflow volumes, by name.
     overflows: BTreeMap<String, Arc<Overflow>>,
+    /// Groups and their members, by name.
+    groups: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 pub struct Engine {
@@ -158,6 +165,7 @@ impl Engine {
                 masters: HashMap::new(),
                 taken: HashMap::new(),
                 overflows: BTreeMap::new(),
+                groups: BTreeMap::new(),
             }),
             commands: Mutex::new(()),
             offline_notifier: Arc::default(),
@@ -219,6 +227,7 @@ impl Engine {
                         reason: h.last_error.clone(),
                         seq: h.seq,
                     }),
+                    suspended: s.is_suspended(),
                 }
             })
             .collect()
@@ -359,6 +368,7 @@ impl Engine {
                 set.paths.bitmap
             );
         }
+        self.leave_group(name);
         let mut t = self.tables();
         t.sets.remove(name);
         t.taken.remove(&set.shadow.id());

@@ -20,7 +20,7 @@ impl Engine {
             }
         }
         for set in self.sets() {
-            if set.copy_active() && !set.is_offline() {
+            if set.copy_active() && !set.is_offline() && !set.is_suspended() {
                 self.start_copier(&set);
             }
         }
@@ -117,6 +117,9 @@ impl Engine {
                     o.detach(&rec.name);
                 }
             })?;
+        if rec.suspended {
+            set.mark_suspended();
+        }
         // A copy of the bitmap volume taken from now on is older than what the registry saves.
         if let Err(e) = set.tracking.bump_generation() {
             let e = Error::io_on(

@@ -20,16 +20,18 @@ impl Set {
     /// Start an update (only the chunks marked as differing move) or a full copy (every
     /// chunk moves) in direction `dir`; the copier does the moving in the background.
     pub fn start_copy(self: &Arc<Self>, dir: Direction, full: bool) -> Result<()> {
-        // A compact shadow has no room for a full copy: `copy shadow` is an update (as in the
-        // original), and `copy master` of a dependent set is one anyway.
-        let full = full && self.compact.is_none();
         self.check_can_copy(dir)?;
         let _gate = self.gate_write();
         // Re-check under the gate: another command may have started meanwhile.
         self.check_can_copy(dir)?;
-        // The source's content now becomes the target's: under strict durability it must be
-        // on disk first, or a power loss could take back writes the new image already shows.
-        // The gate holds writers back meanwhile.
+        self.sync_source(dir)?;
+        self.start_copy_held(dir, full, None)
+    }
+
+    /// The source's content now becomes the target's: under strict durability it must be on
+    /// disk first, or a power loss could take back writes the new image already shows. The
+    /// caller holds the gate, which holds writers back meanwhile.
+    pub(in crate::engine) fn sync_source(&self, dir: Direction) -> Result<()> {
         if self.strict() {
             let (source, path, role) = match dir {
                 Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
@@ -39,6 +41,26 @@ impl Set {
                 .sync()
                 .map_err(|e| self.fail(Error::io_on(role, format!("sync of {path}"), &e)))?;
         }
+        Ok(())
+    }
+
+    /// `start_copy` once the caller holds the gate and has checked and synced
+    /// (`check_can_copy`, `sync_source`). A group operation gives its number, recorded with
+    /// the set's new state in the same header write.
+    pub(in crate::engine) fn start_copy_held(
+        self: &Arc<Self>,
+        dir: Direction,
+        full: bool,
+        group_seq: Option<u64>,
+    ) -> Result<()> {
+        // A compact shadow has no room for a full copy: `copy shadow` is an update (as in the
+        // original), and `copy master` of a dependent set is one anyway.
+        let full = full && self.compact.is_none();
+        let group = |h: &mut super::super::header::Header| {
+            if let Some(seq) = group_seq {
+                h.group_seq = seq;
+            }
+        };
         let dep = self.is_dependent();
         let pit = now_secs();
         let copy_ops = if full {
@@ -58,6 +80,7 @@ impl Set {
                         | FULL_COPY
                         | flags::OUT_OF_SPACE);
                     h.pit_time = pit;
+                    group(h);
                 })
                 .map(|()| self.flags.fetch_and(!flags::OUT_OF_SPACE, Ordering::SeqCst))
                 .and_then(|_| self.release_all_slots().map_err(std::io::Error::other)),
@@ -66,6 +89,7 @@ impl Set {
             (Direction::Master, true, _) => self.tracking.bulk(flags::PENDING_OR_COPY, |h| {
                 h.flags &= !FULL_COPY;
                 h.flags |= flags::TO_MASTER | flags::ACTIVE;
+                group(h);
             }),
             (dir, _, _) => self
                 .tracking
@@ -75,6 +99,7 @@ impl Set {
                     if dir == Direction::Shadow {
                         h.pit_time = pit;
                     }
+                    group(h);
                 }),
         };
         result.map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
@@ -87,7 +112,13 @@ impl Set {
         Ok(())
     }
 
-    pub(super) fn check_can_copy(&self, dir: Direction) -> Result<()> {
+    pub(in crate::engine) fn check_can_copy(&self, dir: Direction) -> Result<()> {
+        if self.is_suspended() {
+            return Err(not_permitted(format!(
+                "set {} is suspended; resume it first",
+                self.name
+            )));
+        }
         if self.is_offline() {
             return Err(not_permitted(format!(
                 "set {} is offline ({}); reset it first",
@@ -126,6 +157,23 @@ impl Set {
             )))
             }
             _ => {}
+        }
+        // A suspended set on this master does not protect its point in time: its master stays
+        // as it is until the set is resumed.
+        if dir == Direction::Master {
+            if let Some(s) = self
+                .master
+                .sets()
+                .iter()
+                .find(|s| s.name() != self.name && s.is_suspended())
+            {
+                return Err(not_permitted(format!(
+                    "set {} on master {} is suspended: the master takes no copy until it is \
+                     resumed",
+                    s.name(),
+                    self.paths.master
+                )));
+            }
         }
         // While another set copies its shadow onto this master, the master's bytes are not yet
         // what the master reads as: no other set may take them as a point in time or write them.

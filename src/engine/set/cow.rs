@@ -330,6 +330,9 @@ impl Imager for Set {
     fn is_copying_to_master(&self) -> bool {
         Set::is_copying_to_master(self)
     }
+    fn is_suspended(&self) -> bool {
+        Set::is_suspended(self)
+    }
     fn master_offline(&self) -> bool {
         Set::master_offline(self)
     }

@@ -7,7 +7,8 @@
 //! - `offline`: which volumes a failure takes offline, and `reset`;
 //! - `commands`: start of a copy or update, abort, wait, params;
 //! - `space`: a compact set's space (out of space, the space warning, lost chunks);
-//! - `status`: the typed state and the status snapshot.
+//! - `status`: the typed state and the status snapshot;
+//! - `suspend`: suspend and resume.
 
 mod commands;
 mod cow;
@@ -15,6 +16,7 @@ mod offline;
 mod shadow;
 mod space;
 mod status;
+mod suspend;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -32,7 +34,7 @@ use super::volume::Volume;
 pub use commands::check_params;
 pub use offline::OfflineNotifier;
 pub use space::{set_space_warning, space_warning, Space, DEFAULT_SPACE_WARNING};
-pub use status::{OfflineVolumes, SetState, Status};
+pub use status::{Condition, OfflineVolumes, SetState, Status};
 
 /// The control of a set's background copy: its thread, abort and stop requests, its progress
 /// total and the wake-ups of `wait`. Implemented by `copier::Copier`, which the engine gives
@@ -122,6 +124,8 @@ pub struct Set {
     pub compact: Option<Arc<Compact>>,
     /// The space warning (percent of shadow and overflow used) was crossed and logged.
     space_warned: AtomicBool,
+    /// Suspended: its files are not served, its copy is stopped, its master takes no writes.
+    suspended: AtomicBool,
 }
 
 /// The state flag recording a copy in direction `dir`.
@@ -200,6 +204,7 @@ impl Set {
             unrecorded_offline: None,
             compact: None,
             space_warned: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
             tracking,
         }
     }

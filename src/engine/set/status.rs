@@ -95,6 +95,8 @@ pub struct Status {
     pub chunks: u64,
     pub chunks_differ: u64,
     pub chunks_to_copy: u64,
+    /// Chunks the current copy had to move when it started.
+    pub copy_total: u64,
     pub delay_ms: u32,
     pub units: u32,
     pub durability: Durability,
@@ -102,6 +104,39 @@ pub struct Status {
     pub pit_time: u64,
     /// A compact set's space (None for a set whose shadow has the master's size).
     pub space: Option<super::Space>,
+    pub condition: Condition,
+}
+
+/// How a set (or a group) fares, in one word for a console: `error` when a volume failed (the
+/// set is offline), `degraded` when it works but its point in time is not whole (out of space)
+/// or it is parked (suspended), `normal` otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Condition {
+    Normal,
+    Degraded,
+    Error,
+}
+
+impl Condition {
+    pub fn word(self) -> &'static str {
+        match self {
+            Condition::Normal => "normal",
+            Condition::Degraded => "degraded",
+            Condition::Error => "error",
+        }
+    }
+
+    /// A group's: normal when every member is, error when every member is in error (and there
+    /// is one), degraded otherwise.
+    pub fn of_group(members: &[Condition]) -> Condition {
+        if members.iter().all(|c| *c == Condition::Normal) {
+            Condition::Normal
+        } else if members.iter().all(|c| *c == Condition::Error) {
+            Condition::Error
+        } else {
+            Condition::Degraded
+        }
+    }
 }
 
 impl Status {
@@ -120,6 +155,16 @@ impl Set {
     /// The set's state, from its state flags.
     pub fn state(&self) -> SetState {
         SetState::of(self.flags())
+    }
+
+    pub fn condition(&self) -> Condition {
+        if self.is_offline() {
+            Condition::Error
+        } else if self.is_out_of_space() || self.is_suspended() {
+            Condition::Degraded
+        } else {
+            Condition::Normal
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -144,9 +189,12 @@ impl Set {
             kind: self.kind,
             // An idle compact set that could not preserve a chunk says so.
             state: match state {
+                SetState::Offline(_) => state.word(),
+                _ if self.is_suspended() => "suspended",
                 SetState::Idle if self.is_out_of_space() => "out of space",
                 s => s.word(),
             },
+            condition: self.condition(),
             direction: direction.map(|d| d.word()).unwrap_or("-"),
             progress,
             paths: self.paths.clone(),
@@ -155,6 +203,7 @@ impl Set {
             chunks: self.chunks,
             chunks_differ: self.tracking.count_either(),
             chunks_to_copy: to_copy,
+            copy_total: total,
             delay_ms,
             units,
             durability: self.durability,

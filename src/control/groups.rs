@@ -1,0 +1,100 @@
+//! Runs the commands of a group's ctl file, keeping the registry in step with the groups (and
+//! recording a group operation's intent before its members change).
+
+use crate::engine::error::Result;
+use crate::engine::Direction;
+
+use super::parse::{GroupCommand, SetCommand};
+use super::Controller;
+
+impl Controller {
+    /// Write the registry with the groups (and the sets, suspended or not) as they are now.
+    pub(super) fn save_groups(&self) -> Result<()> {
+        self.registry.set_groups(self.engine.group_records());
+        self.registry.save(&self.engine.records())
+    }
+
+    /// A command written to `groups/NAME/ctl`. A `wait` gives up (Ok, the copies going on) as
+    /// soon as `stop` says so.
+    pub fn run_group_command(
+        &self,
+        name: &str,
+        cmd: &GroupCommand,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        log::info!("group {name}/ctl: {cmd}");
+        if *cmd == GroupCommand::Wait {
+            return self.engine.group_wait(name, stop);
+        }
+        let _lock = self.engine.command_lock();
+        match cmd {
+            GroupCommand::Update { dir, force } => self.group_copy(name, *dir, false, *force),
+            GroupCommand::Copy { dir, force } => self.group_copy(name, *dir, true, *force),
+            GroupCommand::Abort => self.engine.group_abort(name),
+            GroupCommand::Wait => Ok(()),
+            GroupCommand::Add { set } => {
+                self.registry.check_writable()?;
+                self.engine.group_add(name, set)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_remove(Some(name), set);
+                })
+            }
+            GroupCommand::Remove { set } => {
+                self.registry.check_writable()?;
+                self.engine.group_remove(Some(name), set)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_add(name, set);
+                })
+            }
+            GroupCommand::Rename { name: new } => {
+                self.registry.check_writable()?;
+                self.engine.group_rename(name, new)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_rename(new, name);
+                })
+            }
+            GroupCommand::Delete => {
+                self.engine.check_group_delete(name)?;
+                let members = self.engine.group_members(name)?;
+                self.registry.check_writable()?;
+                self.engine.group_delete(name)?;
+                self.save_groups().inspect_err(|_| {
+                    let _ = self.engine.group_create(name);
+                    for m in &members {
+                        let _ = self.engine.group_add(name, m);
+                    }
+                })
+            }
+        }
+    }
+
+    /// `update`/`copy` of every member at one point in time: refused whole when one member
+    /// cannot take it (or, without `force`, has its target file open).
+    fn group_copy(&self, name: &str, dir: Direction, full: bool, force: bool) -> Result<()> {
+        self.engine.check_group_copy(name, dir, full)?;
+        if !force {
+            let cmd = if full {
+                SetCommand::Copy { dir, force }
+            } else {
+                SetCommand::Update { dir, force }
+            };
+            for m in self.engine.group_members(name)? {
+                let set = self.engine.set(&m)?;
+                self.check_target_closed(&set, &cmd, dir)?;
+            }
+        }
+        self.registry.check_writable()?;
+        self.engine.group_copy(name, dir, full, |intent| {
+            self.registry.set_group_op(Some(intent.clone()));
+            self.registry
+                .save(&self.engine.records())
+                .inspect_err(|_| self.registry.set_group_op(None))
+        })?;
+        self.registry.set_group_op(None);
+        if let Err(e) = self.registry.save(&self.engine.records()) {
+            // Every member took it: rolling it forward at the next start changes nothing.
+            log::warn!("group {name}: the registry still records the finished {cmd_word} ({e})", cmd_word = if full { "copy" } else { "update" });
+        }
+        Ok(())
+    }
+}
