@@ -61,11 +61,13 @@ impl Compact {
         live: impl Fn(u64) -> bool,
     ) -> io::Result<Result<(Compact, u64), MapProblem>> {
         let mut leaks = Vec::new();
+        let mut leaked_slots = Vec::new();
         let mut shadow_used = Vec::new();
         let mut overflow_used = Vec::new();
         for (c, slot) in map.mapped() {
             if !live(c) {
                 leaks.push((c, None));
+                leaked_slots.push(slot);
                 continue;
             }
             match slot {
@@ -92,6 +94,16 @@ impl Compact {
                     o.detach(set);
                 }
                 return Err(e);
+            }
+            // Their space goes back to the file systems too.
+            for slot in leaked_slots {
+                let _ = match (slot, &overflow) {
+                    (Slot::Shadow(n), _) => file.punch_hole(n * chunk_size, chunk_size),
+                    (Slot::Overflow(n), Some(o)) => {
+                        o.vol.punch_hole(n * o.chunk_size, o.chunk_size)
+                    }
+                    (Slot::Overflow(_), None) => Ok(()),
+                };
             }
         }
         let compact = Compact {
@@ -140,9 +152,10 @@ impl Compact {
     }
 
     /// Give a slot to each of `chunks` that has none (shadow first, then overflow) and write
-    /// the map pages (no sync: the set's bitmap sync makes them durable with the bits). Returns
-    /// the chunks that got none: shadow and overflow are full.
-    pub fn reserve(&self, chunks: &[u64]) -> io::Result<Vec<u64>> {
+    /// the map pages (no sync: the caller makes them durable before any bit that relies on
+    /// them). Returns the chunks that got none (shadow and overflow are full), and whether any
+    /// entry was written.
+    pub fn reserve(&self, chunks: &[u64]) -> io::Result<(Vec<u64>, bool)> {
         let mut changes = Vec::new();
         let mut lost = Vec::new();
         let overflow = self.overflow();
@@ -165,7 +178,28 @@ impl Compact {
         if !changes.is_empty() {
             self.map.set(&changes)?;
         }
-        Ok(lost)
+        Ok((lost, !changes.is_empty()))
+    }
+
+    /// Whether every one of `chunks` has a slot or can get one now (for a write that must not
+    /// begin when it cannot end). Nothing is taken.
+    pub fn has_room_for(&self, chunks: &[u64]) -> bool {
+        let need = chunks
+            .iter()
+            .filter(|&&c| self.map.get(c).is_none())
+            .count() as u64;
+        if need == 0 {
+            return true;
+        }
+        let shadow_free = {
+            let p = self.pool();
+            p.total() - p.used()
+        };
+        let overflow_free = self.overflow().map_or(0, |o| {
+            let st = o.status();
+            st.total - st.used
+        });
+        need <= shadow_free + overflow_free
     }
 
     /// Free the slots of `chunks` (whose bits the caller has cleared): the map entries are

@@ -317,7 +317,15 @@ impl Engine {
         if let Some(o) = self.overflows().into_iter().find(|o| o.path == which) {
             return Ok(o);
         }
+        // Another name of a known overflow volume (a link, a loop device) is that volume.
         let vol = self.open_volume("overflow", which)?;
+        if let Some(o) = self
+            .overflows()
+            .into_iter()
+            .find(|o| o.vol.id() == vol.id())
+        {
+            return Ok(o);
+        }
         Err(match OverflowHeader::read(vol.as_ref()) {
             None => invalid(format!(
                 "{which} is not an initialised overflow volume; initialise it with 'overflow init \

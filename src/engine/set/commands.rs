@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::super::error::{busy, invalid, not_permitted, Error, Result, Role};
 use super::super::header::flags;
+use super::super::tracking::Map;
 use super::{direction_flag, now_secs, Direction, Set, FULL_COPY, MAX_DELAY_MS, MAX_UNITS};
 
 pub fn check_params(delay_ms: u32, units: u32) -> Result<()> {
@@ -103,6 +104,16 @@ impl Set {
                 }),
         };
         result.map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
+        // A compact chunk that lost its point in time has nothing to copy to the master (the
+        // copy skips such chunks anyway, should a crash come before this).
+        if dir == Direction::Master && self.is_out_of_space() {
+            let lost: Vec<u64> = (0..self.chunks)
+                .filter(|&c| self.slotless(c) && self.tracking.test(Map::Copy, c))
+                .collect();
+            self.tracking
+                .clear_now(Map::Copy, &lost)
+                .map_err(|e| self.fail(self.bitmap_error("write", &e)))?;
+        }
         let h = self.tracking.header();
         self.flags.store(h.flags, Ordering::SeqCst);
         // The copy's control is the copier's, given by the engine (see `CopyControl`).
@@ -139,15 +150,18 @@ impl Set {
                 self.name
             )))
             }
-            (Direction::Master, _) if self.is_out_of_space() => {
+            // Out of space: the shadow is not a whole image. A copy to the master already
+            // recorded may go on (it moves only chunks that have their slots; the lost ones
+            // were changed on the master after it started).
+            (Direction::Master, None) if self.is_out_of_space() => {
                 return Err(Error::new(
                     super::super::error::Kind::NoSpace,
                     format!(
-                        "set {} is out of space: chunks of its shadow could not be preserved, so the \
+                    "set {} is out of space: chunks of its shadow could not be preserved, so the \
                          shadow is not a whole image to copy onto the master; 'update shadow' \
                          takes a new point in time",
-                        self.name
-                    ),
+                    self.name
+                ),
                 ))
             }
             (Direction::Shadow, Some(Direction::Master)) => {

@@ -46,6 +46,11 @@ impl Set {
     pub(super) fn plan_chunk(&self, f: u32, c: u64, own: &mut Work, push: &mut Work) {
         let shd = self.tracking.test(Map::Shadow, c);
         let cpy = self.tracking.test(Map::Copy, c);
+        if f & flags::TO_MASTER != 0 && cpy && self.slotless(c) {
+            // Lost (out of space): nothing to push; the master keeps what it gets.
+            push.bits.push((Map::Copy, c, false));
+            return;
+        }
         if f & flags::TO_MASTER != 0 && cpy {
             push.to_master.push(c);
             push.bits.push((Map::Copy, c, false));
@@ -86,7 +91,7 @@ impl Set {
         }
         let pushed: Vec<u64> = self
             .chunks_of(offset, len)
-            .filter(|&c| self.tracking.test(Map::Copy, c))
+            .filter(|&c| self.tracking.test(Map::Copy, c) && !self.slotless(c))
             .collect();
         let (first, last) = (*pushed.first()?, *pushed.last()?);
         let start = first * self.chunk_size;
@@ -100,12 +105,19 @@ impl Set {
         if let Some(compact) = &self.compact {
             // A compact shadow's chunks get their slots first (see `compact`).
             if !work.to_shadow.is_empty() {
-                let lost = compact
+                let (lost, mapped) = compact
                     .reserve(&work.to_shadow)
                     .map_err(|e| self.bitmap_error("write", &e))?;
                 if !lost.is_empty() {
                     self.record_out_of_space(&lost)?;
                     work.to_shadow.retain(|c| !lost.contains(c));
+                }
+                // A bit must never reach the disk before the map entry of its slot: a power cut
+                // keeping the bit alone would leave a preserved chunk with no slot.
+                if mapped && self.strict() {
+                    self.bitmap_commit
+                        .commit(|| self.tracking.vol.sync())
+                        .map_err(|e| self.bitmap_error("sync", &e))?;
                 }
                 self.check_space();
             }
@@ -196,6 +208,34 @@ impl Set {
         count: u64,
         dir: Direction,
     ) -> Result<()> {
+        // A compact shadow's chunk that lost its point in time (out of space) has no slot to
+        // copy from: the master keeps what it holds there (it changed after the point in time).
+        if self.compact.is_some() && dir == Direction::Master {
+            let mut c = first;
+            while c < first + count {
+                if self.slotless(c) {
+                    c += 1;
+                    continue;
+                }
+                let start = c;
+                while c < first + count && !self.slotless(c) {
+                    c += 1;
+                }
+                self.copy_extent(sets, start, c - start, dir)?;
+            }
+            return Ok(());
+        }
+        self.copy_extent(sets, first, count, dir)
+    }
+
+    /// `copy_run` of chunks that all have their content where the copy reads it.
+    fn copy_extent(
+        &self,
+        sets: &[Arc<dyn Imager>],
+        first: u64,
+        count: u64,
+        dir: Direction,
+    ) -> Result<()> {
         let off = first * self.chunk_size;
         let (last_off, last_len) = self.chunk_span(first + count - 1);
         let len = last_off + last_len - off;
@@ -280,8 +320,9 @@ impl Set {
             for &c in &copied[start..end] {
                 if self.tracking.test(Map::Copy, c) {
                     clear_cpy.push(c);
-                    // A dependent shadow now equals the master there: read it from the master.
-                    if dir == Direction::Master && self.is_dependent() {
+                    // A dependent shadow now equals the master there: read it from the master
+                    // (not a compact chunk that lost its point in time: it stays lost).
+                    if dir == Direction::Master && self.is_dependent() && !self.slotless(c) {
                         clear_shd.push(c);
                     }
                 }
@@ -290,8 +331,15 @@ impl Set {
                 .clear_now(Map::Copy, &clear_cpy)
                 .and_then(|_| self.tracking.clear_now(Map::Shadow, &clear_shd))
                 .map_err(|e| self.bitmap_error("write", &e))?;
-            // A compact shadow's chunk now read from the master gives its slot back.
-            if let Some(compact) = &self.compact {
+            // A compact shadow's chunk now read from the master gives its slot back, once its
+            // bits are durably clear (a power cut must not keep a bit whose entry is gone).
+            if let Some(compact) = self.compact.as_ref().filter(|_| !clear_shd.is_empty()) {
+                if self.strict() {
+                    self.tracking
+                        .vol
+                        .sync()
+                        .map_err(|e| self.bitmap_error("sync", &e))?;
+                }
                 compact
                     .release(&clear_shd, self.strict())
                     .map_err(|e| self.bitmap_error("write", &e))?;

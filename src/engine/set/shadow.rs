@@ -46,6 +46,7 @@ impl Set {
             return Err(self.offline_error());
         }
         self.check_preserved(offset, len, Kind::NoSpace)?;
+        self.check_room(offset, len)?;
         self.master
             .with_sets(|sets| self.change_shadow_pieces(sets, offset, len, what, &apply))
     }
@@ -65,6 +66,13 @@ impl Set {
             let mut push = Work::default();
             for c in self.chunks_of(off, n as u64) {
                 self.plan_chunk(f, c, &mut own, &mut push);
+            }
+            // Checked for the whole write before; again here, where another set sharing the
+            // overflow may have taken the last slots meanwhile.
+            if let Some(compact) = &self.compact {
+                if !compact.has_room_for(&own.to_shadow) {
+                    return Err(self.no_room());
+                }
             }
             if !push.is_empty() {
                 for &c in &push.to_master {
@@ -86,6 +94,40 @@ impl Set {
             })?;
         }
         Ok(())
+    }
+
+    /// A compact shadow that cannot preserve the chunks of `[offset, offset+len)` a write
+    /// would need refuses the write before anything changes (they keep reading from the master).
+    fn check_room(&self, offset: u64, len: u64) -> Result<()> {
+        let Some(compact) = &self.compact else {
+            return Ok(());
+        };
+        let to_master = self.is_copying_to_master();
+        let need: Vec<u64> = self
+            .chunks_of(offset, len)
+            .filter(|&c| {
+                let preserved = self.tracking.test(Map::Shadow, c);
+                let pushed = to_master && self.tracking.test(Map::Copy, c);
+                !(preserved || pushed)
+            })
+            .collect();
+        if compact.has_room_for(&need) {
+            Ok(())
+        } else {
+            Err(self.no_room())
+        }
+    }
+
+    fn no_room(&self) -> Error {
+        Error::new(
+            Kind::NoSpace,
+            format!(
+                "the shadow of set {} and its overflow are full: a write to a chunk not yet \
+                 preserved needs a slot; 'update shadow' frees them, and an overflow volume \
+                 ('attach') gives more",
+                self.name
+            ),
+        )
     }
 
     /// Where the shadow's content of `chunk` lives right now: on the master or on the shadow.
@@ -132,8 +174,9 @@ impl Set {
             self.paths.shadow.as_str(),
             Role::Shadow,
         );
+        // A compact chunk that lost its point in time reads as the master holds it.
         self.read_redirected(buf, offset, home, shadow, |c| {
-            self.is_copying_to_master() && self.tracking.test(Map::Copy, c)
+            self.is_copying_to_master() && self.tracking.test(Map::Copy, c) && !self.slotless(c)
         })
     }
 

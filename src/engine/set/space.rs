@@ -114,6 +114,13 @@ impl Set {
         })
     }
 
+    /// Whether chunk `c` of a compact set has no slot (its content is on the master, or lost).
+    pub(in crate::engine) fn slotless(&self, c: u64) -> bool {
+        self.compact
+            .as_ref()
+            .is_some_and(|k| k.map().get(c).is_none())
+    }
+
     /// Err for a chunk in `[offset, offset+len)` whose point-in-time content could not be
     /// preserved: it is marked as the shadow's own but has no slot (out of space).
     pub(super) fn check_preserved(&self, offset: u64, len: u64, kind: Kind) -> Result<()> {
