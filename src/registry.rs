@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::error::{Error, Kind, Result};
-use crate::engine::{Direction, GroupIntent, GroupRecord, OverflowRecord, SetRecord, UnrecordedOffline};
+use crate::engine::{
+    Direction, GroupIntent, GroupRecord, OverflowRecord, SetRecord, UnrecordedOffline,
+};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -634,7 +634,7 @@ fn a_recorded_set_too_large_for_memory_is_not_restored() {
         shadow_slots: 0,
         overflow: String::new(),
         overflow_id: 0,
-            group_seq: 0,
+        group_seq: 0,
     };
     let f = fs::File::create(path("b")).unwrap();
     // Sparse: as long as the header says, so only the memory can refuse it.

@@ -348,7 +348,9 @@ impl Controller {
                 // The set runs again; a registry that cannot say so brings it back suspended
                 // at the next start (logged).
                 if let Err(e) = self.save_groups() {
-                    log::error!("set {name} was resumed, but the registry could not record it: {e}");
+                    log::error!(
+                        "set {name} was resumed, but the registry could not record it: {e}"
+                    );
                 }
                 Ok(())
             }
@@ -412,7 +414,11 @@ impl Controller {
     /// How many files of the target of a copy in direction `dir` are open through the mount,
     /// and which file that is: the set's `shadow`, or for a copy to the master the `master`
     /// file of any set on that master (they are one volume).
-    pub(super) fn target_open(&self, set: &Arc<Set>, dir: Direction) -> Option<(usize, &'static str)> {
+    pub(super) fn target_open(
+        &self,
+        set: &Arc<Set>,
+        dir: Direction,
+    ) -> Option<(usize, &'static str)> {
         let n = match dir {
             Direction::Shadow => set.open_files_of(Role::Shadow),
             Direction::Master => self

@@ -41,6 +41,10 @@ pub enum Text<'a> {
     SetStatus(&'a str),
     /// `overflow/NAME/status`.
     OverflowStatus(&'a str),
+    /// `groups/NAME/status`.
+    GroupStatus(&'a str),
+    /// `groups/NAME/members`: one set name a line.
+    GroupMembers(&'a str),
 }
 
 impl Controller {
@@ -90,6 +94,15 @@ impl Controller {
         self.engine.set(name).is_ok()
     }
 
+    /// Whether a group named `name` exists.
+    pub fn has_group(&self, name: &str) -> bool {
+        self.engine.group_members(name).is_ok()
+    }
+
+    pub fn group_names(&self) -> Vec<String> {
+        self.engine.group_names()
+    }
+
     /// Whether an overflow volume named `name` is known.
     pub fn has_overflow(&self, name: &str) -> bool {
         self.engine.overflow(name).is_ok()
@@ -129,6 +142,17 @@ impl Controller {
             }
             Text::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
             Text::Volumes => status::volumes(&self.engine.volumes()),
+            Text::GroupStatus(name) => {
+                let members = self.engine.group_members(name).ok()?;
+                status::group_status(&self.engine.group_status(name).ok()?, &members)
+            }
+            Text::GroupMembers(name) => self
+                .engine
+                .group_members(name)
+                .ok()?
+                .iter()
+                .map(|m| format!("{m}\n"))
+                .collect(),
             Text::OverflowStatus(name) => {
                 status::overflow_status(&self.engine.overflow(name).ok()?.status())
             }
@@ -178,6 +202,9 @@ impl DataFile {
     /// Read `buf.len()` bytes at `offset` (zeros past the end).
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let s = &self.set;
+        if counted(self.role) {
+            s.check_served()?;
+        }
         match self.role {
             Role::Master => s.master.read(buf, offset),
             Role::Shadow => s.read_shadow(buf, offset),
@@ -200,6 +227,9 @@ impl DataFile {
     }
 
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
+        if counted(self.role) {
+            self.set.check_served()?;
+        }
         match self.role {
             Role::Master => self.set.master.write(data, offset),
             Role::Shadow => self.set.write_shadow(data, offset),
@@ -212,6 +242,9 @@ impl DataFile {
     /// Discard (or zero) `len` bytes at `offset`: a write of zeros as far as the point in time
     /// is concerned; the backing file punches the hole (or writes zeros where it cannot).
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        if counted(self.role) {
+            self.set.check_served()?;
+        }
         match self.role {
             Role::Master => self.set.master.discard(offset, len),
             Role::Shadow => self.set.discard_shadow(offset, len),

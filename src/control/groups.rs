@@ -93,7 +93,10 @@ impl Controller {
         self.registry.set_group_op(None);
         if let Err(e) = self.registry.save(&self.engine.records()) {
             // Every member took it: rolling it forward at the next start changes nothing.
-            log::warn!("group {name}: the registry still records the finished {cmd_word} ({e})", cmd_word = if full { "copy" } else { "update" });
+            log::warn!(
+                "group {name}: the registry still records the finished {cmd_word} ({e})",
+                cmd_word = if full { "copy" } else { "update" }
+            );
         }
         Ok(())
     }

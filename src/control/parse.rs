@@ -28,9 +28,13 @@ pub enum GlobalCommand {
         chunk_size: Option<u64>,
     },
     /// `overflow delete NAME`: forget an overflow volume no set uses.
-    OverflowDelete { name: String },
+    OverflowDelete {
+        name: String,
+    },
     /// `group create NAME`: an empty group.
-    GroupCreate { name: String },
+    GroupCreate {
+        name: String,
+    },
     /// `suspend all` / `resume all`.
     SuspendAll,
     ResumeAll,
@@ -40,13 +44,25 @@ pub enum GlobalCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupCommand {
     /// `update`/`copy` of every member at one point in time.
-    Update { dir: Direction, force: bool },
-    Copy { dir: Direction, force: bool },
+    Update {
+        dir: Direction,
+        force: bool,
+    },
+    Copy {
+        dir: Direction,
+        force: bool,
+    },
     Abort,
     Wait,
-    Add { set: String },
-    Remove { set: String },
-    Rename { name: String },
+    Add {
+        set: String,
+    },
+    Remove {
+        set: String,
+    },
+    Rename {
+        name: String,
+    },
     Delete,
 }
 
@@ -87,7 +103,9 @@ pub enum SetCommand {
     Suspend,
     Resume,
     /// `group NAME`: move the set into a group.
-    Group { name: String },
+    Group {
+        name: String,
+    },
     /// `ungroup`: take the set out of its group.
     Ungroup,
 }

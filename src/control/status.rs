@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::engine::overflow::OverflowStatus;
-use crate::engine::{SetRecord, Status, VolumeUse};
+use crate::engine::{GroupStatus, SetRecord, Status, VolumeUse};
 
 pub fn set_status(s: &Status) -> String {
     let mut out = String::new();
@@ -33,6 +33,7 @@ pub fn set_status(s: &Status) -> String {
         s.chunks_to_copy,
         s.pit_time,
     );
+    let _ = writeln!(out, "status: {}", s.condition.word());
     if let Some(sp) = &s.space {
         let _ = write!(
             out,
@@ -44,6 +45,43 @@ pub fn set_status(s: &Status) -> String {
                 out,
                 "space_warning: {pct}% of the shadow and overflow space is used (warning at {level}%)"
             );
+        }
+    }
+    out
+}
+
+/// `groups/NAME/status`: the group's own lines, then one `member:` line per member (name,
+/// status word, progress, then its state, which may be several words).
+pub fn group_status(g: &GroupStatus, members: &[String]) -> String {
+    let mut out = format!(
+        "name: {}\nstate: {}\nstatus: {}\nprogress: {}\nchunks_done: {}\nchunks_to_do: {}\nmembers: {}\n",
+        g.name,
+        g.state(),
+        g.condition.word(),
+        g.progress(),
+        g.done,
+        g.to_do,
+        if members.is_empty() {
+            "-".to_string()
+        } else {
+            members.join(" ")
+        }
+    );
+    for m in members {
+        match g.members.iter().find(|s| &s.name == m) {
+            Some(s) => {
+                let _ = writeln!(
+                    out,
+                    "member: {} {} {} {}",
+                    s.name,
+                    s.condition.word(),
+                    s.progress,
+                    s.state
+                );
+            }
+            None => {
+                let _ = writeln!(out, "member: {m} error 0 offline");
+            }
         }
     }
     out
@@ -91,7 +129,7 @@ pub fn global_status(sets: &[Status]) -> String {
 /// it (its volumes), `state: offline` and why. Counts are 0, words unknown are `-`.
 pub fn unrestored_status(rec: &SetRecord, reason: &str) -> String {
     format!(
-        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\n",
+        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\n",
         rec.name, rec.master, rec.shadow, rec.bitmap
     )
 }
@@ -139,6 +177,8 @@ mod tests {
             last_error: None,
             pit_time: 7,
             space: None,
+            copy_total: 0,
+            condition: crate::engine::Condition::Normal,
         };
         let text = set_status(&s);
         let keys: Vec<&str> = text
@@ -167,7 +207,8 @@ mod tests {
                 "last_error",
                 "durability",
                 "chunks_to_copy",
-                "pit_time"
+                "pit_time",
+                "status"
             ]
         );
         assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));

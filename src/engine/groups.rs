@@ -257,7 +257,10 @@ impl Engine {
         // Two members on one master cannot both copy onto it.
         if dir == Direction::Master {
             for (i, a) in sets.iter().enumerate() {
-                if let Some(b) = sets[i + 1..].iter().find(|b| Arc::ptr_eq(&a.master, &b.master)) {
+                if let Some(b) = sets[i + 1..]
+                    .iter()
+                    .find(|b| Arc::ptr_eq(&a.master, &b.master))
+                {
                     return Err(invalid(format!(
                         "group {name}: members {} and {} share master {}; both cannot copy onto it",
                         a.name, b.name, a.paths.master
@@ -265,12 +268,7 @@ impl Engine {
                 }
             }
         }
-        let seq = sets
-            .iter()
-            .map(|s| s.header().group_seq)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let seq = sets.iter().map(|s| s.header().group_seq).max().unwrap_or(0) + 1;
         Ok(GroupIntent {
             group: name.to_string(),
             dir,
@@ -304,7 +302,11 @@ impl Engine {
             if let Err(e) = s.start_copy_held(dir, full, Some(intent.seq)) {
                 // A member whose bitmap failed is offline (it says why); the others have the new
                 // point in time. `reset` of that member brings it back.
-                log::error!("group {name}: member {} could not take {}: {e}", s.name, dir.word());
+                log::error!(
+                    "group {name}: member {} could not take {}: {e}",
+                    s.name,
+                    dir.word()
+                );
                 failed.get_or_insert(e);
             }
         }

@@ -79,10 +79,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use enable::{check_chunk_size, check_set_name, EnableSpec, Enabled, MAX_CHUNK, MIN_CHUNK};
 pub use error::{Error, Kind, Result};
+pub use groups::{GroupIntent, GroupRecord, GroupStatus};
 pub use header::{Durability, SetKind};
 pub use opener::FileOpener;
 pub use opener::Opener;
-pub use groups::{GroupIntent, GroupRecord, GroupStatus};
 pub use overflows::OverflowRecord;
 pub use set::{Condition, Direction, OfflineNotifier, OfflineVolumes, Set, SetState, Status};
 

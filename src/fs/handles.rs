@@ -82,6 +82,7 @@ pub fn open(
             let scope = match node {
                 Node::Set(name, _) => tree.ctl.set_scope(name),
                 Node::Overflow(name, _) => Scope::Overflow(name.clone()),
+                Node::Group(name, _) => Scope::Group(name.clone()),
                 _ => Scope::Global,
             };
             Handle::Ctl(Arc::new(CtlFile::new(ino, scope)))

@@ -12,6 +12,7 @@ pub const VERSION: u64 = 4;
 pub const VOLUMES: u64 = 5;
 pub const SETS: u64 = 6;
 pub const OVERFLOWS: u64 = 7;
+pub const GROUPS: u64 = 8;
 
 const SET_BASE: u64 = 1000;
 const SLOT: u64 = 8;
@@ -70,11 +71,47 @@ impl OverflowFile {
     }
 }
 
+/// The files of a group's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupFile {
+    Dir,
+    Ctl,
+    Status,
+    Members,
+}
+
+pub const GROUP_FILES: &[(&str, GroupFile)] = &[
+    ("ctl", GroupFile::Ctl),
+    ("status", GroupFile::Status),
+    ("members", GroupFile::Members),
+];
+
+impl GroupFile {
+    fn index(self) -> u64 {
+        match self {
+            GroupFile::Dir => 0,
+            GroupFile::Ctl => 1,
+            GroupFile::Status => 2,
+            GroupFile::Members => 3,
+        }
+    }
+    fn from_index(i: u64) -> Option<GroupFile> {
+        Some(match i {
+            0 => GroupFile::Dir,
+            1 => GroupFile::Ctl,
+            2 => GroupFile::Status,
+            3 => GroupFile::Members,
+            _ => return None,
+        })
+    }
+}
+
 /// Whose slot of inode numbers: a set's or an overflow volume's (their names may be equal).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Owner {
     Set(String),
     Overflow(String),
+    Group(String),
 }
 
 impl SetFile {
@@ -116,6 +153,9 @@ pub enum Node {
     /// The `overflow` directory.
     Overflows,
     Overflow(String, OverflowFile),
+    /// The `groups` directory.
+    Groups,
+    Group(String, GroupFile),
 }
 
 #[derive(Default)]
@@ -172,6 +212,11 @@ impl Inodes {
             }
         };
         SET_BASE + slot * SLOT
+    }
+
+    /// The inode of a file of group `name`.
+    pub fn group_ino(&self, name: &str, file: GroupFile) -> u64 {
+        self.slot(Owner::Group(name.to_string())) + file.index()
     }
 
     /// Forget a removed set: its inode numbers stop resolving.
@@ -235,6 +280,7 @@ impl Inodes {
             VOLUMES => Node::Volumes,
             SETS => Node::Sets,
             OVERFLOWS => Node::Overflows,
+            GROUPS => Node::Groups,
             n if n >= SET_BASE => {
                 let slot = (n - SET_BASE) / SLOT;
                 let index = (n - SET_BASE) % SLOT;
@@ -244,6 +290,7 @@ impl Inodes {
                     Owner::Overflow(name) => {
                         Node::Overflow(name.clone(), OverflowFile::from_index(index)?)
                     }
+                    Owner::Group(name) => Node::Group(name.clone(), GroupFile::from_index(index)?),
                 }
             }
             _ => return None,

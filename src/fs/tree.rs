@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{FileAttr, FileType, INodeNo};
 
 use super::inode::{
-    Inodes, Node, OverflowFile, SetFile, CTL, OVERFLOWS, OVERFLOW_FILES, ROOT, SETS, SET_FILES,
-    STATUS, VERSION, VOLUMES,
+    GroupFile, Inodes, Node, OverflowFile, SetFile, CTL, GROUPS, GROUP_FILES, OVERFLOWS,
+    OVERFLOW_FILES, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES,
 };
 use crate::control::{Controller, Role, Text};
 
@@ -73,10 +73,15 @@ pub fn kind(node: &Node) -> NodeKind<'_> {
         | Node::Sets
         | Node::Set(_, SetFile::Dir)
         | Node::Overflows
-        | Node::Overflow(_, OverflowFile::Dir) => NodeKind::Dir,
-        Node::Ctl | Node::Set(_, SetFile::Ctl) | Node::Overflow(_, OverflowFile::Ctl) => {
-            NodeKind::Ctl
-        }
+        | Node::Overflow(_, OverflowFile::Dir)
+        | Node::Groups
+        | Node::Group(_, GroupFile::Dir) => NodeKind::Dir,
+        Node::Ctl
+        | Node::Set(_, SetFile::Ctl)
+        | Node::Overflow(_, OverflowFile::Ctl)
+        | Node::Group(_, GroupFile::Ctl) => NodeKind::Ctl,
+        Node::Group(name, GroupFile::Status) => NodeKind::Text(Text::GroupStatus(name)),
+        Node::Group(name, GroupFile::Members) => NodeKind::Text(Text::GroupMembers(name)),
         Node::Overflow(name, OverflowFile::Status) => NodeKind::Text(Text::OverflowStatus(name)),
         Node::Set(name, SetFile::Overflow) => NodeKind::Data(name, Role::Overflow),
         Node::Status => NodeKind::Text(Text::Status),
@@ -131,6 +136,11 @@ impl Tree {
         }
         if let Node::Overflow(name, _) = &node {
             if !self.ctl.has_overflow(name) {
+                return None;
+            }
+        }
+        if let Node::Group(name, _) = &node {
+            if !self.ctl.has_group(name) {
                 return None;
             }
         }
@@ -215,6 +225,7 @@ impl Tree {
                 (VOLUMES, Node::Volumes, "volumes"),
                 (SETS, Node::Sets, "sets"),
                 (OVERFLOWS, Node::Overflows, "overflow"),
+                (GROUPS, Node::Groups, "groups"),
             ]
             .into_iter()
             .map(|(ino, node, name)| (ino, node, name.to_string()))
@@ -235,6 +246,25 @@ impl Tree {
                 .map(|n| {
                     let dir = Node::Overflow(n.clone(), OverflowFile::Dir);
                     (self.inodes.overflow_ino(&n, OverflowFile::Dir), dir, n)
+                })
+                .collect(),
+            Node::Groups => self
+                .ctl
+                .group_names()
+                .into_iter()
+                .map(|n| {
+                    let dir = Node::Group(n.clone(), GroupFile::Dir);
+                    (self.inodes.group_ino(&n, GroupFile::Dir), dir, n)
+                })
+                .collect(),
+            Node::Group(name, GroupFile::Dir) => GROUP_FILES
+                .iter()
+                .map(|(n, f)| {
+                    (
+                        self.inodes.group_ino(name, *f),
+                        Node::Group(name.clone(), *f),
+                        n.to_string(),
+                    )
                 })
                 .collect(),
             Node::Overflow(name, OverflowFile::Dir) => OVERFLOW_FILES
@@ -278,6 +308,7 @@ impl Tree {
         match node {
             Node::Set(..) => SETS,
             Node::Overflow(..) => OVERFLOWS,
+            Node::Group(..) => GROUPS,
             _ => ROOT,
         }
     }
@@ -296,7 +327,8 @@ impl Tree {
             // new inode numbers: the kernel must not keep the name's old inode, or
             // `sets/NAME/master` right after a re-enable would fail with ENOENT until the entry
             // expires.
-            _ if matches!(parent, Node::Sets | Node::Overflows) => Duration::ZERO,
+            // Groups are renamed and deleted too.
+            _ if matches!(parent, Node::Sets | Node::Overflows | Node::Groups) => Duration::ZERO,
             k => k.shape().entry_ttl,
         };
         Some((ino, child, ttl))
