@@ -382,6 +382,9 @@ impl Controller {
                 Ok(())
             }
             SetCommand::Wait => set.wait_copy_or(stop),
+            SetCommand::Reset if set.is_suspended() => Err(crate::engine::error::not_permitted(
+                format!("set {name} is suspended; resume it first, then reset it"),
+            )),
             SetCommand::Reset => set.reset(),
             SetCommand::Params { delay_ms, units } => set.set_params(*delay_ms, *units),
             SetCommand::Disable => {
@@ -402,6 +405,12 @@ impl Controller {
                         );
                     }
                     return Err(e);
+                }
+                // The set left its group: the registry's groups say so too.
+                if let Err(e) = self.save_groups() {
+                    log::error!(
+                        "set {name} left its group, but the registry could not record it: {e}"
+                    );
                 }
                 Ok(())
             }
