@@ -237,8 +237,23 @@ pub fn iiadm_man_page() -> Vec<u8> {
         (
             "-l",
             "One line per set, in the order -e takes the same words: ind|dep MASTER SHADOW \
-             BITMAP SET (STATE). A compact set (a dependent set whose shadow is smaller than the \
-             master) is listed as dep; its state may be out of space.",
+             BITMAP SET (STATE), or (STATE, group GROUP) for a set in a group. A compact set (a \
+             dependent set whose shadow is smaller than the master) is listed as dep; its state \
+             may be out of space. A suspended set's state is suspended.",
+        ),
+        (
+            "-i",
+            "A block per set: its type and state, its status word (normal, degraded: out of \
+             space or suspended, error: offline), its group (or none), volumes, size, copy, \
+             chunks that differ, throttle, durability and point in time. With -g GROUP: the \
+             group's state, status word, members and the progress of their copies, then a line \
+             per member with its status word, state and progress.",
+        ),
+        (
+            "-G",
+            "One line per group: NAME STATUS MEMBERS..., where STATUS is normal (every member \
+             is), error (every member is offline) or degraded, and MEMBERS are the names of \
+             its sets, or - for none.",
         ),
         (
             "-L",
@@ -253,15 +268,25 @@ pub fn iiadm_man_page() -> Vec<u8> {
         ),
         (
             "--json",
-            "With -i, -l, -Q and -L: the status files' keys and values, counts as numbers; -i \
-             SET and -Q give one object, the others an array. In -Q and -L, sets is an object of \
-             set name to its chunks in the overflow.",
+            "With -i, -l, -G, -Q and -L: the status files' keys and values, counts as numbers; \
+             -i SET, -g GROUP -i and -Q give one object, the others an array. In -Q and -L, sets \
+             is an object of set name to its chunks in the overflow. For a group (-g GROUP -i, \
+             -G), members is an array of the set names and member an array of objects with \
+             name, status, progress and state, one per set.",
         ),
     ] {
         extra.control("TP", []);
         extra.text([bold(option)]);
         text(&mut extra, what);
     }
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "With -g GROUP, -u, -c, -a and -w act on every set of the group at once, writing the \
+         command to MOUNTPOINT/groups/GROUP/ctl: -u and -c take the direction alone (-g db -u \
+         s), -a and -w no set. A set in a group takes -u and -c only through its group. -g \
+         GROUP -w draws its progress bar over the chunks of the group's copies.",
+    );
     extra.control("PP", []);
     text(
         &mut extra,

@@ -192,17 +192,143 @@ fn every_refusal_is_one_line_and_exit_1() {
         &["-e", "dep", &master, &shadow, &bitmap, "slow"],
         "exists already",
     );
+    refused(&m, &["-r", "slow"], "is not suspended");
+    refused(&m, &["-s", "ghost"], "no set named 'ghost'");
     // What later versions offer: the daemon's own answer, still one line and exit 1.
-    refused(&m, &["-s", "slow"], "not supported yet");
     refused(&m, &["-E", "slow"], "not supported yet");
     refused(&m, &["-I", &shadow, &bitmap], "not supported yet");
     refused(&m, &["-O", &missing], "does not exist");
-    refused(&m, &["-C", "g1"], "not supported yet");
-    refused(&m, &["-G"], "does not offer groups yet");
+    ok(&m, &["-C", "g1"]);
+    refused(&m, &["-C", "g1"], "exists already");
+    refused(&m, &["-g", "ghost", "-u", "s"], "no group named 'ghost'");
+    refused(&m, &["-X", "ghost"], "no group named 'ghost'");
+    refused(&m, &["-M", "slow", "ghost"], "ghost");
+    ok(&m, &["-M", "slow", "g1"]);
+    refused(&m, &["-X", "g1"], "copy");
+    refused(&m, &["-u", "s", "slow"], "iiadm -g g1");
+    assert_eq!(ok(&m, &["-G"]), "g1 normal slow\n");
+    ok(&m, &["-B", "slow"]);
+    ok(&m, &["-X", "g1"]);
     ok(&m, &["-L"]);
     ok(&m, &["-a", "slow"]);
     ok(&m, &["-d", "slow"]);
     refused(&m, &["-d", "slow"], "no set named 'slow'");
+}
+
+/// Groups and suspend/resume through iiadm: -C -M -G -g (update, wait, status), -s -r, -N
+/// -B -X, and what -l and -i show of them.
+#[test]
+fn groups_suspend_and_resume() {
+    let m = mount_or_skip!();
+    let mut vols = Vec::new();
+    for (i, set) in ["a", "b"].iter().enumerate() {
+        let (master, shadow, bitmap) = m.volumes(set, 1 << 20, 11 + i as u64);
+        ok(
+            &m,
+            &[
+                "-e",
+                "ind",
+                &master,
+                &shadow,
+                &bitmap,
+                set,
+                "--chunk-size",
+                "4096",
+            ],
+        );
+        ok(&m, &["-w", set]);
+        vols.push((master, shadow));
+    }
+    ok(&m, &["-C", "app"]);
+    ok(&m, &["-M", "a", "app"]);
+    ok(&m, &["--group-add", "b", "app"]);
+    assert_eq!(ok(&m, &["-G"]), "app normal a b\n");
+    let info = ok(&m, &["-i", "a"]);
+    assert!(
+        info.contains("  status:         normal\n") && info.contains("  group:          app\n"),
+        "{info}"
+    );
+    assert_eq!(
+        ok(&m, &["-l"]),
+        format!(
+            "ind {} {} {} a (idle, group app)\nind {} {} {} b (idle, group app)\n",
+            vols[0].0,
+            vols[0].1,
+            m.dir.path().join("ba.img").display(),
+            vols[1].0,
+            vols[1].1,
+            m.dir.path().join("bb.img").display()
+        )
+    );
+
+    // One update of both, at one point in time, then one wait.
+    m.write_at("sets/a/master", 0, &pattern(8192, 21));
+    m.write_at("sets/b/master", 4096, &pattern(8192, 22));
+    refused(&m, &["-u", "s", "a"], "iiadm -g app");
+    ok(&m, &["-g", "app", "-u", "s"]);
+    ok(&m, &["-g", "app", "-w"]);
+    for (master, shadow) in &vols {
+        assert_same(
+            &file_bytes(shadow),
+            &file_bytes(master),
+            "after -g app -u s",
+        );
+    }
+    let info = ok(&m, &["-g", "app", "-i"]);
+    assert!(
+        info.starts_with("app: group, idle\n  status:         normal\n  members:        a b\n"),
+        "{info}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&ok(&m, &["-g", "app", "-i", "--json"])).unwrap();
+    assert_eq!(j["members"], serde_json::json!(["a", "b"]));
+    assert_eq!(j["member"][0]["state"], "idle");
+    let all: serde_json::Value = serde_json::from_str(&ok(&m, &["-G", "--json"])).unwrap();
+    assert_eq!(all[0]["name"], "app");
+
+    // Suspend stops a's copy and its files; resume goes on with it.
+    ok(&m, &["-P", "20", "1", "a"]);
+    ok(&m, &["-g", "app", "-c", "s"]);
+    ok(&m, &["-s", "a"]);
+    let st = m.status("a");
+    assert_eq!(
+        (st["state"].as_str(), st["status"].as_str()),
+        ("suspended", "degraded")
+    );
+    assert!(
+        std::fs::read(m.path("sets/a/master")).is_err(),
+        "a suspended set's master is not served"
+    );
+    assert_eq!(ok(&m, &["-G"]), "app degraded a b\n");
+    ok(&m, &["-w", "b"]);
+    refused(&m, &["-g", "app", "-u", "s"], "suspended");
+    ok(&m, &["-P", "0", "100", "a"]);
+    ok(&m, &["-r", "a"]);
+    refused(&m, &["-r", "a"], "not suspended");
+    ok(&m, &["-g", "app", "-w"]);
+    assert_same(
+        &file_bytes(&vols[0].1),
+        &file_bytes(&vols[0].0),
+        "the copy went on after -r",
+    );
+
+    ok(&m, &["-s", "all"]);
+    assert_eq!(m.status("b")["state"], "suspended");
+    ok(&m, &["-r", "all"]);
+    assert_eq!(
+        (
+            m.status("a")["state"].as_str(),
+            m.status("b")["state"].as_str()
+        ),
+        ("idle", "idle")
+    );
+
+    ok(&m, &["-N", "app", "web"]);
+    ok(&m, &["-B", "a"]);
+    assert_eq!(ok(&m, &["-G"]), "web normal b\n");
+    ok(&m, &["-X", "web"]);
+    assert_eq!(ok(&m, &["-G"]), "");
+    assert!(ok(&m, &["-i", "b"]).contains("  group:          none\n"));
 }
 
 #[test]
@@ -217,6 +343,10 @@ fn bad_options_are_usage_errors_with_exit_2() {
         vec!["-P", "1", "2"],
         vec!["stray"],
         vec!["-l", "--chunk-size", "4K"],
+        vec!["-g", "g", "-u", "s", "db"],
+        vec!["-g", "g", "-d", "db"],
+        vec!["-u", "s"],
+        vec!["-a"],
     ] {
         let o = iiadm(&m, &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -1,13 +1,13 @@
 complete -c iiadm -s e -l enable -d 'Enable a set: type ind or dep, master, shadow and bitmap volumes, optional set name (a dep shadow smaller than the master makes a compact set)' -r
 complete -c iiadm -s d -l disable -d 'Disable (remove) a set' -r
-complete -c iiadm -s u -l update -d 'Update: copy the chunks that differ to the shadow (s) or the master (m)' -r
-complete -c iiadm -s c -l copy -d 'Copy every chunk to the shadow (s) or the master (m)' -r
-complete -c iiadm -s a -l abort -d 'Abort the copy in progress' -r
-complete -c iiadm -s w -l wait -d 'Wait for the copy in progress to end (a progress bar on a terminal)' -r
-complete -c iiadm -s i -l status -d 'Show the status of a set, or of all sets' -r
+complete -c iiadm -s u -l update -d 'Update: copy the chunks that differ to the shadow (s) or the master (m); with -g, of every set of the group at one point in time (SET is then not given)' -r
+complete -c iiadm -s c -l copy -d 'Copy every chunk to the shadow (s) or the master (m); with -g, of every set of the group at one point in time (SET is then not given)' -r
+complete -c iiadm -s a -l abort -d 'Abort the copy in progress (with -g: of every set of the group)' -r
+complete -c iiadm -s w -l wait -d 'Wait for the copy in progress to end, a progress bar on a terminal (with -g: until every set of the group has ended its copy)' -r
+complete -c iiadm -s i -l status -d 'Show the status of a set, or of all sets (with -g: of the group)' -r
 complete -c iiadm -s R -l reset -d 'Reset a set that went offline, once its volume is fixed' -r
-complete -c iiadm -s s -l suspend -d 'Suspend a set, or all sets' -r
-complete -c iiadm -s r -l resume -d 'Resume a set, or all sets' -r
+complete -c iiadm -s s -l suspend -d 'Suspend a set, or all sets: its copy stops (it goes on after -r) and its master and shadow files are not served until it is resumed' -r
+complete -c iiadm -s r -l resume -d 'Resume a suspended set, or all suspended sets' -r
 complete -c iiadm -s E -l export -d 'Export an independent set\'s shadow to another host' -r
 complete -c iiadm -s I -l import -d 'Import a shadow exported by another host' -r
 complete -c iiadm -s J -l join -d 'Join an exported shadow back, merging the bitmap that tracked it elsewhere' -r
@@ -17,20 +17,21 @@ complete -c iiadm -s D -l detach -d 'Detach a compact set\'s overflow volume (re
 complete -c iiadm -s Q -l overflow-status -d 'Show an overflow volume\'s status' -r
 complete -c iiadm -s Z -l overflow-delete -d 'Delete an overflow volume that no set uses' -r
 complete -c iiadm -s P -l params -d 'Set the copy throttle (sleep DELAY ms after every UNITS chunks), or show it with SET alone' -r
-complete -c iiadm -s C -l group-create -d 'Create a group' -r
-complete -c iiadm -s M -l group-add -d 'Move a set into a group' -r
+complete -c iiadm -s C -l group-create -d 'Create a group: sets that take -u and -c together, at one point in time (-g)' -r
+complete -c iiadm -s M -l group-add -d 'Put a set into a group (a set is in one group at most; a group holds sets of one type)' -r
 complete -c iiadm -s B -l group-remove -d 'Take a set out of its group' -r
 complete -c iiadm -s N -l group-rename -d 'Rename a group' -r
-complete -c iiadm -s X -l group-delete -d 'Delete a group' -r
+complete -c iiadm -s X -l group-delete -d 'Delete a group (its sets stay, in no group)' -r
+complete -c iiadm -s g -l group -d 'With -u, -c, -a, -w or -i: act on the group GROUP instead of one set' -r
 complete -c iiadm -l mount -d 'The iifs mount to talk to' -r -F
 complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh' -r
 complete -c iiadm -l chunk-size -d 'With -e: the set\'s chunk size; with -O: the overflow\'s (4K..1M, a power of two)' -r
 complete -c iiadm -l durability -d 'With -e: strict or relaxed durability' -r
 complete -c iiadm -s l -l list -d 'List the sets, one line each'
 complete -c iiadm -s L -l overflow-list -d 'List the overflow volumes, one line each: NAME VOLUME USED/TOTAL chunks, the sets using it'
-complete -c iiadm -s G -l group-list -d 'List the groups'
+complete -c iiadm -s G -l group-list -d 'List the groups, one line each: NAME STATUS MEMBERS'
 complete -c iiadm -s v -l version -d 'Print the version of iiadm (and of the daemon, when one is mounted)'
 complete -c iiadm -s n -l no-confirm -d 'Do not ask for confirmation before overwriting a master (-u m, -c m)'
 complete -c iiadm -l force -d 'With -u/-c: copy even while the target file (shadow, or master) is open through the mount (a mounted file system, a loop device, a process), which the daemon otherwise refuses'
-complete -c iiadm -l json -d 'Print -i, -l, -Q and -L output as JSON'
+complete -c iiadm -l json -d 'Print -i, -l, -G, -Q and -L output as JSON'
 complete -c iiadm -s h -l help -d 'Print help (see more with \'--help\')'

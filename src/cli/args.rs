@@ -15,7 +15,7 @@ use clap::{ArgGroup, Parser};
 #[command(
     name = "iiadm",
     disable_version_flag = true,
-    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json\n  iiadm -O /srv/overflow.img pool && iiadm -A db pool\n  iiadm -L",
+    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json\n  iiadm -O /srv/overflow.img pool && iiadm -A db pool\n  iiadm -L\n  iiadm -C app && iiadm -M db app && iiadm -M logs app\n  iiadm -g app -u s && iiadm -g app -w\n  iiadm -g app -i\n  iiadm -s db && iiadm -r db",
     group(ArgGroup::new("action").multiple(false))
 )]
 pub struct Args {
@@ -27,19 +27,24 @@ pub struct Args {
     /// Disable (remove) a set
     #[arg(short = 'd', long = "disable", value_name = "SET", group = "action")]
     pub disable: Option<String>,
-    /// Update: copy the chunks that differ to the shadow (s) or the master (m)
-    #[arg(short = 'u', long = "update", num_args = 2, value_names = ["s|m", "SET"], group = "action")]
+    /// Update: copy the chunks that differ to the shadow (s) or the master (m); with -g, of
+    /// every set of the group at one point in time (SET is then not given)
+    #[arg(short = 'u', long = "update", num_args = 1..=2, value_names = ["s|m", "SET"],
+          group = "action")]
     pub update: Option<Vec<String>>,
-    /// Copy every chunk to the shadow (s) or the master (m)
-    #[arg(short = 'c', long = "copy", num_args = 2, value_names = ["s|m", "SET"], group = "action")]
+    /// Copy every chunk to the shadow (s) or the master (m); with -g, of every set of the group
+    /// at one point in time (SET is then not given)
+    #[arg(short = 'c', long = "copy", num_args = 1..=2, value_names = ["s|m", "SET"],
+          group = "action")]
     pub copy: Option<Vec<String>>,
-    /// Abort the copy in progress
+    /// Abort the copy in progress (with -g: of every set of the group)
     #[arg(short = 'a', long = "abort", value_name = "SET", group = "action")]
-    pub abort: Option<String>,
-    /// Wait for the copy in progress to end (a progress bar on a terminal)
+    pub abort: Option<Option<String>>,
+    /// Wait for the copy in progress to end, a progress bar on a terminal (with -g: until
+    /// every set of the group has ended its copy)
     #[arg(short = 'w', long = "wait", value_name = "SET", group = "action")]
-    pub wait: Option<String>,
-    /// Show the status of a set, or of all sets
+    pub wait: Option<Option<String>>,
+    /// Show the status of a set, or of all sets (with -g: of the group)
     #[arg(short = 'i', long = "status", num_args = 0..=1, default_missing_value = "all",
           value_name = "SET|all", group = "action")]
     pub status: Option<String>,
@@ -49,7 +54,8 @@ pub struct Args {
     /// Reset a set that went offline, once its volume is fixed
     #[arg(short = 'R', long = "reset", value_name = "SET", group = "action")]
     pub reset: Option<String>,
-    /// Suspend a set, or all sets
+    /// Suspend a set, or all sets: its copy stops (it goes on after -r) and its master and
+    /// shadow files are not served until it is resumed
     #[arg(
         short = 's',
         long = "suspend",
@@ -57,7 +63,7 @@ pub struct Args {
         group = "action"
     )]
     pub suspend: Option<String>,
-    /// Resume a set, or all sets
+    /// Resume a suspended set, or all suspended sets
     #[arg(short = 'r', long = "resume", value_name = "SET|all", group = "action")]
     pub resume: Option<String>,
     /// Export an independent set's shadow to another host
@@ -105,7 +111,7 @@ pub struct Args {
     #[arg(short = 'P', long = "params", num_args = 1..=3, value_names = ["DELAY", "UNITS", "SET"],
           group = "action")]
     pub params: Option<Vec<String>>,
-    /// Create a group
+    /// Create a group: sets that take -u and -c together, at one point in time (-g)
     #[arg(
         short = 'C',
         long = "group-create",
@@ -113,7 +119,7 @@ pub struct Args {
         group = "action"
     )]
     pub group_create: Option<String>,
-    /// Move a set into a group
+    /// Put a set into a group (a set is in one group at most; a group holds sets of one type)
     #[arg(short = 'M', long = "group-add", num_args = 2, value_names = ["SET", "GROUP"], group = "action")]
     pub group_add: Option<Vec<String>>,
     /// Take a set out of its group
@@ -128,7 +134,7 @@ pub struct Args {
     #[arg(short = 'N', long = "group-rename", num_args = 2, value_names = ["GROUP", "NEW"],
           group = "action")]
     pub group_rename: Option<Vec<String>>,
-    /// Delete a group
+    /// Delete a group (its sets stay, in no group)
     #[arg(
         short = 'X',
         long = "group-delete",
@@ -136,9 +142,12 @@ pub struct Args {
         group = "action"
     )]
     pub group_delete: Option<String>,
-    /// List the groups
+    /// List the groups, one line each: NAME STATUS MEMBERS
     #[arg(short = 'G', long = "group-list", group = "action")]
     pub group_list: bool,
+    /// With -u, -c, -a, -w or -i: act on the group GROUP instead of one set
+    #[arg(short = 'g', long = "group", value_name = "GROUP")]
+    pub group: Option<String>,
     /// Print the version of iiadm (and of the daemon, when one is mounted)
     #[arg(short = 'v', long = "version", group = "action")]
     pub version: bool,
@@ -151,7 +160,7 @@ pub struct Args {
     /// refuses
     #[arg(long)]
     pub force: bool,
-    /// Print -i, -l, -Q and -L output as JSON
+    /// Print -i, -l, -G, -Q and -L output as JSON
     #[arg(long)]
     pub json: bool,
     /// The iifs mount to talk to

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::control::parse::{self, GlobalCommand, SetCommand};
+use crate::control::parse::{self, GlobalCommand, GroupCommand, SetCommand};
 use crate::engine::{Direction, SetKind};
 pub use args::Args;
 use tree::Tree;
@@ -319,18 +319,126 @@ fn overflow_list(a: &Args, t: &Tree) -> Result<String, Error> {
     Ok(all.iter().map(|s| show::overflow_line(s) + "\n").collect())
 }
 
-fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
-    if let Some(v) = &a.enable {
-        return Ok(t.global(&enable(a, v)?)?);
+/// `-g GROUP` with -u, -c, -a, -w or -i: the same action on the group's ctl or status.
+fn group_action(a: &Args, t: &Tree, group: &str) -> Result<(), Error> {
+    let group = word(group, "group name")?;
+    let goes_with = "-g GROUP goes with -u s|m, -c s|m, -a, -w or -i, without a set";
+    for (opt, v, copy) in [("-u", &a.update, false), ("-c", &a.copy, true)] {
+        if let Some(v) = v {
+            let [dir] = v.as_slice() else {
+                return usage(format!(
+                    "with -g, {opt} takes s or m alone: it acts on every set of the group"
+                ));
+            };
+            let (dir, force) = (direction(dir, opt)?, a.force);
+            if dir == Direction::Master {
+                confirm_group(a, t, &group)?;
+            }
+            let cmd = if copy {
+                GroupCommand::Copy { dir, force }
+            } else {
+                GroupCommand::Update { dir, force }
+            };
+            return Ok(t.group(&group, &cmd)?);
+        }
     }
-    if a.durability.is_some() {
+    match (&a.abort, &a.wait, a.status.as_deref()) {
+        (Some(None), _, _) => Ok(t.group(&group, &GroupCommand::Abort)?),
+        (_, Some(None), _) => Ok(wait::wait_group(t, &group)?),
+        // `-i` alone reads `all`: the group's status.
+        (_, _, Some("all")) => {
+            print!("{}", group_status(a, t, &group)?);
+            Ok(())
+        }
+        _ => usage(goes_with),
+    }
+}
+
+/// The SET of `-a SET` or `-w SET`, which may be left out only with -g.
+fn one_set<'a>(option: &str, set: &'a Option<String>) -> Result<&'a str, Error> {
+    match set {
+        Some(set) => Ok(set),
+        None => usage(format!(
+            "{option} takes SET, or -g GROUP for every set of a group"
+        )),
+    }
+}
+
+/// `-g GROUP -i`: the group's status block, or its JSON.
+fn group_status(a: &Args, t: &Tree, group: &str) -> Result<String, Error> {
+    let text = t.group_text(group)?.ok_or_else(|| tree::no_group(group))?;
+    let s = tree::status_lines(&text);
+    if a.json {
+        return Ok(format!("{:#}\n", show::group_json(&s)));
+    }
+    Ok(show::group_block(&s))
+}
+
+/// `-G`: one line per group, or a JSON array of their statuses.
+fn group_list(a: &Args, t: &Tree) -> Result<String, Error> {
+    let all = t.groups()?;
+    if a.json {
+        let rows = all.iter().map(show::group_json).collect();
+        return Ok(format!("{:#}\n", serde_json::Value::Array(rows)));
+    }
+    Ok(all.iter().map(|s| show::group_line(s) + "\n").collect())
+}
+
+/// `-s`/`-r`: one set, or `all` through the global ctl.
+fn suspend_resume(t: &Tree, which: &str, suspend: bool) -> Result<(), Error> {
+    let done = match (which, suspend) {
+        ("all", true) => t.global(&GlobalCommand::SuspendAll),
+        ("all", false) => t.global(&GlobalCommand::ResumeAll),
+        (set, true) => t.set(set, &SetCommand::Suspend),
+        (set, false) => t.set(set, &SetCommand::Resume),
+    };
+    Ok(done?)
+}
+
+/// -C, -M, -B, -N, -X and -G: returns false when none was given.
+fn group_admin(a: &Args, t: &Tree) -> Result<bool, Error> {
+    if let Some(g) = &a.group_create {
+        let cmd = GlobalCommand::GroupCreate {
+            name: word(g, "group name")?,
+        };
+        t.global(&cmd)?
+    } else if let Some(v) = &a.group_add {
+        let cmd = SetCommand::Group {
+            name: word(&v[1], "group name")?,
+        };
+        t.set(&v[0], &cmd)?
+    } else if let Some(set) = &a.group_remove {
+        t.set(set, &SetCommand::Ungroup)?
+    } else if let Some(v) = &a.group_rename {
+        let cmd = GroupCommand::Rename {
+            name: word(&v[1], "group name")?,
+        };
+        t.group(&word(&v[0], "group name")?, &cmd)?
+    } else if let Some(g) = &a.group_delete {
+        t.group(&word(g, "group name")?, &GroupCommand::Delete)?
+    } else if a.group_list {
+        print!("{}", group_list(a, t)?);
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
+    if a.durability.is_some() && a.enable.is_none() {
         return usage("--durability goes with -e");
     }
-    if a.chunk_size.is_some() && a.overflow_init.is_none() {
+    if a.chunk_size.is_some() && a.enable.is_none() && a.overflow_init.is_none() {
         return usage("--chunk-size goes with -e or -O");
     }
     if a.force && a.update.is_none() && a.copy.is_none() {
         return usage("--force goes with -u or -c");
+    }
+    if let Some(g) = &a.group {
+        return group_action(a, t, g);
+    }
+    if let Some(v) = &a.enable {
+        return Ok(t.global(&enable(a, v)?)?);
     }
     if let Some(v) = &a.overflow_init {
         return Ok(t.global(&overflow_init(a, v)?)?);
@@ -340,23 +448,37 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     }
     for (opt, v, copy) in [("-u", &a.update, false), ("-c", &a.copy, true)] {
         if let Some(v) = v {
-            let (dir, force) = (direction(&v[0], opt)?, a.force);
+            let [dir, set] = v.as_slice() else {
+                return usage(format!(
+                    "{opt} takes s|m and SET, or s|m alone with -g GROUP"
+                ));
+            };
+            let (dir, force) = (direction(dir, opt)?, a.force);
             if dir == Direction::Master {
-                confirm(a, t, &v[1])?;
+                confirm(a, t, set)?;
             }
             let cmd = if copy {
                 SetCommand::Copy { dir, force }
             } else {
                 SetCommand::Update { dir, force }
             };
-            return Ok(t.set(&v[1], &cmd)?);
+            return Ok(t.set(set, &cmd)?);
         }
     }
     if let Some(set) = &a.abort {
-        return Ok(t.set(set, &SetCommand::Abort)?);
+        return Ok(t.set(one_set("-a", set)?, &SetCommand::Abort)?);
     }
     if let Some(set) = &a.wait {
-        return Ok(wait::wait(t, set)?);
+        return Ok(wait::wait(t, one_set("-w", set)?)?);
+    }
+    if let Some(which) = &a.suspend {
+        return suspend_resume(t, which, true);
+    }
+    if let Some(which) = &a.resume {
+        return suspend_resume(t, which, false);
+    }
+    if group_admin(a, t)? {
+        return Ok(());
     }
     if let Some(which) = &a.status {
         return status(a, t, which);
@@ -403,11 +525,39 @@ fn confirm(a: &Args, t: &Tree, set: &str) -> Result<(), Error> {
         return Ok(());
     }
     let s = t.status(set)?;
-    eprint!(
-        "Overwrite master {} of set {set} with its shadow {}? [y/N] ",
+    ask(&format!(
+        "Overwrite master {} of set {set} with its shadow {}?",
         tree::get(&s, "master"),
         tree::get(&s, "shadow")
-    );
+    ))
+}
+
+/// `-g GROUP -u m` / `-c m` overwrite every member's master: ask on a terminal unless -n.
+fn confirm_group(a: &Args, t: &Tree, group: &str) -> Result<(), Error> {
+    if a.no_confirm || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let text = t.group_text(group)?.ok_or_else(|| tree::no_group(group))?;
+    let s = tree::status_lines(&text);
+    let masters: Vec<String> = show::group_members(&s)
+        .into_iter()
+        .map(|[name, ..]| {
+            let master = t
+                .status(&name)
+                .map(|st| tree::get(&st, "master").to_string())
+                .unwrap_or_default();
+            format!("  {name}: {master}")
+        })
+        .collect();
+    ask(&format!(
+        "Overwrite the master of every set of group {group} with its shadow:\n{}\nGo on?",
+        masters.join("\n")
+    ))
+}
+
+/// A question on stderr; anything but yes refuses.
+fn ask(question: &str) -> Result<(), Error> {
+    eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -485,29 +635,12 @@ fn params(t: &Tree, v: &[String]) -> Result<(), Error> {
     }
 }
 
-/// Options for what later iifs versions offer: sent to the daemon as the interface's words, so
-/// the daemon itself says whether it offers them. These words have no typed command (this
-/// version's parser refuses them as "not supported yet"), so they are written as text.
-/// Returns false when none was given.
+/// Options for what later iifs versions offer (-E, -I, -J): sent to the daemon as the
+/// interface's words, so the daemon itself says whether it offers them. These words have no
+/// typed command (this version's parser refuses them as "not supported yet"), so they are
+/// written as text. Returns false when none was given.
 fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
-    let one = |set: &str| {
-        if set == "all" {
-            None
-        } else {
-            Some(set.to_string())
-        }
-    };
-    if let Some(s) = &a.suspend {
-        match one(s) {
-            Some(set) => t.set_words(&set, "suspend")?,
-            None => t.global_words("suspend all")?,
-        }
-    } else if let Some(s) = &a.resume {
-        match one(s) {
-            Some(set) => t.set_words(&set, "resume")?,
-            None => t.global_words("resume all")?,
-        }
-    } else if let Some(set) = &a.export {
+    if let Some(set) = &a.export {
         t.set_words(set, "export")?
     } else if let Some(v) = &a.import {
         let mut cmd = format!("import {} {}", absolute(&v[0])?, absolute(&v[1])?);
@@ -517,21 +650,6 @@ fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
         t.global_words(&cmd)?
     } else if let Some(v) = &a.join {
         t.set_words(&v[0], &format!("join {}", absolute(&v[1])?))?
-    } else if let Some(g) = &a.group_create {
-        t.global_words(&format!("group create {g}"))?
-    } else if let Some(v) = &a.group_add {
-        t.set_words(&v[0], &format!("group {}", v[1]))?
-    } else if let Some(set) = &a.group_remove {
-        t.set_words(set, "ungroup")?
-    } else if let Some(v) = &a.group_rename {
-        t.other("groups", "group", &v[0], &format!("rename {}", v[1]))?
-    } else if let Some(g) = &a.group_delete {
-        t.other("groups", "group", g, "delete")?
-    } else if a.group_list {
-        t.offered("groups", "group")?;
-        for n in t.names("groups")? {
-            println!("{n}");
-        }
     } else {
         return Ok(false);
     }

@@ -86,7 +86,7 @@ pub fn block(s: &StatusLines) -> String {
         Ok(t) => utc(t),
     };
     format!(
-        "{name}: {kind} set, {state}\n{volumes}  \
+        "{name}: {kind} set, {state}\n{membership}{volumes}  \
          size:           {size} bytes ({human}), {chunks} chunks of {chunk_h}\n  \
          copy:           {copy}\n  \
          chunks differ:  {differ} ({differ_pct}%)\n{compact}  \
@@ -96,6 +96,7 @@ pub fn block(s: &StatusLines) -> String {
          last error:     {error}\n",
         name = get(s, "name"),
         kind = get(s, "type"),
+        membership = membership_lines(s),
         volumes = volume_lines(s),
         human = human(size),
         chunk_h = human(chunk),
@@ -104,6 +105,31 @@ pub fn block(s: &StatusLines) -> String {
         durability = get(s, "durability"),
         error = get(s, "last_error"),
     )
+}
+
+/// The lines of an `-i` block with the set's status word (normal, degraded, error) and its
+/// group. A daemon that writes neither key gets neither line.
+fn membership_lines(s: &StatusLines) -> String {
+    let mut lines = String::new();
+    let status = get(s, "status");
+    if !status.is_empty() {
+        lines.push_str(&format!("  status:         {status}\n"));
+    }
+    if s.iter().any(|(k, _)| k == "group") {
+        lines.push_str(&format!(
+            "  group:          {}\n",
+            group_of(s).unwrap_or("none")
+        ));
+    }
+    lines
+}
+
+/// The group a set belongs to, from its status (`group: -` is none).
+pub fn group_of(s: &StatusLines) -> Option<&str> {
+    match get(s, "group") {
+        "" | "-" => None,
+        g => Some(g),
+    }
 }
 
 /// The lines of an `-i` block about a compact set's space: its shadow's slots, its overflow
@@ -132,15 +158,18 @@ fn compact_lines(s: &StatusLines) -> String {
 }
 
 /// `-l`: one line per set, in the order `-e` takes the same words (a compact set is enabled
-/// as `dep`, with a smaller shadow).
+/// as `dep`, with a smaller shadow), then its state, and its group when it is in one.
 pub fn line(s: &StatusLines) -> String {
     let kind = match get(s, "type") {
         "independent" => "ind",
         "dependent" | "compact" => "dep",
         _ => "-",
     };
+    let group = group_of(s)
+        .map(|g| format!(", group {g}"))
+        .unwrap_or_default();
     format!(
-        "{kind} {} {} {} {} ({})",
+        "{kind} {} {} {} {} ({}{group})",
         get(s, "master"),
         get(s, "shadow"),
         get(s, "bitmap"),
@@ -149,9 +178,100 @@ pub fn line(s: &StatusLines) -> String {
     )
 }
 
+/// A group's `member:` lines: each member's name, status word, progress and state (the rest
+/// of the line, which may be several words).
+pub fn group_members(s: &StatusLines) -> Vec<[String; 4]> {
+    s.iter()
+        .filter(|(k, _)| k == "member")
+        .map(|(_, v)| {
+            let mut w = v.splitn(4, ' ').map(str::to_string);
+            let mut next = || w.next().unwrap_or_default();
+            [next(), next(), next(), next()]
+        })
+        .collect()
+}
+
+/// A group's member names, from its `members` value (`-` for none).
+fn member_names(s: &StatusLines) -> Vec<&str> {
+    get(s, "members")
+        .split_whitespace()
+        .filter(|w| *w != "-")
+        .collect()
+}
+
+/// `-G`: one line per group: its name, its status word and its members (`-` for none).
+pub fn group_line(s: &StatusLines) -> String {
+    let members = match member_names(s).join(" ") {
+        m if m.is_empty() => "-".to_string(),
+        m => m,
+    };
+    format!("{} {} {members}", get(s, "name"), get(s, "status"))
+}
+
+/// `-g GROUP -i`: a readable block for one group, a line per member.
+pub fn group_block(s: &StatusLines) -> String {
+    let done: u64 = get(s, "chunks_done").parse().unwrap_or(0);
+    let to_do: u64 = get(s, "chunks_to_do").parse().unwrap_or(0);
+    let copy = if to_do == 0 {
+        "none".to_string()
+    } else {
+        format!("{}% done, {done} of {to_do} chunks", get(s, "progress"))
+    };
+    let names = member_names(s);
+    let mut out = format!(
+        "{}: group, {}\n  status:         {}\n  members:        {}\n  copy:           {copy}\n",
+        get(s, "name"),
+        get(s, "state"),
+        get(s, "status"),
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(" ")
+        },
+    );
+    for [name, status, progress, state] in group_members(s) {
+        out.push_str(&format!(
+            "  {:<16}{status}, {state}, {progress}%\n",
+            format!("{name}:")
+        ));
+    }
+    out
+}
+
+/// `-g GROUP -i --json`, `-G --json`: a group's status with the status file's keys (counts
+/// are numbers); `members` is an array of the member names and `member` an array of objects
+/// (name, status, progress, state), one per `member:` line.
+pub fn group_json(s: &StatusLines) -> Value {
+    let mut value = json(s);
+    if let Value::Object(m) = &mut value {
+        let names = member_names(s)
+            .into_iter()
+            .map(|n| Value::String(n.to_string()))
+            .collect();
+        m.insert("members".to_string(), Value::Array(names));
+        let rows = group_members(s)
+            .into_iter()
+            .map(|[name, status, progress, state]| {
+                let progress = match progress.parse::<u64>() {
+                    Ok(n) => Value::Number(Number::from(n)),
+                    Err(_) => Value::String(progress),
+                };
+                let mut row = Map::new();
+                row.insert("name".to_string(), Value::String(name));
+                row.insert("status".to_string(), Value::String(status));
+                row.insert("progress".to_string(), progress);
+                row.insert("state".to_string(), Value::String(state));
+                Value::Object(row)
+            })
+            .collect();
+        m.insert("member".to_string(), Value::Array(rows));
+    }
+    value
+}
+
 /// The status keys whose values are counts: numbers in JSON. Every other key is a string,
 /// whatever it looks like (a set named `007` stays `"007"`).
-const NUMERIC_KEYS: [&str; 13] = [
+const NUMERIC_KEYS: [&str; 15] = [
     "progress",
     "size",
     "chunk_size",
@@ -167,6 +287,9 @@ const NUMERIC_KEYS: [&str; 13] = [
     "chunks_total",
     "chunks_used",
     "chunks_free",
+    // A group's status.
+    "chunks_done",
+    "chunks_to_do",
 ];
 
 /// A status as a JSON object with the status file's keys; counts are numbers, and what the

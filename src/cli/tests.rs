@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::control::parse::parse_group;
 use crate::control::{parse_global, parse_set};
 
 #[test]
@@ -15,8 +16,8 @@ fn the_ssh_setting_is_split_on_whitespace() {
     );
 }
 
-/// A directory iiadm takes for an iifs mount, with one set `db`. Its ctl files are plain
-/// files, so what iiadm writes stays there to be read back.
+/// A directory iiadm takes for an iifs mount, with one set `db` and one group `app`. Its ctl
+/// files are plain files, so what iiadm writes stays there to be read back.
 fn fake_mount() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -26,12 +27,28 @@ fn fake_mount() -> tempfile::TempDir {
     std::fs::write(root.join("sets/db/ctl"), "").unwrap();
     // -w draws progress on a terminal while the set copies: an idle set has none to draw.
     std::fs::write(root.join("sets/db/status"), "state: idle\n").unwrap();
+    std::fs::create_dir_all(root.join("groups/app")).unwrap();
+    std::fs::write(root.join("groups/app/ctl"), "").unwrap();
+    std::fs::write(root.join("groups/app/status"), GROUP_STATUS).unwrap();
     dir
 }
 
+/// A group's status as the daemon writes it, with a member copying and one out of space.
+const GROUP_STATUS: &str = "name: app\nstate: mixed\nstatus: degraded\nprogress: 40\n\
+                            chunks_done: 40\nchunks_to_do: 100\nmembers: db logs\n\
+                            member: db normal 40 copying\nmember: logs degraded 0 out of space\n";
+
 /// What one iiadm command line wrote: (the global ctl's bytes, set db's ctl's bytes), or the
-/// failure's message.
+/// failure's message. Nothing may be written to the group's ctl.
 fn written(argv: &[&str]) -> Result<(String, String), String> {
+    let (global, set, group) = written_all(argv)?;
+    assert_eq!(group, "", "{argv:?}");
+    Ok((global, set))
+}
+
+/// What one iiadm command line wrote: (the global ctl's, set db's ctl's, group app's ctl's
+/// bytes), or the failure's message.
+fn written_all(argv: &[&str]) -> Result<(String, String, String), String> {
     let mount = fake_mount();
     let root: PathBuf = mount.path().into();
     let mut full = vec!["iiadm", "--mount", root.to_str().unwrap()];
@@ -40,7 +57,11 @@ fn written(argv: &[&str]) -> Result<(String, String), String> {
     let read = |p: &Path| std::fs::read_to_string(root.join(p)).unwrap();
     let tree = Tree::new(args.mount.clone());
     match dispatch(&args, &tree) {
-        Ok(()) => Ok((read(Path::new("ctl")), read(Path::new("sets/db/ctl")))),
+        Ok(()) => Ok((
+            read(Path::new("ctl")),
+            read(Path::new("sets/db/ctl")),
+            read(Path::new("groups/app/ctl")),
+        )),
         Err(Error::Failed(f)) => Err(f.message),
         Err(Error::Usage(m)) => Err(format!("usage: {m}")),
     }
@@ -109,6 +130,15 @@ fn each_action_writes_its_typed_command() {
                 name: "pool".into(),
             },
         ),
+        (
+            vec!["-C", "app2"],
+            GlobalCommand::GroupCreate {
+                name: "app2".into(),
+            },
+        ),
+        (vec!["-s", "all"], GlobalCommand::SuspendAll),
+        (vec!["--suspend", "all"], GlobalCommand::SuspendAll),
+        (vec!["-r", "all"], GlobalCommand::ResumeAll),
     ];
     for (argv, cmd) in globals {
         let (global, set) = written(&argv).unwrap();
@@ -177,6 +207,19 @@ fn each_action_writes_its_typed_command() {
             },
         ),
         (vec!["-D", "db"], SetCommand::Detach),
+        (vec!["-s", "db"], SetCommand::Suspend),
+        (vec!["--resume", "db"], SetCommand::Resume),
+        (
+            vec!["-M", "db", "app"],
+            SetCommand::Group { name: "app".into() },
+        ),
+        (
+            vec!["--group-add", "db", "other"],
+            SetCommand::Group {
+                name: "other".into(),
+            },
+        ),
+        (vec!["-B", "db"], SetCommand::Ungroup),
     ];
     for (argv, cmd) in sets {
         let (global, set) = written(&argv).unwrap();
@@ -184,6 +227,220 @@ fn each_action_writes_its_typed_command() {
         assert_eq!(parse_set(set.as_bytes()).unwrap(), cmd, "{argv:?}");
         assert_eq!(global, "", "{argv:?}");
     }
+    let groups = [
+        (
+            vec!["-g", "app", "-u", "s"],
+            GroupCommand::Update {
+                dir: s,
+                force: false,
+            },
+        ),
+        (
+            vec!["-u", "s", "--group", "app", "--force"],
+            GroupCommand::Update {
+                dir: s,
+                force: true,
+            },
+        ),
+        (
+            vec!["-n", "-g", "app", "-u", "m"],
+            GroupCommand::Update {
+                dir: m,
+                force: false,
+            },
+        ),
+        (
+            vec!["-g", "app", "-c", "shadow"],
+            GroupCommand::Copy {
+                dir: s,
+                force: false,
+            },
+        ),
+        (
+            vec!["-n", "--force", "-g", "app", "-c", "m"],
+            GroupCommand::Copy {
+                dir: m,
+                force: true,
+            },
+        ),
+        (vec!["-g", "app", "-a"], GroupCommand::Abort),
+        (vec!["-a", "-g", "app"], GroupCommand::Abort),
+        (vec!["-g", "app", "-w"], GroupCommand::Wait),
+        (
+            vec!["-N", "app", "web"],
+            GroupCommand::Rename { name: "web".into() },
+        ),
+        (vec!["-X", "app"], GroupCommand::Delete),
+        (vec!["--group-delete", "app"], GroupCommand::Delete),
+    ];
+    for (argv, cmd) in groups {
+        let (global, set, group) = written_all(&argv).unwrap();
+        assert_eq!(group, cmd.to_string(), "{argv:?}");
+        assert_eq!(parse_group(group.as_bytes()).unwrap(), cmd, "{argv:?}");
+        assert_eq!((global.as_str(), set.as_str()), ("", ""), "{argv:?}");
+    }
+}
+
+/// `-g` goes with -u, -c, -a, -w and -i, which then take no set; without -g they need one.
+#[test]
+fn the_group_option_replaces_the_set() {
+    for (argv, says) in [
+        (
+            vec!["-g", "app", "-u", "s", "db"],
+            "usage: with -g, -u takes s or m alone",
+        ),
+        (
+            vec!["-g", "app", "-c", "m", "db"],
+            "usage: with -g, -c takes s or m alone",
+        ),
+        (vec!["-g", "app", "-u", "x"], "usage: -u takes s or m"),
+        (vec!["-g", "app", "-a", "db"], "usage: -g GROUP goes with"),
+        (vec!["-g", "app", "-w", "db"], "usage: -g GROUP goes with"),
+        (vec!["-g", "app", "-i", "db"], "usage: -g GROUP goes with"),
+        (vec!["-g", "app", "-d", "db"], "usage: -g GROUP goes with"),
+        (vec!["-g", "app"], "usage: -g GROUP goes with"),
+        (vec!["-g", "app", "-s", "db"], "usage: -g GROUP goes with"),
+        (
+            vec!["-g", "app", "-a", "--force"],
+            "usage: --force goes with -u or -c",
+        ),
+        (vec!["-g", "my app", "-a"], "usage: the group name 'my app'"),
+        (
+            vec!["-u", "s"],
+            "usage: -u takes s|m and SET, or s|m alone with -g",
+        ),
+        (
+            vec!["-c", "m"],
+            "usage: -c takes s|m and SET, or s|m alone with -g",
+        ),
+        (vec!["-a"], "usage: -a takes SET, or -g GROUP"),
+        (vec!["-w"], "usage: -w takes SET, or -g GROUP"),
+        (vec!["-C", "a=b"], "usage: the group name 'a=b'"),
+        (
+            vec!["-M", "db", "two words"],
+            "usage: the group name 'two words'",
+        ),
+        (
+            vec!["-g", "nope", "-a"],
+            "no group named 'nope' (iiadm -G lists the groups)",
+        ),
+        (
+            vec!["-g", "../sets/db", "-a"],
+            "no group named '../sets/db'",
+        ),
+        (vec!["-X", "nope"], "no group named 'nope'"),
+        (vec!["-N", "nope", "x"], "no group named 'nope'"),
+    ] {
+        let message = written_all(&argv).unwrap_err();
+        assert!(message.starts_with(says), "{argv:?}: {message}");
+    }
+}
+
+#[test]
+fn group_status_and_list() {
+    let mount = fake_mount();
+    let root = mount.path();
+    let t = Tree::new(Some(root.into()));
+    let block = group_status(&args(root, &["-g", "app", "-i"]), &t, "app").ok();
+    assert_eq!(
+        block.as_deref(),
+        Some(
+            "app: group, mixed\n  status:         degraded\n  members:        db logs\n  \
+             copy:           40% done, 40 of 100 chunks\n  \
+             db:             normal, copying, 40%\n  \
+             logs:           degraded, out of space, 0%\n"
+        )
+    );
+    let json = group_status(&args(root, &["-g", "app", "-i", "--json"]), &t, "app");
+    let j: serde_json::Value = serde_json::from_str(&json.unwrap_or_default()).unwrap();
+    let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "name",
+            "state",
+            "status",
+            "progress",
+            "chunks_done",
+            "chunks_to_do",
+            "members",
+            "member"
+        ],
+        "the status file's keys, in its order"
+    );
+    assert_eq!(
+        (j["progress"].as_u64(), j["chunks_to_do"].as_u64()),
+        (Some(40), Some(100))
+    );
+    assert_eq!(j["members"], serde_json::json!(["db", "logs"]));
+    assert_eq!(
+        j["member"][1],
+        serde_json::json!({"name": "logs", "status": "degraded", "progress": 0,
+                           "state": "out of space"})
+    );
+    let m = failure(group_status(&args(root, &["-g", "x", "-i"]), &t, "x"));
+    assert!(m.starts_with("no group named 'x'"), "{m}");
+
+    let dir = root.join("groups/empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("status"),
+        "name: empty\nstate: idle\nstatus: normal\nprogress: 100\nchunks_done: 0\n\
+         chunks_to_do: 0\nmembers: -\n",
+    )
+    .unwrap();
+    let list = group_list(&args(root, &["-G"]), &t).ok();
+    assert_eq!(
+        list.as_deref(),
+        Some("app degraded db logs\nempty normal -\n")
+    );
+    let json = group_list(&args(root, &["-G", "--json"]), &t).unwrap_or_default();
+    let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(j.as_array().map(Vec::len), Some(2));
+    assert_eq!(j[1]["members"], serde_json::json!([]));
+    assert_eq!(j[1]["member"], serde_json::json!([]));
+    let block = group_status(&args(root, &["-g", "empty", "-i"]), &t, "empty").ok();
+    assert_eq!(
+        block.as_deref(),
+        Some(
+            "empty: group, idle\n  status:         normal\n  members:        none\n  \
+             copy:           none\n"
+        )
+    );
+    // A daemon without groups says so.
+    std::fs::remove_dir_all(root.join("groups")).unwrap();
+    assert!(failure(group_list(&args(root, &["-G"]), &t)).contains("does not offer groups"));
+}
+
+/// `-i` and `-l` show a set's status word and its group.
+#[test]
+fn a_set_in_a_group_shows_it() {
+    let mount = fake_mount();
+    let root = mount.path();
+    std::fs::write(
+        root.join("sets/db/status"),
+        "name: db\ntype: independent\nstate: suspended\ndirection: shadow\nprogress: 40\n\
+         master: /m\nshadow: /s\nbitmap: /b\noverflow: -\ngroup: app\nsize: 1048576\n\
+         chunk_size: 65536\nchunks: 16\nchunks_differ: 16\nparams: 0 100\nlast_error: -\n\
+         durability: strict\nchunks_to_copy: 10\npit_time: 0\nstatus: degraded\n",
+    )
+    .unwrap();
+    let t = Tree::new(Some(root.into()));
+    let s = t.status("db").unwrap();
+    assert_eq!(show::line(&s), "ind /m /s /b db (suspended, group app)");
+    let b = show::block(&s);
+    assert!(
+        b.starts_with(
+            "db: independent set, suspended\n  status:         degraded\n  \
+             group:          app\n  master:         /m\n"
+        ),
+        "{b}"
+    );
+    let j = show::json(&s);
+    assert_eq!(
+        (j["group"].as_str(), j["status"].as_str()),
+        (Some("app"), Some("degraded"))
+    );
 }
 
 #[test]
@@ -210,20 +467,14 @@ fn values_the_daemon_would_refuse_are_refused_with_its_words() {
 
 /// The options for features of later versions write words with no typed command: each is
 /// one the parser knows as reserved, so the daemon answers "not supported yet" (overflow
-/// volumes, `-O -A -D -Z`, have typed commands: see each_action_writes_its_typed_command).
+/// volumes, groups and suspend/resume have typed commands: see
+/// each_action_writes_its_typed_command).
 #[test]
 fn later_features_write_the_reserved_words() {
     for (argv, global_ctl) in [
-        (vec!["-s", "db"], false),
-        (vec!["-s", "all"], true),
-        (vec!["-r", "db"], false),
-        (vec!["-r", "all"], true),
         (vec!["-E", "db"], false),
         (vec!["-I", "/s", "/b", "db"], true),
         (vec!["-J", "db", "/b"], false),
-        (vec!["-C", "g"], true),
-        (vec!["-M", "db", "g"], false),
-        (vec!["-B", "db"], false),
     ] {
         let (global, set) = written(&argv).unwrap();
         let refusal = if global_ctl {

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::Failure;
-use crate::control::parse::{GlobalCommand, SetCommand};
+use crate::control::parse::{GlobalCommand, GroupCommand, SetCommand};
 
 /// The mount is found on first use, so usage errors are reported (exit 2) whether or not a
 /// mount exists.
@@ -56,6 +56,19 @@ impl Tree {
         self.set_words(set, &cmd.to_string())
     }
 
+    /// A group's ctl (`groups/NAME/ctl`), written as the command's `Display`.
+    pub fn group(&self, name: &str, cmd: &GroupCommand) -> Result<(), Failure> {
+        if !valid_name(name) {
+            return Err(no_group(name));
+        }
+        self.offered(GROUPS, "group")?;
+        let ctl = self.path(GROUPS)?.join(name).join("ctl");
+        if !ctl.exists() {
+            return Err(no_group(name));
+        }
+        self.send(&ctl, &cmd.to_string(), Some((name, no_group)))
+    }
+
     /// Words for the global ctl that have no typed command: those of features of later
     /// versions, which the daemon answers itself (this version: "not supported yet").
     pub fn global_words(&self, cmd: &str) -> Result<(), Failure> {
@@ -64,17 +77,7 @@ impl Tree {
 
     /// Words for a set's ctl that have no typed command (features of later versions).
     pub fn set_words(&self, set: &str, cmd: &str) -> Result<(), Failure> {
-        self.send(&self.set_file(set, "ctl")?, cmd, Some(set))
-    }
-
-    /// The ctl of another object directory (groups/NAME, overflow/NAME).
-    pub fn other(&self, dir: &str, what: &str, name: &str, cmd: &str) -> Result<(), Failure> {
-        let top = self.offered(dir, what)?;
-        let ctl = top.join(name).join("ctl");
-        if !ctl.exists() {
-            return Err(Failure::new(format!("no {what} named '{name}'")));
-        }
-        self.send(&ctl, cmd, None)
+        self.send(&self.set_file(set, "ctl")?, cmd, Some((set, no_set)))
     }
 
     /// The top-level directory `dir` of a feature, or a refusal when the daemon has none.
@@ -90,13 +93,14 @@ impl Tree {
     }
 
     /// One write(2) of the command; on refusal, the daemon's reply read back on the same file.
-    fn send(&self, ctl: &Path, cmd: &str, set: Option<&str>) -> Result<(), Failure> {
+    /// `object` is the set or group whose ctl this is, and what to say when it is gone.
+    fn send(&self, ctl: &Path, cmd: &str, object: Option<(&str, Gone)>) -> Result<(), Failure> {
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
             .open(ctl)
-            .map_err(|e| match (e.kind(), set) {
-                (ErrorKind::NotFound, Some(s)) => no_set(s),
+            .map_err(|e| match (e.kind(), object) {
+                (ErrorKind::NotFound, Some((name, gone))) => gone(name),
                 _ => Failure::new(format!("cannot open {}: {e}", ctl.display())),
             })?;
         // A command is exactly one write(2); the daemon takes all of it or refuses it.
@@ -118,8 +122,8 @@ impl Tree {
                 let _ = f.read_to_string(&mut reply);
                 let reply = reply.trim_end();
                 let message = reply.strip_prefix("error: ").unwrap_or(reply);
-                if e.kind() == ErrorKind::NotFound && set.is_some() && message.is_empty() {
-                    return Err(no_set(set.unwrap_or_default()));
+                if let (ErrorKind::NotFound, Some((name, gone)), "") = (e.kind(), object, message) {
+                    return Err(gone(name));
                 }
                 Err(Failure::new(if message.is_empty() {
                     format!("'{cmd}' failed: {e}")
@@ -142,9 +146,19 @@ impl Tree {
     /// The text of `overflow/NAME/status`: `None` when there is no overflow volume of that
     /// name, a refusal when the daemon has no overflow volumes at all.
     pub fn overflow_text(&self, name: &str) -> Result<Option<String>, Failure> {
-        let p = self.offered(OVERFLOW, "overflow volume")?;
-        // A name holding `/` or `..` would read some other file of the tree.
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        self.object_text(OVERFLOW, "overflow volume", name)
+    }
+
+    /// The text of `groups/NAME/status`: `None` when there is no group of that name, a
+    /// refusal when the daemon has no groups at all.
+    pub fn group_text(&self, name: &str) -> Result<Option<String>, Failure> {
+        self.object_text(GROUPS, "group", name)
+    }
+
+    /// The status of the object `name` in the top-level directory `dir`.
+    fn object_text(&self, dir: &str, what: &str, name: &str) -> Result<Option<String>, Failure> {
+        let p = self.offered(dir, what)?;
+        if !valid_name(name) {
             return Ok(None);
         }
         match std::fs::read_to_string(p.join(name).join("status")) {
@@ -153,9 +167,21 @@ impl Tree {
                 Ok(None)
             }
             Err(e) => Err(Failure::new(format!(
-                "cannot read the status of overflow volume {name}: {e}"
+                "cannot read the status of {what} {name}: {e}"
             ))),
         }
+    }
+
+    /// The statuses of every group, by name; one deleted while they are read is left out.
+    pub fn groups(&self) -> Result<Vec<StatusLines>, Failure> {
+        self.offered(GROUPS, "group")?;
+        let mut all = Vec::new();
+        for name in self.names(GROUPS)? {
+            if let Some(text) = self.group_text(&name)? {
+                all.push(status_lines(&text));
+            }
+        }
+        Ok(all)
     }
 
     /// The statuses of every overflow volume, by name; one deleted while they are read is
@@ -192,8 +218,26 @@ impl Tree {
 /// The directory of the overflow volumes in the tree.
 pub const OVERFLOW: &str = "overflow";
 
+/// What to say when the set or group a ctl file belongs to is gone (by its name).
+type Gone = fn(&str) -> Failure;
+
+/// The directory of the groups in the tree.
+pub const GROUPS: &str = "groups";
+
+/// Whether `name` can name an entry of a directory: a name holding `/` or `..` would reach
+/// some other file of the tree.
+fn valid_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+}
+
 fn no_set(set: &str) -> Failure {
     Failure::new(format!("no set named '{set}' (iiadm -l lists the sets)"))
+}
+
+pub fn no_group(name: &str) -> Failure {
+    Failure::new(format!(
+        "no group named '{name}' (iiadm -G lists the groups)"
+    ))
 }
 
 pub fn no_overflow(name: &str) -> Failure {
