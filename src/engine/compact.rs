@@ -202,63 +202,52 @@ impl Compact {
         need <= shadow_free + overflow_free
     }
 
-    /// Free the slots of `chunks` (whose bits the caller has cleared): the map entries are
-    /// cleared and written, made durable when `durable`, and only then are the slots given back
-    /// (and their space to the file system).
+    /// Free the slots of `chunks` (whose bits the caller has cleared): their space goes back to
+    /// the file systems first (a crash after it leaves nothing allocated behind entries that
+    /// are about to go), then the map entries are cleared and written, made durable when
+    /// `durable`, and only then are the slots given back.
     pub fn release(&self, chunks: &[u64], durable: bool) -> io::Result<()> {
         let freed: Vec<(u64, Slot)> = chunks
             .iter()
             .filter_map(|&c| self.map.get(c).map(|s| (c, s)))
             .collect();
+        self.release_slots(&freed, durable)
+    }
+
+    /// Free every slot (a new point in time: no chunk is preserved any more), as `release`;
+    /// the whole shadow volume's space goes back.
+    pub fn release_all(&self, durable: bool) -> io::Result<()> {
+        let _ = self.file.punch_hole(0, self.slots * self.chunk_size);
+        let mapped = self.map.mapped();
+        self.release_slots(&mapped, durable)
+    }
+
+    fn release_slots(&self, freed: &[(u64, Slot)], durable: bool) -> io::Result<()> {
         if freed.is_empty() {
             return Ok(());
+        }
+        let overflow = self.overflow();
+        for &(_, slot) in freed {
+            let _ = match (slot, &overflow) {
+                (Slot::Shadow(n), _) => self.file.punch_hole(n * self.chunk_size, self.chunk_size),
+                (Slot::Overflow(n), Some(o)) => o.vol.punch_hole(n * o.chunk_size, o.chunk_size),
+                (Slot::Overflow(_), None) => Ok(()),
+            };
         }
         let clear: Vec<(u64, Option<Slot>)> = freed.iter().map(|&(c, _)| (c, None)).collect();
         self.map.set(&clear)?;
         if durable {
             self.map.sync()?;
         }
-        let overflow = self.overflow();
         let mut overflow_slots = Vec::new();
-        for (_, slot) in freed {
+        for &(_, slot) in freed {
             match slot {
-                Slot::Shadow(n) => {
-                    let _ = self.file.punch_hole(n * self.chunk_size, self.chunk_size);
-                    self.pool().give(n);
-                }
+                Slot::Shadow(n) => self.pool().give(n),
                 Slot::Overflow(n) => overflow_slots.push(n),
             }
         }
         if let Some(o) = overflow {
-            for &n in &overflow_slots {
-                let _ = o.vol.punch_hole(n * o.chunk_size, o.chunk_size);
-            }
             o.give(&self.set, &overflow_slots);
-        }
-        Ok(())
-    }
-
-    /// Free every slot (a new point in time: no chunk is preserved any more), as `release`.
-    pub fn release_all(&self, durable: bool) -> io::Result<()> {
-        let mapped = self.map.mapped();
-        self.map.clear_all()?;
-        if durable {
-            self.map.sync()?;
-        }
-        self.pool().clear();
-        let _ = self.file.punch_hole(0, self.slots * self.chunk_size);
-        if let Some(o) = self.overflow() {
-            let slots: Vec<u64> = mapped
-                .iter()
-                .filter_map(|(_, s)| match s {
-                    Slot::Overflow(n) => Some(*n),
-                    Slot::Shadow(_) => None,
-                })
-                .collect();
-            for &n in &slots {
-                let _ = o.vol.punch_hole(n * o.chunk_size, o.chunk_size);
-            }
-            o.give(&self.set, &slots);
         }
         Ok(())
     }

@@ -102,25 +102,18 @@ impl Set {
     /// Carry out planned work: move data, make it durable, persist the bits, make them durable,
     /// publish them. Only then may the caller change the data the bits protect.
     pub fn apply(&self, mut work: Work) -> Result<()> {
-        if let Some(compact) = &self.compact {
-            // A compact shadow's chunks get their slots first (see `compact`).
-            if !work.to_shadow.is_empty() {
-                let (lost, mapped) = compact
-                    .reserve(&work.to_shadow)
-                    .map_err(|e| self.bitmap_error("write", &e))?;
-                if !lost.is_empty() {
-                    self.record_out_of_space(&lost)?;
-                    work.to_shadow.retain(|c| !lost.contains(c));
-                }
-                // A bit must never reach the disk before the map entry of its slot: a power cut
-                // keeping the bit alone would leave a preserved chunk with no slot.
-                if mapped && self.strict() {
-                    self.bitmap_commit
-                        .commit(|| self.tracking.vol.sync())
-                        .map_err(|e| self.bitmap_error("sync", &e))?;
-                }
-                self.check_space();
+        // A compact shadow's chunks get their slots first (see `compact`).
+        let mut mapped = false;
+        if let Some(compact) = self.compact.as_ref().filter(|_| !work.to_shadow.is_empty()) {
+            let lost;
+            (lost, mapped) = compact
+                .reserve(&work.to_shadow)
+                .map_err(|e| self.bitmap_error("write", &e))?;
+            if !lost.is_empty() {
+                self.record_out_of_space(&lost)?;
+                work.to_shadow.retain(|c| !lost.contains(c));
             }
+            self.check_space();
         }
         let (master, shadow) = (self.master.vol.as_ref(), self.shadow.as_ref());
         self.copy_chunks(
@@ -138,12 +131,39 @@ impl Set {
             (&self.paths.master, Role::Master),
         )?;
         if self.strict() {
-            if !work.to_shadow.is_empty() {
+            // New map entries are durable before any bit relies on them (a power cut keeping a
+            // bit alone would leave a preserved chunk with no slot): their sync runs beside the
+            // shadow's, so a first write to a compact set still waits for one round of flushes.
+            let sync_map = || {
+                self.bitmap_commit
+                    .commit(|| self.tracking.vol.sync())
+                    .map_err(|e| self.bitmap_error("sync", &e))
+            };
+            let sync_shadow = || {
                 self.shadow_commit
                     .commit(|| self.shadow.sync())
                     .map_err(|e| {
                         Error::io_on(Role::Shadow, format!("sync of {}", self.paths.shadow), &e)
+                    })
+            };
+            match (mapped, work.to_shadow.is_empty()) {
+                (true, false) => {
+                    let (map, shadow) = std::thread::scope(|s| {
+                        let map = s.spawn(sync_map);
+                        let shadow = sync_shadow();
+                        (map.join(), shadow)
+                    });
+                    shadow?;
+                    map.unwrap_or_else(|_| {
+                        Err(Error::new(
+                            super::super::error::Kind::Io,
+                            "the sync of the bitmap volume's chunk map failed (its thread ended)",
+                        ))
                     })?;
+                }
+                (true, true) => sync_map()?,
+                (false, false) => sync_shadow()?,
+                (false, true) => {}
             }
             if !work.to_master.is_empty() {
                 self.master_commit
