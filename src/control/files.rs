@@ -157,10 +157,10 @@ impl Controller {
                 status::overflow_status(&self.engine.overflow(name).ok()?.status())
             }
             Text::SetStatus(name) => match self.engine.set(name) {
-                Ok(set) => status::set_status(&set.status()),
+                Ok(set) => status::set_status(&set.status(), self.engine.group_of(name).as_deref()),
                 Err(_) => {
                     let (rec, reason) = self.unrestored_set(name)?;
-                    status::unrestored_status(&rec, &reason)
+                    status::unrestored_status(&rec, &reason, self.engine.group_of(name).as_deref())
                 }
             },
         })

@@ -26,6 +26,27 @@ impl Controller {
         if *cmd == GroupCommand::Wait {
             return self.engine.group_wait(name, stop);
         }
+        // Outside the command lock: the kernel sends the release of a file closed just
+        // before asynchronously (as for a set's own update).
+        if let GroupCommand::Update { dir, force: false }
+        | GroupCommand::Copy { dir, force: false } = cmd
+        {
+            let deadline = std::time::Instant::now() + crate::engine::RELEASE_GRACE;
+            while std::time::Instant::now() < deadline
+                && self
+                    .engine
+                    .group_members(name)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|m| {
+                        self.engine
+                            .set(m)
+                            .is_ok_and(|s| self.target_open(&s, *dir).is_some())
+                    })
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let _lock = self.engine.command_lock();
         match cmd {
             GroupCommand::Update { dir, force } => self.group_copy(name, *dir, false, *force),

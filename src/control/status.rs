@@ -5,11 +5,12 @@ use std::fmt::Write;
 use crate::engine::overflow::OverflowStatus;
 use crate::engine::{GroupStatus, SetRecord, Status, VolumeUse};
 
-pub fn set_status(s: &Status) -> String {
+/// `sets/NAME/status` of a set in group `group` (if any).
+pub fn set_status(s: &Status, group: Option<&str>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: {}\ngroup: -\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nparams: {} {}\nlast_error: {}\ndurability: {}\nchunks_to_copy: {}\npit_time: {}\n",
+        "name: {}\ntype: {}\nstate: {}\ndirection: {}\nprogress: {}\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: {}\ngroup: {}\nsize: {}\nchunk_size: {}\nchunks: {}\nchunks_differ: {}\nparams: {} {}\nlast_error: {}\ndurability: {}\nchunks_to_copy: {}\npit_time: {}\n",
         s.name,
         s.type_word(),
         s.state,
@@ -22,6 +23,7 @@ pub fn set_status(s: &Status) -> String {
             .as_ref()
             .and_then(|sp| sp.overflow.as_deref())
             .unwrap_or("-"),
+        group.unwrap_or("-"),
         s.size,
         s.chunk_size,
         s.chunks,
@@ -127,10 +129,14 @@ pub fn global_status(sets: &[Status]) -> String {
 
 /// The status of a set in the registry that could not be restored at start: what is known of
 /// it (its volumes), `state: offline` and why. Counts are 0, words unknown are `-`.
-pub fn unrestored_status(rec: &SetRecord, reason: &str) -> String {
+pub fn unrestored_status(rec: &SetRecord, reason: &str, group: Option<&str>) -> String {
     format!(
-        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: -\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\n",
-        rec.name, rec.master, rec.shadow, rec.bitmap
+        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: {}\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\n",
+        rec.name,
+        rec.master,
+        rec.shadow,
+        rec.bitmap,
+        group.unwrap_or("-")
     )
 }
 
@@ -180,7 +186,7 @@ mod tests {
             copy_total: 0,
             condition: crate::engine::Condition::Normal,
         };
-        let text = set_status(&s);
+        let text = set_status(&s, Some("g1"));
         let keys: Vec<&str> = text
             .lines()
             .filter_map(|l| l.split_once(": "))
@@ -212,6 +218,7 @@ mod tests {
             ]
         );
         assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));
+        assert!(text.contains("group: g1\n"));
         assert_eq!(global_status(&[s]), "db dependent idle 100\n");
     }
 }

@@ -159,6 +159,9 @@ impl Engine {
             .remove(name)
             .ok_or_else(|| not_found(format!("no group named '{name}'")))?;
         t.groups.insert(new.to_string(), members);
+        if let Some(total) = t.group_totals.remove(name) {
+            t.group_totals.insert(new.to_string(), total);
+        }
         log::info!("renamed group {name} to {new}");
         Ok(())
     }
@@ -311,6 +314,11 @@ impl Engine {
             }
         }
         drop(gates);
+        let total = sets
+            .iter()
+            .map(|s| s.tracking.count(super::tracking::Map::Copy))
+            .sum();
+        self.tables().group_totals.insert(name.to_string(), total);
         match failed {
             Some(e) => Err(Error::new(e.kind, format!("group {name}: {e}"))),
             None => Ok(intent),
@@ -385,14 +393,12 @@ impl Engine {
         let mut conditions: Vec<Condition> = members.iter().map(|m| m.condition).collect();
         // A member that is not back counts as failed.
         conditions.extend((members.len()..names.len()).map(|_| Condition::Error));
-        let (mut done, mut to_do) = (0, 0);
-        for m in &members {
-            if m.direction != "-" {
-                let total = m.copy_total.max(m.chunks_to_copy);
-                to_do += total;
-                done += total - m.chunks_to_copy;
-            }
-        }
+        // Over the copies the group's last operation started: a member whose copy ended
+        // counts as done, so the progress never goes back.
+        let left: u64 = members.iter().map(|m| m.chunks_to_copy).sum();
+        let started = self.tables().group_totals.get(name).copied().unwrap_or(0);
+        let to_do = started.max(left);
+        let done = to_do - left;
         Ok(GroupStatus {
             name: name.to_string(),
             members,

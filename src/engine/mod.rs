@@ -144,6 +144,8 @@ struct Tables {
     overflows: BTreeMap<String, Arc<Overflow>>,
     /// Groups and their members, by name.
     groups: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Chunks the copies of each group's last operation had to move (for its progress).
+    group_totals: HashMap<String, u64>,
 }
 
 pub struct Engine {
@@ -166,6 +168,7 @@ impl Engine {
                 taken: HashMap::new(),
                 overflows: BTreeMap::new(),
                 groups: BTreeMap::new(),
+                group_totals: HashMap::new(),
             }),
             commands: Mutex::new(()),
             offline_notifier: Arc::default(),
