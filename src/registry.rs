@@ -228,10 +228,7 @@ impl Registry {
 
     /// The overflow volumes recorded (read at start, then as last set).
     pub fn overflows(&self) -> Vec<OverflowRecord> {
-        match self.overflows.lock() {
-            Ok(o) => o.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        lock(&self.overflows).clone()
     }
 
     /// The groups recorded (read at start, then as last set).
@@ -256,17 +253,11 @@ impl Registry {
 
     /// The overflow volumes the next save writes.
     pub fn set_overflows(&self, overflows: Vec<OverflowRecord>) {
-        match self.overflows.lock() {
-            Ok(mut o) => *o = overflows,
-            Err(p) => *p.into_inner() = overflows,
-        }
+        *lock(&self.overflows) = overflows;
     }
 
     fn stale(&self) -> MutexGuard<'_, Vec<(SetRecord, String)>> {
-        match self.stale.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        }
+        lock(&self.stale)
     }
 
     /// Keep a record whose set could not be restored, and why.

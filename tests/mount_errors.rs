@@ -684,9 +684,7 @@ fn einval_words_not_supported_yet() {
     let (master, shadow, bitmap) = trio(&m, "a", 1);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
     let files = [&*master, &*shadow, &*bitmap];
-    for cmd in [
-        "export", "join /x",
-    ] {
+    for cmd in ["export", "join /x"] {
         let word = cmd.split(' ').next().unwrap();
         refused_set(
             &m,

@@ -256,12 +256,7 @@ fn enable(a: &Args, v: &[String]) -> Result<GlobalCommand, Error> {
         shadow: absolute(&v[2])?,
         bitmap: absolute(&v[3])?,
         name: v.get(4).map(|n| word(n, "set name")).transpose()?,
-        chunk_size: a
-            .chunk_size
-            .as_deref()
-            .map(parse::chunk_size_value)
-            .transpose()
-            .map_err(refused)?,
+        chunk_size: chunk_size_option(a)?,
         durability: a
             .durability
             .as_deref()
@@ -277,13 +272,17 @@ fn overflow_init(a: &Args, v: &[String]) -> Result<GlobalCommand, Error> {
     Ok(GlobalCommand::OverflowInit {
         volume: absolute(&v[0])?,
         name: v.get(1).map(|n| word(n, "overflow name")).transpose()?,
-        chunk_size: a
-            .chunk_size
-            .as_deref()
-            .map(parse::chunk_size_value)
-            .transpose()
-            .map_err(refused)?,
+        chunk_size: chunk_size_option(a)?,
     })
+}
+
+/// `--chunk-size` (with `-e` or `-O`), checked as the daemon will.
+fn chunk_size_option(a: &Args) -> Result<Option<u64>, Error> {
+    a.chunk_size
+        .as_deref()
+        .map(parse::chunk_size_value)
+        .transpose()
+        .map_err(refused)
 }
 
 /// The overflow `-A` names: a path (it holds a `/`) is taken from the current directory like

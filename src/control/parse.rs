@@ -500,12 +500,8 @@ impl fmt::Display for GlobalCommand {
 impl fmt::Display for GroupCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GroupCommand::Update { dir, force } => {
-                write!(f, "update {}{}", dir.word(), force_word(*force))
-            }
-            GroupCommand::Copy { dir, force } => {
-                write!(f, "copy {}{}", dir.word(), force_word(*force))
-            }
+            GroupCommand::Update { dir, force } => copy_words(f, "update", *dir, *force),
+            GroupCommand::Copy { dir, force } => copy_words(f, "copy", *dir, *force),
             GroupCommand::Abort => f.write_str("abort"),
             GroupCommand::Wait => f.write_str("wait"),
             GroupCommand::Add { set } => write!(f, "add {set}"),
@@ -524,23 +520,20 @@ impl fmt::Display for OverflowCommand {
     }
 }
 
-fn force_word(force: bool) -> &'static str {
+/// `update|copy shadow|master [force]`, for a set's and a group's ctl alike.
+fn copy_words(f: &mut fmt::Formatter<'_>, verb: &str, dir: Direction, force: bool) -> fmt::Result {
+    write!(f, "{verb} {}", dir.word())?;
     if force {
-        " force"
-    } else {
-        ""
+        f.write_str(" force")?;
     }
+    Ok(())
 }
 
 impl fmt::Display for SetCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SetCommand::Update { dir, force } => {
-                write!(f, "update {}{}", dir.word(), force_word(*force))
-            }
-            SetCommand::Copy { dir, force } => {
-                write!(f, "copy {}{}", dir.word(), force_word(*force))
-            }
+            SetCommand::Update { dir, force } => copy_words(f, "update", *dir, *force),
+            SetCommand::Copy { dir, force } => copy_words(f, "copy", *dir, *force),
             SetCommand::Abort => f.write_str("abort"),
             SetCommand::Wait => f.write_str("wait"),
             SetCommand::Reset => f.write_str("reset"),

@@ -285,18 +285,10 @@ impl Engine {
                 o.name, o.chunk_size, set.chunk_size
             )));
         }
-        set.tracking
-            .update_header(|h| {
-                h.overflow = o.name.clone();
-                h.overflow_id = o.id;
-            })
-            .map_err(|e| {
-                Error::io_on(
-                    Role::Bitmap,
-                    format!("write of bitmap {}", set.paths.bitmap),
-                    &e,
-                )
-            })?;
+        set.record(|h| {
+            h.overflow = o.name.clone();
+            h.overflow_id = o.id;
+        })?;
         // No slot of it is used yet: nothing can conflict.
         let _ = o.attach(name, &[]);
         compact.set_overflow(Some(o.clone()));
@@ -355,18 +347,10 @@ impl Engine {
                 o.name
             )));
         }
-        set.tracking
-            .update_header(|h| {
-                h.overflow.clear();
-                h.overflow_id = 0;
-            })
-            .map_err(|e| {
-                Error::io_on(
-                    Role::Bitmap,
-                    format!("write of bitmap {}", set.paths.bitmap),
-                    &e,
-                )
-            })?;
+        set.record(|h| {
+            h.overflow.clear();
+            h.overflow_id = 0;
+        })?;
         if let Some(c) = &set.compact {
             c.set_overflow(None);
         }

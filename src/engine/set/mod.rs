@@ -338,6 +338,13 @@ impl Set {
         )
     }
 
+    /// Change the header durably (an attachment, say); a failed write is the bitmap's.
+    pub(in crate::engine) fn record(&self, change: impl FnOnce(&mut Header)) -> Result<(), Error> {
+        self.tracking
+            .update_header(change)
+            .map_err(|e| self.bitmap_error("write", &e))
+    }
+
     fn fail(&self, e: Error) -> Error {
         self.go_offline(&e);
         e
