@@ -377,11 +377,12 @@ impl Controller {
                     set.last_error().unwrap_or_default()
                 )))
             }
-            SetCommand::Abort => {
-                set.abort_copy();
-                Ok(())
-            }
-            SetCommand::Wait => set.wait_copy_or(stop),
+            SetCommand::Abort => set
+                .check_copy_not_parked("abort")
+                .map(|()| set.abort_copy()),
+            SetCommand::Wait => set
+                .check_copy_not_parked("wait")
+                .and_then(|()| set.wait_copy_or(stop)),
             SetCommand::Reset if set.is_suspended() => Err(crate::engine::error::not_permitted(
                 format!("set {name} is suspended; resume it first, then reset it"),
             )),

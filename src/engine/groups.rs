@@ -360,8 +360,13 @@ impl Engine {
         }
     }
 
+    /// Abort every member's copy; refused whole while a member's copy is parked (suspended).
     pub fn group_abort(&self, name: &str) -> Result<()> {
-        for s in self.live_members(name)? {
+        let sets = self.live_members(name)?;
+        for s in &sets {
+            s.check_copy_not_parked("abort")?;
+        }
+        for s in sets {
             if !s.is_offline() {
                 s.abort_copy();
             }
@@ -371,6 +376,9 @@ impl Engine {
 
     /// Wait for every member's copy; Err with the first member that went offline.
     pub fn group_wait(&self, name: &str, stop: &dyn Fn() -> bool) -> Result<()> {
+        for s in self.live_members(name)? {
+            s.check_copy_not_parked("wait")?;
+        }
         let mut first_err = None;
         for s in self.live_members(name)? {
             if stop() {

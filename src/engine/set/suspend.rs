@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::super::error::{busy, invalid, Error, Kind, Result};
+use super::super::error::{busy, invalid, not_permitted, Error, Kind, Result};
 use super::Set;
 
 impl Set {
@@ -52,6 +52,19 @@ impl Set {
             self.copier.clone().start(self);
         }
         log::info!("set {} resumed", self.name);
+        Ok(())
+    }
+
+    /// Err while the set is suspended and `what` (an abort, a wait) would act on its copy,
+    /// which is parked: an abort would be lost at resume, a wait would last until then.
+    pub fn check_copy_not_parked(&self, what: &str) -> Result<()> {
+        if self.is_suspended() && self.copy_active() {
+            return Err(not_permitted(format!(
+                "set {} is suspended: its copy is parked until 'resume', so '{what}' cannot act \
+                 on it; resume it first",
+                self.name
+            )));
+        }
         Ok(())
     }
 
