@@ -337,6 +337,23 @@ fn eperm_a_group_update_with_a_suspended_member() {
     );
 }
 
+#[test]
+fn eperm_abort_or_wait_of_a_parked_copy() {
+    let m = mount_or_skip!();
+    setup(&m);
+    // i2's throttled first copy runs; suspended, it is parked until resume.
+    m.set_ok("i2", "suspend");
+    refused(&m, "sets/i2/ctl", "abort", libc::EPERM, &["i2", "resume"]);
+    refused(&m, "sets/i2/ctl", "wait", libc::EPERM, &["i2", "resume"]);
+    refused(&m, "groups/gi/ctl", "abort", libc::EPERM, &["i2"]);
+    refused(&m, "groups/gi/ctl", "wait", libc::EPERM, &["i2"]);
+    // Resumed, the copy goes on, and an abort takes.
+    m.set_ok("i2", "resume");
+    assert_eq!(m.status("i2")["state"], "copying");
+    m.set_ok("i2", "abort");
+    assert_eq!(m.status("i2")["state"], "aborted");
+}
+
 // ------------------------------------------------------------------------------ EBUSY
 
 #[test]
