@@ -285,6 +285,8 @@ impl Compact {
 
     /// Run `io(volume, offset, piece start, piece length)` for each chunk piece of
     /// `[offset, offset+len)`, on the slot that holds it.
+    /// Pieces whose slots lie one after the other on one volume (slots are handed out in
+    /// order, so a sequential writer's chunks do) go to `io` as one.
     fn each_piece(
         &self,
         offset: u64,
@@ -292,6 +294,8 @@ impl Compact {
         mut io: impl FnMut(&dyn Volume, u64, usize, usize) -> io::Result<()>,
     ) -> io::Result<()> {
         let overflow = self.overflow();
+        // The run not yet given to `io`: volume, its offset there, start in the request, length.
+        let mut run: Option<(&dyn Volume, u64, usize, usize)> = None;
         let mut at = 0u64;
         while at < len {
             let off = offset + at;
@@ -307,10 +311,23 @@ impl Compact {
                     )))
                 }
             };
-            io(vol, base + within, at as usize, n as usize)?;
+            let target = base + within;
+            run = match run {
+                Some((v, t, a, m)) if std::ptr::addr_eq(v, vol) && t + m as u64 == target => {
+                    Some((v, t, a, m + n as usize))
+                }
+                Some((v, t, a, m)) => {
+                    io(v, t, a, m)?;
+                    Some((vol, target, at as usize, n as usize))
+                }
+                None => Some((vol, target, at as usize, n as usize)),
+            };
             at += n;
         }
-        Ok(())
+        match run {
+            Some((v, t, a, m)) => io(v, t, a, m),
+            None => Ok(()),
+        }
     }
 }
 
