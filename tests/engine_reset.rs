@@ -164,3 +164,69 @@ fn a_failed_bitmap_copies_nothing_but_marks_every_chunk() {
     assert_eq!(r.shadow.bytes(), r.master.bytes());
     drop(r.engine);
 }
+
+/// A group whose member is offline takes no update: EIO naming the member, and no member's point
+/// in time moves; once the member is reset, the group update takes every member.
+#[test]
+fn a_group_with_an_offline_member_is_refused_whole() {
+    let r = rig();
+    let master2 = Flaky::new(pattern(2));
+    let shadow2 = Flaky::new(vec![0; SIZE]);
+    let bitmap2 = Flaky::new(vec![0; 16384]);
+    let opener = MapOpener::new();
+    opener.insert("/m", r.master.clone());
+    opener.insert("/s", r.shadow.clone());
+    opener.insert("/b", r.bitmap.clone());
+    opener.insert("/m2", master2.clone());
+    opener.insert("/s2", shadow2.clone());
+    opener.insert("/b2", bitmap2.clone());
+    let engine = Engine::new(Box::new(opener));
+    let spec = |n: &str, m: &str, s: &str, b: &str| EnableSpec {
+        kind: SetKind::Dependent,
+        master: m.into(),
+        shadow: s.into(),
+        bitmap: b.into(),
+        name: n.into(),
+        chunk_size: CHUNK as u64,
+        durability: Durability::Strict,
+    };
+    drop(r.engine);
+    let a = engine
+        .enable(&spec("a", "/m", "/s", "/b"))
+        .expect("enable a");
+    let b = engine
+        .enable(&spec("b", "/m2", "/s2", "/b2"))
+        .expect("enable b");
+    engine.group_create("g").unwrap();
+    engine.group_add("g", "a").unwrap();
+    engine.group_add("g", "b").unwrap();
+    // b's shadow fails a copy-on-write: b goes offline.
+    shadow2.fail(true);
+    b.master.write(&[9; CHUNK], 0).unwrap();
+    assert!(b.is_offline());
+    let before = (
+        a.header().pit_time,
+        a.header().group_seq,
+        b.header().group_seq,
+    );
+    let e = engine
+        .group_copy("g", Direction::Shadow, false, |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(e.kind, Kind::Io, "{e}");
+    assert!(e.message.contains("member b"), "{e}");
+    assert_eq!(
+        (
+            a.header().pit_time,
+            a.header().group_seq,
+            b.header().group_seq
+        ),
+        before
+    );
+    shadow2.fail(false);
+    b.reset().unwrap();
+    let intent = engine
+        .group_copy("g", Direction::Shadow, false, |_| Ok(()))
+        .expect("the group update once b is back");
+    assert_eq!(a.header().group_seq, intent.seq);
+    assert_eq!(b.header().group_seq, intent.seq);
+}

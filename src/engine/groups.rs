@@ -254,6 +254,18 @@ impl Engine {
     pub fn check_group_copy(&self, name: &str, dir: Direction, full: bool) -> Result<GroupIntent> {
         let sets = self.live_members(name)?;
         for s in &sets {
+            // A member whose volume failed: the group's point in time cannot be taken (EIO).
+            if s.is_offline() {
+                return Err(Error::new(
+                    Kind::Io,
+                    format!(
+                        "group {name}: member {} is offline ({}); fix its volume and reset it \
+                         first",
+                        s.name,
+                        s.last_error().unwrap_or_else(|| "a volume failed".into())
+                    ),
+                ));
+            }
             s.check_can_copy(dir)
                 .map_err(|e| Error::new(e.kind, format!("group {name}: member {}: {e}", s.name)))?;
         }
