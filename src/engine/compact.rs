@@ -97,13 +97,7 @@ impl Compact {
             }
             // Their space goes back to the file systems too.
             for slot in leaked_slots {
-                let _ = match (slot, &overflow) {
-                    (Slot::Shadow(n), _) => file.punch_hole(n * chunk_size, chunk_size),
-                    (Slot::Overflow(n), Some(o)) => {
-                        o.vol.punch_hole(n * o.chunk_size, o.chunk_size)
-                    }
-                    (Slot::Overflow(_), None) => Ok(()),
-                };
+                punch_slot(file.as_ref(), chunk_size, overflow.as_deref(), slot);
             }
         }
         let compact = Compact {
@@ -196,8 +190,8 @@ impl Compact {
             p.total() - p.used()
         };
         let overflow_free = self.overflow().map_or(0, |o| {
-            let st = o.status();
-            st.total - st.used
+            let (total, used) = o.counts();
+            total - used
         });
         need <= shadow_free + overflow_free
     }
@@ -211,7 +205,7 @@ impl Compact {
             .iter()
             .filter_map(|&c| self.map.get(c).map(|s| (c, s)))
             .collect();
-        self.release_slots(&freed, durable)
+        self.release_slots(&freed, durable, true)
     }
 
     /// Free every slot (a new point in time: no chunk is preserved any more), as `release`;
@@ -219,20 +213,30 @@ impl Compact {
     pub fn release_all(&self, durable: bool) -> io::Result<()> {
         let _ = self.file.punch_hole(0, self.slots * self.chunk_size);
         let mapped = self.map.mapped();
-        self.release_slots(&mapped, durable)
+        self.release_slots(&mapped, durable, false)
     }
 
-    fn release_slots(&self, freed: &[(u64, Slot)], durable: bool) -> io::Result<()> {
+    /// `release` of `freed`; the shadow's slots are punched one by one with `punch_shadow`
+    /// (not when the caller punched the whole shadow file already).
+    fn release_slots(
+        &self,
+        freed: &[(u64, Slot)],
+        durable: bool,
+        punch_shadow: bool,
+    ) -> io::Result<()> {
         if freed.is_empty() {
             return Ok(());
         }
         let overflow = self.overflow();
         for &(_, slot) in freed {
-            let _ = match (slot, &overflow) {
-                (Slot::Shadow(n), _) => self.file.punch_hole(n * self.chunk_size, self.chunk_size),
-                (Slot::Overflow(n), Some(o)) => o.vol.punch_hole(n * o.chunk_size, o.chunk_size),
-                (Slot::Overflow(_), None) => Ok(()),
-            };
+            if punch_shadow || matches!(slot, Slot::Overflow(_)) {
+                punch_slot(
+                    self.file.as_ref(),
+                    self.chunk_size,
+                    overflow.as_deref(),
+                    slot,
+                );
+            }
         }
         let clear: Vec<(u64, Option<Slot>)> = freed.iter().map(|&(c, _)| (c, None)).collect();
         self.map.set(&clear)?;
@@ -329,6 +333,17 @@ impl Compact {
             None => Ok(()),
         }
     }
+}
+
+/// Give slot `slot`'s space back to its file system: a shadow slot of `file` (`chunk_size`
+/// bytes each) or a slot of `overflow` (none attached: nothing to give back). Best effort: a
+/// file system that cannot punch keeps the space, nothing else changes.
+fn punch_slot(file: &dyn Volume, chunk_size: u64, overflow: Option<&Overflow>, slot: Slot) {
+    let _ = match (slot, overflow) {
+        (Slot::Shadow(n), _) => file.punch_hole(n * chunk_size, chunk_size),
+        (Slot::Overflow(n), Some(o)) => o.vol.punch_hole(n * o.chunk_size, o.chunk_size),
+        (Slot::Overflow(_), None) => Ok(()),
+    };
 }
 
 impl Volume for Compact {

@@ -212,6 +212,12 @@ impl Overflow {
         self.state().by_set.get(set).map_or(0, |v| v.len() as u64)
     }
 
+    /// Slots in all, and in use (without the per-set list `status` builds: for the I/O path).
+    pub fn counts(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.pool.total(), s.pool.used())
+    }
+
     /// Whether any set is attached.
     pub fn in_use(&self) -> bool {
         !self.state().attached.is_empty()

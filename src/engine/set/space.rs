@@ -71,8 +71,8 @@ impl Set {
         let (shadow_used, overflow_used) = compact.usage();
         let (overflow_total, overflow_others) = match compact.overflow() {
             Some(o) => {
-                let st = o.status();
-                (st.total, st.used.saturating_sub(overflow_used))
+                let (total, used) = o.counts();
+                (total, used.saturating_sub(overflow_used))
             }
             None => (0, 0),
         };
