@@ -50,6 +50,11 @@ pub enum ConfigError {
     LogLevel(String),
     #[error("space_warning must be a percent from 1 to 100, not '{0}'")]
     SpaceWarning(String),
+    #[error(
+        "volume_dirs must be absolute directories separated by ':' (/srv/images:/dev), not \
+         '{0}': name each directory from /"
+    )]
+    VolumeDir(String),
     #[error("unknown setting '{0}'")]
     UnknownSetting(String),
     #[error(
@@ -77,12 +82,22 @@ pub struct Settings {
     pub log_level: String,
     /// Percent of a compact set's shadow and overflow space from which it warns.
     pub space_warning: u64,
+    /// Directories whose regular files and block devices `volumes` offers as candidates.
+    pub volume_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum SizeValue {
     Bytes(u64),
+    Text(String),
+}
+
+/// `volume_dirs` in a file: a YAML list, or one string separated by ':' as `-o` takes it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DirsValue {
+    List(Vec<String>),
     Text(String),
 }
 
@@ -96,6 +111,7 @@ struct FileSettings {
     allow_other: Option<bool>,
     log_level: Option<String>,
     space_warning: Option<u64>,
+    volume_dirs: Option<DirsValue>,
 }
 
 /// Mount options that mount(8) and fstab pass along and that mean nothing to iifs.
@@ -161,6 +177,7 @@ impl Default for Settings {
             allow_other: false,
             log_level: "info".into(),
             space_warning: crate::engine::set::DEFAULT_SPACE_WARNING,
+            volume_dirs: Vec::new(),
         }
     }
 }
@@ -206,6 +223,11 @@ impl Settings {
         if let Some(w) = f.space_warning {
             self.set("space_warning", &w.to_string()).map_err(at)?;
         }
+        match f.volume_dirs {
+            Some(DirsValue::Text(t)) => self.set("volume_dirs", &t).map_err(at)?,
+            Some(DirsValue::List(l)) => self.volume_dirs = volume_dirs(&l).map_err(at)?,
+            None => {}
+        }
         Ok(())
     }
 
@@ -250,10 +272,28 @@ impl Settings {
                     .filter(|n| (1..=100).contains(n))
                     .ok_or_else(|| ConfigError::SpaceWarning(value.into()))?
             }
+            "volume_dirs" => {
+                let dirs: Vec<&str> = value.split(':').collect();
+                self.volume_dirs = volume_dirs(&dirs)?;
+            }
             _ => return Err(ConfigError::UnknownSetting(key.into())),
         }
         Ok(())
     }
+}
+
+/// The `volume_dirs` directories, each absolute (the daemon's working directory is `/` once
+/// it runs in the background, so a relative one would not mean what it meant to the writer).
+/// Empty entries (`/a::/b`, or an empty value: no directories) are skipped.
+fn volume_dirs<S: AsRef<str>>(dirs: &[S]) -> Result<Vec<PathBuf>, ConfigError> {
+    dirs.iter()
+        .map(AsRef::as_ref)
+        .filter(|d| !d.is_empty())
+        .map(|d| match d.starts_with('/') {
+            true => Ok(PathBuf::from(d)),
+            false => Err(ConfigError::VolumeDir(d.to_string())),
+        })
+        .collect()
 }
 
 /// What a `-o` list holds for iifs: settings as (key, value) and the config file it names.
@@ -288,6 +328,7 @@ pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, ConfigError>
                 "allow_other",
                 "log_level",
                 "space_warning",
+                "volume_dirs",
             ]
             .contains(&k)
             {
@@ -338,6 +379,37 @@ mod tests {
             matches!(&err, ConfigError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn volume_dirs_are_absolute_from_a_file_or_an_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        let mut s = Settings::default();
+        assert!(s.volume_dirs.is_empty());
+        s.set("volume_dirs", "/srv/images::/dev").unwrap();
+        assert_eq!(
+            s.volume_dirs,
+            [PathBuf::from("/srv/images"), PathBuf::from("/dev")]
+        );
+        s.set("volume_dirs", "").unwrap();
+        assert!(s.volume_dirs.is_empty());
+        let err = s.set("volume_dirs", "/a:images").unwrap_err().to_string();
+        assert!(
+            err.contains("'images'") && err.contains("absolute"),
+            "{err}"
+        );
+        std::fs::write(&f, "volume_dirs: [/a, /b]\n").unwrap();
+        s.apply_file(&f).unwrap();
+        assert_eq!(s.volume_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        std::fs::write(&f, "volume_dirs: /c:/d\n").unwrap();
+        s.apply_file(&f).unwrap();
+        assert_eq!(s.volume_dirs, [PathBuf::from("/c"), PathBuf::from("/d")]);
+        std::fs::write(&f, "volume_dirs: [rel]\n").unwrap();
+        let err = s.apply_file(&f).unwrap_err().to_string();
+        assert!(err.contains("c.yaml") && err.contains("'rel'"), "{err}");
+        let o = split_mount_options(&["volume_dirs=/a:/b".into()]).unwrap();
+        assert_eq!(o.settings, [("volume_dirs".into(), "/a:/b".into())]);
     }
 
     #[test]

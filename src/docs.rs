@@ -63,10 +63,13 @@ pub fn iifs_man_page() -> Vec<u8> {
     text(
         &mut extra,
         "The files are YAML mappings with the keys state_dir, chunk_size, durability, threads, \
-         allow_other, space_warning and log_level, the same names as the -o options; the \
-         daemon settings are described in iifs(7). space_warning is the percentage of a compact \
-         set's shadow and overflow space in use from which its status shows a space_warning \
-         line (1 to 100, default 80). A key iifs does not know, in a file or in -o, is an error that \
+         allow_other, space_warning, volume_dirs and log_level, the same names as the -o \
+         options; the daemon settings are described in iifs(7). space_warning is the \
+         percentage of a compact set's shadow and overflow space in use from which its status \
+         shows a space_warning line (1 to 100, default 80). volume_dirs names the directories \
+         whose files and block devices MOUNTPOINT/volumes lists as candidates when no set uses \
+         them: absolute paths, separated by : in -o (-o volume_dirs=/srv/vol:/dev), a list or \
+         that string in a file; default none. A key iifs does not know, in a file or in -o, is an error that \
          names it (and the file), and iifs exits with status 2.",
     );
     extra.control("PP", []);
@@ -267,12 +270,21 @@ pub fn iiadm_man_page() -> Vec<u8> {
              writes it.",
         ),
         (
+            "-V",
+            "Two tables from MOUNTPOINT/volumes: the volumes in use (PATH SIZE ROLE SET), then \
+             the candidates, the files and block devices in the daemon's volume_dirs directories \
+             that no set uses (PATH SIZE KIND STATE; KIND is file or block, STATE free, mounted \
+             or held; see iifs(7)).",
+        ),
+        (
             "--json",
             "With -i, -l, -G, -Q and -L: the status files' keys and values, counts as numbers; \
              -i SET, -g GROUP -i and -Q give one object, the others an array. In -Q and -L, sets \
              is an object of set name to its chunks in the overflow. For a group (-g GROUP -i, \
              -G), members is an array of the set names and member an array of objects with \
-             name, status, progress and state, one per set.",
+             name, status, progress and state, one per set. With -V: an object with in_use, an \
+             array of objects with path, size, role and set, and candidates, an array of \
+             objects with path, size, kind and state; sizes in bytes as numbers.",
         ),
     ] {
         extra.control("TP", []);

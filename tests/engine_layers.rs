@@ -11,7 +11,15 @@ use std::fs;
 use std::path::Path;
 
 /// The files of the `Engine` layer.
-const ENGINE_LAYER: &[&str] = &["mod", "enable", "restore", "opener", "overflows", "groups"];
+const ENGINE_LAYER: &[&str] = &[
+    "mod",
+    "enable",
+    "restore",
+    "opener",
+    "overflows",
+    "groups",
+    "exports",
+];
 
 /// A file's code without comments and without its test module.
 fn code(text: &str) -> String {

@@ -607,7 +607,10 @@ impl World {
         }
         // A suspended set's files are not served (the fs layer asks `check_served`).
         for si in 0..self.sets.len() {
-            let served = self.set(si).check_served();
+            let served = self
+                .set(si)
+                .check_served(iifs::engine::error::Role::Master)
+                .and(self.set(si).check_served(iifs::engine::error::Role::Shadow));
             match (&served, self.sets[si].suspended) {
                 (Ok(()), false) => {}
                 (Err(e), true) if e.kind == Kind::Io => {}

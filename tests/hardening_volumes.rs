@@ -635,6 +635,8 @@ fn a_recorded_set_too_large_for_memory_is_not_restored() {
         overflow: String::new(),
         overflow_id: 0,
         group_seq: 0,
+        uuid: 1,
+        origin: 0,
     };
     let f = fs::File::create(path("b")).unwrap();
     // Sparse: as long as the header says, so only the memory can refuse it.

@@ -194,9 +194,10 @@ fn every_refusal_is_one_line_and_exit_1() {
     );
     refused(&m, &["-r", "slow"], "is not suspended");
     refused(&m, &["-s", "ghost"], "no set named 'ghost'");
-    // What later versions offer: the daemon's own answer, still one line and exit 1.
-    refused(&m, &["-E", "slow"], "not supported yet");
-    refused(&m, &["-I", &shadow, &bitmap], "not supported yet");
+    // Export, import and join: the daemon's own answer, still one line and exit 1.
+    refused(&m, &["-E", "slow"], "is copying");
+    refused(&m, &["-I", &shadow, &bitmap], "not an exported shadow");
+    refused(&m, &["-J", "slow", &bitmap], "not exported");
     refused(&m, &["-O", &missing], "does not exist");
     ok(&m, &["-C", "g1"]);
     refused(&m, &["-C", "g1"], "exists already");

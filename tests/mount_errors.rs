@@ -678,28 +678,21 @@ fn einval_bad_direction_and_extra_words() {
     refused_set(&m, "a", "disable now", libc::EINVAL, &["'disable'"], &files);
 }
 
+/// Export of a dependent set, join of a set that is not exported, import of a shadow with no
+/// export record: each refused with its errno and a sentence, nothing changed.
 #[test]
-fn einval_words_not_supported_yet() {
+fn export_join_and_import_refuse_what_they_cannot_take() {
     let m = mount_or_skip!();
     let (master, shadow, bitmap) = trio(&m, "a", 1);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} a"));
     let files = [&*master, &*shadow, &*bitmap];
-    for cmd in ["export", "join /x"] {
-        let word = cmd.split(' ').next().unwrap();
-        refused_set(
-            &m,
-            "a",
-            cmd,
-            libc::EINVAL,
-            &["not supported yet", &format!("'{word}'")],
-            &files,
-        );
-    }
+    refused_set(&m, "a", "export", libc::EPERM, &["dependent"], &files);
+    refused_set(&m, "a", "join /x", libc::EPERM, &["not exported"], &files);
     refused_global(
         &m,
         &format!("import {shadow} {bitmap}"),
         libc::EINVAL,
-        &["not supported yet", "'import'"],
+        &["not an exported shadow", ".iifs-export"],
         &files,
     );
 }

@@ -15,7 +15,7 @@ use clap::{ArgGroup, Parser};
 #[command(
     name = "iiadm",
     disable_version_flag = true,
-    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json\n  iiadm -O /srv/overflow.img pool && iiadm -A db pool\n  iiadm -L\n  iiadm -C app && iiadm -M db app && iiadm -M logs app\n  iiadm -g app -u s && iiadm -g app -w\n  iiadm -g app -i\n  iiadm -s db && iiadm -r db",
+    after_help = "Examples:\n  iiadm -e dep /srv/master.img /srv/shadow.img /srv/bitmap.img db\n  iiadm -u s db && iiadm -w db\n  iiadm -i db\n  iiadm -l --json\n  iiadm -O /srv/overflow.img pool && iiadm -A db pool\n  iiadm -L\n  iiadm -C app && iiadm -M db app && iiadm -M logs app\n  iiadm -g app -u s && iiadm -g app -w\n  iiadm -g app -i\n  iiadm -s db && iiadm -r db\n  iiadm -V",
     group(ArgGroup::new("action").multiple(false))
 )]
 pub struct Args {
@@ -148,6 +148,10 @@ pub struct Args {
     /// With -u, -c, -a, -w or -i: act on the group GROUP instead of one set
     #[arg(short = 'g', long = "group", value_name = "GROUP")]
     pub group: Option<String>,
+    /// List the volumes in use (path, size, role, set), then the candidates: files and block
+    /// devices in the daemon's volume_dirs that no set uses (path, size, kind, state)
+    #[arg(short = 'V', long = "volumes", group = "action")]
+    pub volumes: bool,
     /// Print the version of iiadm (and of the daemon, when one is mounted)
     #[arg(short = 'v', long = "version", group = "action")]
     pub version: bool,
@@ -160,7 +164,7 @@ pub struct Args {
     /// refuses
     #[arg(long)]
     pub force: bool,
-    /// Print -i, -l, -G, -Q and -L output as JSON
+    /// Print -i, -l, -G, -Q, -L and -V output as JSON
     #[arg(long)]
     pub json: bool,
     /// The iifs mount to talk to

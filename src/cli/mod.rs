@@ -5,6 +5,7 @@ pub mod args;
 pub mod mount;
 pub mod show;
 pub mod tree;
+pub mod volumes;
 pub mod wait;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
 /// `-H HOST`, `-HHOST`, `--host HOST`, `--host=HOST`, and after flags that take no value in one
 /// cluster (`-lH HOST`, `-lHHOST`). A `-H` left in would make the remote iiadm ssh again.
 pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
-    const FLAGS: &str = "lvhGL";
+    const FLAGS: &str = "lvhGLV";
     let mut rest = Vec::new();
     let mut skip = false;
     for a in argv.iter().skip(1) {
@@ -509,6 +510,10 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     }
     if a.overflow_list {
         print!("{}", overflow_list(a, t)?);
+        return Ok(());
+    }
+    if a.volumes {
+        print!("{}", volumes::show(t, a.json)?);
         return Ok(());
     }
     if later_feature(a, t)? {

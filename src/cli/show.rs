@@ -121,6 +121,14 @@ fn membership_lines(s: &StatusLines) -> String {
             group_of(s).unwrap_or("none")
         ));
     }
+    match get(s, "uuid") {
+        "" | "-" => {}
+        u => lines.push_str(&format!("  uuid:           {u}\n")),
+    }
+    match get(s, "origin") {
+        "" | "-" => {}
+        o => lines.push_str(&format!("  imported from:  the set of uuid {o}\n")),
+    }
     lines
 }
 

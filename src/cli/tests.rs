@@ -465,30 +465,32 @@ fn values_the_daemon_would_refuse_are_refused_with_its_words() {
     }
 }
 
-/// The options for features of later versions write words with no typed command: each is
-/// one the parser knows as reserved, so the daemon answers "not supported yet" (overflow
-/// volumes, groups and suspend/resume have typed commands: see
-/// each_action_writes_its_typed_command).
+/// -E, -I and -J write the typed export, import and join commands.
 #[test]
-fn later_features_write_the_reserved_words() {
-    for (argv, global_ctl) in [
-        (vec!["-E", "db"], false),
-        (vec!["-I", "/s", "/b", "db"], true),
-        (vec!["-J", "db", "/b"], false),
-    ] {
-        let (global, set) = written(&argv).unwrap();
-        let refusal = if global_ctl {
-            assert_eq!(set, "", "{argv:?}");
-            parse_global(global.as_bytes()).unwrap_err()
-        } else {
-            assert_eq!(global, "", "{argv:?}");
-            parse_set(set.as_bytes()).unwrap_err()
-        };
-        assert!(
-            refusal.to_string().contains("not supported yet"),
-            "{argv:?}: {refusal}"
-        );
-    }
+fn export_import_join_write_their_typed_commands() {
+    let (global, set) = written(&["-E", "db"]).unwrap();
+    assert_eq!(
+        (global.as_str(), parse_set(set.as_bytes()).unwrap()),
+        ("", SetCommand::Export)
+    );
+    let (global, set) = written(&["-I", "/s", "/b", "db"]).unwrap();
+    assert_eq!(set, "");
+    assert_eq!(
+        parse_global(global.as_bytes()).unwrap(),
+        GlobalCommand::Import {
+            shadow: "/s".into(),
+            bitmap: "/b".into(),
+            name: Some("db".into())
+        }
+    );
+    let (global, set) = written(&["-J", "db", "/b"]).unwrap();
+    assert_eq!(global, "");
+    assert_eq!(
+        parse_set(set.as_bytes()).unwrap(),
+        SetCommand::Join {
+            bitmap: "/b".into()
+        }
+    );
 }
 
 /// Relative paths are taken from the current directory, for `-O` as for `-e`; `-A` takes a

@@ -4,7 +4,7 @@ use crate::engine::error::{Error, Result};
 use std::sync::{Arc, Weak};
 
 use crate::engine::error::Role;
-use crate::engine::{Direction, Durability, EnableSpec, Engine, Set, SetRecord};
+use crate::engine::{Direction, Durability, EnableSpec, Enabled, Engine, Set, SetRecord};
 use crate::registry::Registry;
 
 use super::parse::{GlobalCommand, OverflowCommand, SetCommand};
@@ -138,23 +138,7 @@ impl Controller {
                 // A state dir that cannot be written refuses the enable before anything changes.
                 self.registry.check_writable()?;
                 let enabled = self.engine.enable_prepared(&spec, delay_ms, units)?;
-                // A set of that name that could not be restored is replaced by the new one.
-                let stale = self.registry.stale_set(&spec.name);
-                self.registry.forget(&spec.name);
-                // The set is recorded durably before its first copy starts: a refused enable
-                // leaves every volume as it was.
-                if let Err(e) = self.registry.save(&self.engine.records()) {
-                    if let Some((rec, reason)) = stale {
-                        self.registry.keep_stale(rec, reason);
-                    }
-                    if let Err(w) = self.engine.withdraw(enabled) {
-                        log::error!("set {}: could not take back the enable: {w}", spec.name);
-                    }
-                    return Err(e);
-                }
-                let note = enabled.note.clone();
-                self.engine.start(enabled);
-                Ok(note)
+                self.record_new_set(&spec.name, enabled)
             }
             GlobalCommand::OverflowInit {
                 volume,
@@ -210,6 +194,28 @@ impl Controller {
                 })?;
                 Ok(None)
             }
+            GlobalCommand::Import {
+                shadow,
+                bitmap,
+                name,
+            } => {
+                let name = match name {
+                    Some(n) => n.clone(),
+                    None => std::path::Path::new(&shadow)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
+                let _lock = self.engine.command_lock();
+                self.registry.check_writable()?;
+                let imported = self.engine.import_prepared(
+                    &shadow,
+                    &bitmap,
+                    &name,
+                    self.defaults.durability,
+                )?;
+                self.record_new_set(&name, imported)
+            }
             GlobalCommand::SuspendAll | GlobalCommand::ResumeAll => {
                 let _lock = self.engine.command_lock();
                 let result = self
@@ -220,6 +226,27 @@ impl Controller {
                 result.map(|()| None)
             }
         }
+    }
+
+    /// Record a set `enable` or `import` made in the registry, then start it. The set is
+    /// recorded durably before its first copy starts: a registry that cannot be written takes
+    /// it back and leaves every volume as it was.
+    fn record_new_set(&self, name: &str, made: Enabled<'_>) -> Result<Option<String>> {
+        // A set of that name that could not be restored is replaced by the new one.
+        let stale = self.registry.stale_set(name);
+        self.registry.forget(name);
+        if let Err(e) = self.registry.save(&self.engine.records()) {
+            if let Some((rec, reason)) = stale {
+                self.registry.keep_stale(rec, reason);
+            }
+            if let Err(w) = self.engine.withdraw(made) {
+                log::error!("set {name}: could not take it back: {w}");
+            }
+            return Err(e);
+        }
+        let note = made.note.clone();
+        self.engine.start(made);
+        Ok(note)
     }
 
     /// Forget an overflow volume no set uses: the registry first, so that a registry that
@@ -331,7 +358,29 @@ impl Controller {
             )),
             _ => None,
         };
+        let note = match cmd {
+            SetCommand::Export => {
+                let rec = self.engine.export(name)?;
+                Some(format!(
+                    "set {name} exported (uuid {}): its shadow {} is let go; the export record is \
+                     {}",
+                    rec.uuid,
+                    rec.shadow,
+                    crate::engine::bundle::path_of(&rec.shadow).display()
+                ))
+            }
+            SetCommand::Join { bitmap } => {
+                let differ = self.engine.join(name, bitmap)?;
+                Some(format!(
+                    "set {name} joined: its shadow is served again; {differ} chunks differ \
+                     ('update shadow' or 'update master' moves them)"
+                ))
+            }
+            _ => note,
+        };
         let done = match cmd {
+            // Done above.
+            SetCommand::Export | SetCommand::Join { .. } => Ok(()),
             SetCommand::Update { dir, .. } => set.start_copy(*dir, false),
             SetCommand::Copy { dir, .. } => set.start_copy(*dir, true),
             SetCommand::Attach { overflow } => self.engine.attach(name, overflow),
@@ -386,6 +435,12 @@ impl Controller {
             SetCommand::Reset if set.is_suspended() => Err(crate::engine::error::not_permitted(
                 format!("set {name} is suspended; resume it first, then reset it"),
             )),
+            SetCommand::Reset if set.is_exported() => {
+                Err(crate::engine::error::not_permitted(format!(
+                    "set {name} is exported: its shadow is on another host; join it back \
+                     ('join BITMAP') before a reset"
+                )))
+            }
             SetCommand::Reset => set.reset(),
             SetCommand::Params { delay_ms, units } => set.set_params(*delay_ms, *units),
             SetCommand::Disable => {

@@ -51,6 +51,7 @@ impl Controller {
     /// Open a data file of the set `name`.
     pub fn open_file(&self, name: &str, role: Role) -> Result<DataFile> {
         let set = self.engine.set(name)?;
+        set.check_here(role)?;
         if role == Role::Overflow && set.compact.as_ref().and_then(|c| c.overflow()).is_none() {
             return Err(crate::engine::error::not_found(format!(
                 "set {name} has no overflow volume attached"
@@ -63,8 +64,12 @@ impl Controller {
     }
 
     /// The size and backing file of a data file of the set `name`, while the set lives.
+    /// None for a file the set does not have now (see `Set::check_served`).
     pub fn file_info(&self, name: &str, role: Role) -> Option<FileInfo> {
         let set = self.engine.set(name).ok()?;
+        if set.is_exported() && role == Role::Shadow || set.is_imported() && role == Role::Master {
+            return None;
+        }
         Some(match role {
             Role::Bitmap => FileInfo {
                 len: set.tracking.vol.len(),
@@ -141,7 +146,7 @@ impl Controller {
                 text
             }
             Text::Version => format!("iifs {}\n", env!("CARGO_PKG_VERSION")),
-            Text::Volumes => status::volumes(&self.engine.volumes()),
+            Text::Volumes => self.volumes_text(),
             Text::GroupStatus(name) => {
                 let members = self.engine.group_members(name).ok()?;
                 status::group_status(&self.engine.group_status(name).ok()?, &members)
@@ -203,7 +208,7 @@ impl DataFile {
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let s = &self.set;
         if counted(self.role) {
-            s.check_served()?;
+            s.check_served(self.role)?;
         }
         match self.role {
             Role::Master => s.master.read(buf, offset),
@@ -228,7 +233,7 @@ impl DataFile {
 
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         if counted(self.role) {
-            self.set.check_served()?;
+            self.set.check_served(self.role)?;
         }
         match self.role {
             Role::Master => self.set.master.write(data, offset),
@@ -243,7 +248,7 @@ impl DataFile {
     /// is concerned; the backing file punches the hole (or writes zeros where it cannot).
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
         if counted(self.role) {
-            self.set.check_served()?;
+            self.set.check_served(self.role)?;
         }
         match self.role {
             Role::Master => self.set.master.discard(offset, len),
@@ -260,7 +265,7 @@ impl DataFile {
     pub fn allocate(&self, offset: u64, end: u64) -> std::io::Result<()> {
         let fd = match self.role {
             Role::Master => self.set.master.vol.raw_fd(),
-            Role::Shadow => self.set.shadow.raw_fd(),
+            Role::Shadow => crate::engine::volume::Volume::raw_fd(self.set.shadow.as_ref()),
             Role::Bitmap | Role::Overflow => None,
         };
         let (Some(fd), true) = (fd, end > offset) else {

@@ -4,6 +4,7 @@
 //! through this module.
 
 pub mod command;
+pub mod discovery;
 pub mod exec;
 pub mod files;
 mod groups;

@@ -38,6 +38,13 @@ pub enum GlobalCommand {
     /// `suspend all` / `resume all`.
     SuspendAll,
     ResumeAll,
+    /// `import SHADOW BITMAP [NAME]`: take in a shadow another host exported; BITMAP tracks
+    /// every write to it here.
+    Import {
+        shadow: String,
+        bitmap: String,
+        name: Option<String>,
+    },
 }
 
 /// A command written to `groups/NAME/ctl`.
@@ -108,11 +115,13 @@ pub enum SetCommand {
     },
     /// `ungroup`: take the set out of its group.
     Ungroup,
+    /// `export`: hand the shadow to another host.
+    Export,
+    /// `join BITMAP`: take the exported shadow back, merging the importing host's bitmap.
+    Join {
+        bitmap: String,
+    },
 }
-
-/// Words the interface reserves for features of later versions.
-const GLOBAL_LATER: &[&str] = &["import"];
-const SET_LATER: &[&str] = &["export", "join"];
 
 fn words(input: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(input).map_err(|_| invalid("the command is not UTF-8 text"))?;
@@ -127,12 +136,6 @@ fn words(input: &[u8]) -> Result<Vec<String>> {
         return Err(invalid("empty command"));
     }
     Ok(w)
-}
-
-fn later(word: &str) -> crate::engine::Error {
-    invalid(format!(
-        "'{word}' is not supported yet by this version of iifs"
-    ))
 }
 
 pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
@@ -154,9 +157,19 @@ pub fn parse_global(input: &[u8]) -> Result<GlobalCommand> {
                 w[0], w[0]
             ))),
         },
-        x if GLOBAL_LATER.contains(&x) => Err(later(x)),
+        "import" => match w.len() {
+            3 | 4 => Ok(GlobalCommand::Import {
+                shadow: w[1].clone(),
+                bitmap: w[2].clone(),
+                name: w.get(3).cloned(),
+            }),
+            _ => Err(invalid(
+                "usage: import SHADOW BITMAP [NAME] (the shadow another host exported, a bitmap \
+                 volume of this host's own)",
+            )),
+        },
         x => Err(invalid(format!(
-            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N], overflow init VOLUME [NAME] [chunk_size=BYTES], overflow delete NAME, group create NAME, suspend all, resume all"
+            "unknown command '{x}'; the global ctl takes: enable ind|dep MASTER SHADOW BITMAP [NAME] [chunk_size=BYTES] [durability=strict|relaxed] [delay=MS units=N], import SHADOW BITMAP [NAME], overflow init VOLUME [NAME] [chunk_size=BYTES], overflow delete NAME, group create NAME, suspend all, resume all"
         ))),
     }
 }
@@ -433,10 +446,24 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
             extra(1)?;
             SetCommand::Ungroup
         }
-        x if SET_LATER.contains(&x) => return Err(later(x)),
+        "export" => {
+            extra(1)?;
+            SetCommand::Export
+        }
+        "join" => {
+            if w.len() != 2 {
+                return Err(invalid(
+                    "usage: join BITMAP (the bitmap volume the importing host's set tracked the \
+                     shadow with)",
+                ));
+            }
+            SetCommand::Join {
+                bitmap: w[1].clone(),
+            }
+        }
         x => {
             return Err(invalid(format!(
-                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach, suspend, resume, group NAME, ungroup"
+                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach, suspend, resume, group NAME, ungroup, export, join BITMAP"
             )))
         }
     };
@@ -493,6 +520,17 @@ impl fmt::Display for GlobalCommand {
             GlobalCommand::GroupCreate { name } => write!(f, "group create {name}"),
             GlobalCommand::SuspendAll => f.write_str("suspend all"),
             GlobalCommand::ResumeAll => f.write_str("resume all"),
+            GlobalCommand::Import {
+                shadow,
+                bitmap,
+                name,
+            } => {
+                write!(f, "import {shadow} {bitmap}")?;
+                if let Some(n) = name {
+                    write!(f, " {n}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -545,6 +583,8 @@ impl fmt::Display for SetCommand {
             SetCommand::Resume => f.write_str("resume"),
             SetCommand::Group { name } => write!(f, "group {name}"),
             SetCommand::Ungroup => f.write_str("ungroup"),
+            SetCommand::Export => f.write_str("export"),
+            SetCommand::Join { bitmap } => write!(f, "join {bitmap}"),
         }
     }
 }
@@ -573,6 +613,8 @@ mod tests {
             "resume",
             "group g1",
             "ungroup",
+            "export",
+            "join /b2",
         ] {
             let c = parse_set(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -593,6 +635,8 @@ mod tests {
             "group create g1",
             "suspend all",
             "resume all",
+            "import /s /b",
+            "import /s /b db2",
         ] {
             let c = parse_global(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -636,10 +680,14 @@ mod tests {
         assert!(parse_group(b"add").is_err());
         assert!(parse_group(b"delete now").is_err());
         assert!(parse_group(b"reset").is_err());
-        assert!(parse_set(b"export")
+        assert!(parse_set(b"export now").is_err());
+        assert!(parse_set(b"join").is_err());
+        assert!(parse_set(b"join /a /b").is_err());
+        assert!(parse_global(b"import /s")
             .unwrap_err()
             .message
-            .contains("not supported yet"));
+            .contains("usage: import SHADOW BITMAP"));
+        assert!(parse_global(b"import /s /b n extra").is_err());
         assert!(parse_global(b"enable dep /a /b").is_err());
         assert!(parse_global(b"enable xyz /a /b /c").is_err());
         assert!(parse_global(b"").is_err());
@@ -676,6 +724,8 @@ mod tests {
                 Just(SetCommand::Resume),
                 WORD.prop_map(|name| SetCommand::Group { name }),
                 Just(SetCommand::Ungroup),
+                Just(SetCommand::Export),
+                WORD.prop_map(|bitmap| SetCommand::Join { bitmap }),
             ]
         }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::engine::overflow::OverflowStatus;
-use crate::engine::{GroupStatus, SetRecord, Status, VolumeUse};
+use crate::engine::{GroupStatus, SetRecord, Status};
 
 /// `sets/NAME/status` of a set in group `group` (if any).
 pub fn set_status(s: &Status, group: Option<&str>) -> String {
@@ -16,7 +16,12 @@ pub fn set_status(s: &Status, group: Option<&str>) -> String {
         s.state,
         s.direction,
         s.progress,
-        s.paths.master,
+        // An imported set has no master here.
+        if s.paths.master.is_empty() {
+            "-"
+        } else {
+            &s.paths.master
+        },
         s.paths.shadow,
         s.paths.bitmap,
         s.space
@@ -36,6 +41,7 @@ pub fn set_status(s: &Status, group: Option<&str>) -> String {
         s.pit_time,
     );
     let _ = writeln!(out, "status: {}", s.condition.word());
+    let _ = write!(out, "uuid: {}\norigin: {}\n", s.uuid, s.origin);
     if let Some(sp) = &s.space {
         let _ = write!(
             out,
@@ -131,7 +137,7 @@ pub fn global_status(sets: &[Status]) -> String {
 /// it (its volumes), `state: offline` and why. Counts are 0, words unknown are `-`.
 pub fn unrestored_status(rec: &SetRecord, reason: &str, group: Option<&str>) -> String {
     format!(
-        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: {}\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\n",
+        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: {}\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\nuuid: -\norigin: -\n",
         rec.name,
         rec.master,
         rec.shadow,
@@ -143,14 +149,6 @@ pub fn unrestored_status(rec: &SetRecord, reason: &str, group: Option<&str>) -> 
 /// The global status line of a set that could not be restored.
 pub fn unrestored_line(rec: &SetRecord) -> String {
     format!("{} - offline 0\n", rec.name)
-}
-
-pub fn volumes(vols: &[VolumeUse]) -> String {
-    let mut out = String::new();
-    for v in vols {
-        let _ = writeln!(out, "{} {} {} {}", v.path, v.size, v.role, v.set);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -185,6 +183,8 @@ mod tests {
             space: None,
             copy_total: 0,
             condition: crate::engine::Condition::Normal,
+            uuid: "0f0e0d0c-0b0a-4908-8706-050403020100".into(),
+            origin: "-".into(),
         };
         let text = set_status(&s, Some("g1"));
         let keys: Vec<&str> = text
@@ -214,7 +214,9 @@ mod tests {
                 "durability",
                 "chunks_to_copy",
                 "pit_time",
-                "status"
+                "status",
+                "uuid",
+                "origin"
             ]
         );
         assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));

@@ -33,7 +33,7 @@ pub struct Args {
           value_hint = ValueHint::DirPath)]
     pub paths: Vec<PathBuf>,
     /// Settings and mount options, comma-separated: state_dir=, config=, chunk_size=,
-    /// durability=, threads=, allow_other, log_level=, space_warning=
+    /// durability=, threads=, allow_other, log_level=, space_warning=, volume_dirs=DIR:DIR
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Stay in the foreground and log to stderr
@@ -214,6 +214,7 @@ fn serve(
     let registry = Registry::open(&settings.state_dir)?;
     let engine = Engine::new(Box::new(FileOpener));
     crate::engine::set::set_space_warning(settings.space_warning);
+    crate::control::discovery::set_volume_dirs(settings.volume_dirs.clone());
     let controller = Arc::new(Controller::new(
         engine,
         registry,

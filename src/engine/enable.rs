@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::error::{self, exists, invalid, Error, Kind, Result};
-use super::header::{self, flags, Durability, Header, SetKind};
+use super::header::{self, flags, new_uuid, Durability, Header, SetKind};
 use super::memory;
 use super::opener::Opener;
 use super::set::{self, Set};
@@ -31,12 +31,12 @@ pub struct Enabled<'a> {
     pub set: Arc<Set>,
     /// What the enable did that the administrator should hear of (a bitmap file it made).
     pub note: Option<String>,
-    undo: BitmapUndo<'a>,
+    pub(super) undo: BitmapUndo<'a>,
 }
 
 /// How to put a bitmap volume back as it was before a refused enable: remove the file the
 /// enable made, or write back the bytes it overwrote and give it back its old length.
-struct BitmapUndo<'a> {
+pub(super) struct BitmapUndo<'a> {
     opener: &'a dyn Opener,
     path: String,
     created: bool,
@@ -68,6 +68,21 @@ impl Drop for BitmapUndo<'_> {
             if let Err(e) = self.opener.shrink(path, self.old_len) {
                 log::error!("cannot shrink bitmap {path} back after a refused enable: {e}");
             }
+        }
+    }
+}
+
+impl Engine {
+    /// The undo of a bitmap volume a new set is about to write (`created`: the open made it).
+    pub(super) fn bitmap_undo(&self, path: &str, created: bool, old_len: u64) -> BitmapUndo<'_> {
+        BitmapUndo {
+            opener: self.opener.as_ref(),
+            path: path.to_string(),
+            created,
+            old_len,
+            grown: false,
+            saved: None,
+            kept: false,
         }
     }
 }
@@ -158,17 +173,9 @@ impl Engine {
         }
         let master = self.open_volume("master", &spec.master)?;
         let shadow = self.open_volume("shadow", &spec.shadow)?;
-        let (mut bitmap, missing) = self.open_or_create("bitmap", &spec.bitmap, true)?;
+        let (bitmap, missing) = self.open_or_create("bitmap", &spec.bitmap, true)?;
         // From here on every refusal puts the bitmap volume back as it was (see `BitmapUndo`).
-        let mut undo = BitmapUndo {
-            opener: self.opener.as_ref(),
-            path: spec.bitmap.clone(),
-            created: missing,
-            old_len: bitmap.len(),
-            grown: false,
-            saved: None,
-            kept: false,
-        };
+        let mut undo = self.bitmap_undo(&spec.bitmap, missing, bitmap.len());
         let (mid, sid, bid) = (master.id(), shadow.id(), bitmap.id());
         if mid == sid || mid == bid || sid == bid {
             return Err(invalid(
@@ -290,50 +297,10 @@ impl Engine {
             overflow: String::new(),
             overflow_id: 0,
             group_seq: 0,
+            uuid: new_uuid(),
+            origin: 0,
         };
-        header.encode()?;
-        let need = header.volume_len();
-        // The bytes of the bitmap volume the set overwrites are kept to put back on refusal.
-        let keep = undo.old_len.min(need);
-        memory::check(&spec.name, &header, keep)?;
-        if bitmap.len() < need {
-            // The grown file is opened anew: drop this descriptor first, or the open would
-            // find it again, with its old length.
-            drop(bitmap);
-            let grown = self
-                .opener
-                .grow(&spec.bitmap, need)
-                .map_err(|e| grow_error(&spec.bitmap, need, &e))?;
-            if !grown {
-                return Err(Error::new(
-                    Kind::TooBig,
-                    format!(
-                        "bitmap volume {} is too small: it needs {need} bytes (a block device \
-                         cannot be grown; use a larger one, a file, or a larger chunk size)",
-                        spec.bitmap
-                    ),
-                ));
-            }
-            undo.grown = true;
-            bitmap = self.open_volume("bitmap", &spec.bitmap)?;
-        }
-        if keep > 0 {
-            let mut old = vec![0u8; keep as usize];
-            bitmap
-                .read_at(&mut old, 0)
-                .map_err(|e| Error::io(format!("reading bitmap volume {}", spec.bitmap), &e))?;
-            undo.saved = Some((bitmap.clone(), old));
-        }
-        let tracking = Tracking::create(bitmap, header).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => Error::new(
-                Kind::NoSpace,
-                format!(
-                    "bitmap volume {} has no space for {need} bytes: free space on its file system",
-                    spec.bitmap
-                ),
-            ),
-            _ => Error::io(format!("initialising bitmap volume {}", spec.bitmap), &e),
-        })?;
+        let tracking = self.write_bitmap(&spec.name, bitmap, &mut undo, header)?;
         // The master's content when the set appears is the point in time: under strict
         // durability it is made durable first.
         let shadow = self.shadow_of(&spec.name, shadow, &tracking, None)?;
@@ -351,6 +318,62 @@ impl Engine {
             )
         });
         Ok(Enabled { set, note, undo })
+    }
+
+    /// Write a new set's bitmap volume (`path`, opened as `bitmap`) for `header`: grown if it
+    /// is a file too small, the bytes it overwrites kept in `undo`.
+    pub(super) fn write_bitmap(
+        &self,
+        name: &str,
+        mut bitmap: Arc<dyn Volume>,
+        undo: &mut BitmapUndo<'_>,
+        header: Header,
+    ) -> Result<Tracking> {
+        let path = undo.path.clone();
+        header.encode()?;
+        let need = header.volume_len();
+        // The bytes of the bitmap volume the set overwrites are kept to put back on refusal.
+        let keep = undo.old_len.min(need);
+        memory::check(name, &header, keep)?;
+        if bitmap.len() < need {
+            // The grown file is opened anew: drop this descriptor first, or the open would
+            // find it again, with its old length.
+            drop(bitmap);
+            let grown = self
+                .opener
+                .grow(&path, need)
+                .map_err(|e| grow_error(&path, need, &e))?;
+            if !grown {
+                return Err(Error::new(
+                    Kind::TooBig,
+                    format!(
+                        "bitmap volume {} is too small: it needs {need} bytes (a block device \
+                         cannot be grown; use a larger one, a file, or a larger chunk size)",
+                        path
+                    ),
+                ));
+            }
+            undo.grown = true;
+            bitmap = self.open_volume("bitmap", &path)?;
+        }
+        if keep > 0 {
+            let mut old = vec![0u8; keep as usize];
+            bitmap
+                .read_at(&mut old, 0)
+                .map_err(|e| Error::io(format!("reading bitmap volume {}", path), &e))?;
+            undo.saved = Some((bitmap.clone(), old));
+        }
+        let tracking = Tracking::create(bitmap, header).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => Error::new(
+                Kind::NoSpace,
+                format!(
+                    "bitmap volume {} has no space for {need} bytes: free space on its file system",
+                    path
+                ),
+            ),
+            _ => Error::io(format!("initialising bitmap volume {}", path), &e),
+        })?;
+        Ok(tracking)
     }
 
     /// Start a set `enable_prepared` made (its first copy, for an independent set).

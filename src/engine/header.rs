@@ -15,7 +15,8 @@
 //! Header slot: magic "IIFSBMAP", version, sequence, set type, chunk size, master and shadow
 //! sizes, state flags, throttle, PIT time, bitmap offsets, durability, then (version 2) the page
 //! layout, the copy's total, the generation and the bitmap id; (version 3) the compact shadow's
-//! slot count, the attached overflow's id and the last group operation's number; then the set name and the three volume paths
+//! slot count, the attached overflow's id, the last group operation's number, the set's uuid
+//! and an imported set's origin uuid; then the set name and the three volume paths
 //! (version 3: and the overflow's name; version 2 on: the last error) as length-prefixed strings,
 //! and a CRC-32 of everything before it.
 //!
@@ -77,9 +78,18 @@ pub mod flags {
     /// A compact set could not preserve a chunk: shadow and overflow were full. Cleared by the
     /// next point in time (`update shadow`, `reset`).
     pub const OUT_OF_SPACE: u32 = 1 << 12;
+    /// The shadow was handed to another host (`export`): it is not served here, and master
+    /// changes go on being tracked until `join`.
+    pub const EXPORTED: u32 = 1 << 13;
+    /// The set is a shadow another host exported, taken in here (`import`): it has no master,
+    /// and its shadow bitmap records every write to the shadow.
+    pub const IMPORTED: u32 = 1 << 14;
+    /// With IMPORTED: the imported set was disabled and its bitmap volume let go; it is final,
+    /// ready to be joined on the exporting host.
+    pub const RELEASED: u32 = 1 << 15;
 
     /// Every single state bit, for the check below.
-    const ALL: [u32; 13] = [
+    const ALL: [u32; 16] = [
         TO_SHADOW,
         TO_MASTER,
         ACTIVE,
@@ -93,6 +103,9 @@ pub mod flags {
         PENDING_FILL_SHADOW,
         FULL_COPY,
         OUT_OF_SPACE,
+        EXPORTED,
+        IMPORTED,
+        RELEASED,
     ];
 
     // A build with two state flags sharing a bit fails here.
@@ -291,6 +304,11 @@ pub struct Header {
     /// The last group operation this set took (see `Engine::group_copy`): a group operation a
     /// crash interrupted is rolled forward on the members whose number is lower.
     pub group_seq: u64,
+    /// The set's identity, chosen when it is made (0: made before sets had one; given one at
+    /// the next start). Export, import and join compare it across hosts.
+    pub uuid: u128,
+    /// An imported set's: the uuid of the set that exported the shadow (0 otherwise).
+    pub origin: u128,
 }
 
 impl Header {
@@ -367,6 +385,8 @@ impl Header {
         put64(&mut b, 128, self.shadow_slots);
         put64(&mut b, 136, self.overflow_id);
         put64(&mut b, 144, self.group_seq);
+        b[152..168].copy_from_slice(&self.uuid.to_le_bytes());
+        b[168..184].copy_from_slice(&self.origin.to_le_bytes());
         let mut at = STRINGS_OFFSET;
         for s in [
             &self.name,
@@ -481,6 +501,9 @@ impl Header {
             overflow,
             overflow_id: if v3 { get64(b, 136) } else { 0 },
             group_seq: if v3 { get64(b, 144) } else { 0 },
+            // Zero in a version 3 header written before sets had an identity.
+            uuid: if v3 { get128(b, 152) } else { 0 },
+            origin: if v3 { get128(b, 168) } else { 0 },
         })
     }
 
@@ -493,6 +516,25 @@ impl Header {
             (None, None) => None,
         }
     }
+}
+
+/// A new set identity (a random, version 4 UUID).
+pub fn new_uuid() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+/// A set identity as people and files write it ("-" for none).
+pub fn uuid_text(u: u128) -> String {
+    if u == 0 {
+        "-".to_string()
+    } else {
+        uuid::Uuid::from_u128(u).hyphenated().to_string()
+    }
+}
+
+/// A set identity read back from its text form.
+pub fn parse_uuid(s: &str) -> Option<u128> {
+    uuid::Uuid::parse_str(s).ok().map(|u| u.as_u128())
 }
 
 /// Bytes of one bitmap region of a new set (checked pages).
@@ -518,6 +560,11 @@ fn put64(b: &mut [u8], at: usize, v: u64) {
 }
 fn get32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn get128(b: &[u8], at: usize) -> u128 {
+    let mut v = [0u8; 16];
+    v.copy_from_slice(&b[at..at + 16]);
+    u128::from_le_bytes(v)
 }
 fn get64(b: &[u8], at: usize) -> u64 {
     let mut v = [0u8; 8];
@@ -554,6 +601,8 @@ mod tests {
             overflow: String::new(),
             overflow_id: 0,
             group_seq: 5,
+            uuid: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+            origin: 9,
         }
     }
 

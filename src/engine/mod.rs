@@ -1,5 +1,6 @@
 //! The imaging engine: sets of master, shadow and bitmap volumes, copy-on-write, background
-//! copies and crash-safe persistent state. It knows nothing of FUSE, clap or YAML.
+//! copies and crash-safe persistent state. It knows nothing of FUSE or clap; its one YAML file
+//! is the export record an `export` writes beside the shadow (`bundle`).
 //!
 //! # Layers
 //!
@@ -9,6 +10,8 @@
 //! ```text
 //! error
 //!   -> volume, bitmap, header, chunk, commit, memory   (bytes, bits, layout, geometry)
+//!   -> swappable, bundle                               (volumes let go of and taken back;
+//!                                                       the export record)
 //!   -> slots, chunkmap, overflow                       (slot pools, the compact chunk map,
 //!                                                       overflow volumes)
 //!   -> stripe                                          (stripe locks over chunk regions)
@@ -18,7 +21,7 @@
 //!   -> set                                             (one set: copy-on-write, shadow I/O, state)
 //!   -> copier                                          (the background copy; `CopyControl`)
 //!   -> opener, enable, restore, overflows, groups,     (the tables of sets, volumes and
-//!      Engine                                           groups)
+//!      exports, Engine                                  groups)
 //! ```
 //!
 //! The master holds its sets as `master::Imager` trait objects and a set holds its copy's
@@ -51,6 +54,7 @@
 //! through the engine's tables.
 
 pub mod bitmap;
+pub mod bundle;
 pub mod chunk;
 pub mod chunkmap;
 pub mod commit;
@@ -58,6 +62,7 @@ pub mod compact;
 pub mod copier;
 mod enable;
 pub mod error;
+mod exports;
 mod groups;
 pub mod header;
 pub mod master;
@@ -69,6 +74,7 @@ mod restore;
 pub mod set;
 pub mod slots;
 pub mod stripe;
+pub mod swappable;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod tracking;
@@ -239,12 +245,15 @@ impl Engine {
     pub fn volumes(&self) -> Vec<VolumeUse> {
         let mut out = Vec::new();
         for s in self.sets() {
-            out.push(VolumeUse {
-                path: s.paths.master.clone(),
-                size: s.master.len(),
-                role: "master",
-                set: s.name.clone(),
-            });
+            // An imported set's master is on another host.
+            if !s.is_imported() {
+                out.push(VolumeUse {
+                    path: s.paths.master.clone(),
+                    size: s.master.len(),
+                    role: "master",
+                    set: s.name.clone(),
+                });
+            }
             out.push(VolumeUse {
                 path: s.paths.shadow.clone(),
                 size: s.compact.as_ref().map_or(s.shadow.len(), |c| c.file.len()),
@@ -357,7 +366,10 @@ impl Engine {
         if wipe_shadow
             && (set.kind == SetKind::Dependent || set.direction() == Some(Direction::Shadow))
         {
-            let file = set.compact.as_ref().map_or(&set.shadow, |c| &c.file);
+            let file: Arc<dyn Volume> = match &set.compact {
+                Some(c) => c.file.clone(),
+                None => set.shadow.clone(),
+            };
             let start = 8192u64.min(file.len());
             let end = 65536u64.min(file.len());
             if end > start {
@@ -365,9 +377,20 @@ impl Engine {
                 let _ = file.sync();
             }
         }
-        if let Err(e) = set.tracking.invalidate() {
+        // An imported set's bitmap volume is what the exporting host joins: it stays, final.
+        let released = if set.is_imported() {
+            set.tracking.update_header(|h| h.flags |= flags::RELEASED)
+        } else {
+            set.tracking.invalidate()
+        };
+        if let Err(e) = released {
             log::warn!(
-                "set {name}: could not invalidate bitmap {}: {e}",
+                "set {name}: could not {} bitmap {}: {e}",
+                if set.is_imported() {
+                    "release"
+                } else {
+                    "invalidate"
+                },
                 set.paths.bitmap
             );
         }

@@ -5,7 +5,7 @@ use super::header::{self, flags, Header};
 use super::memory;
 use super::set::Set;
 use super::tracking::Tracking;
-use super::{Engine, SetRecord};
+use super::{exports, Engine, SetRecord};
 use std::sync::Arc;
 
 impl Engine {
@@ -83,8 +83,17 @@ impl Engine {
         if self.tables().sets.contains_key(&rec.name) {
             return Err(exists(format!("a set named '{}' exists already", rec.name)));
         }
-        let master = self.open_volume("master", &h.master)?;
-        let shadow = self.open_volume("shadow", &h.shadow)?;
+        // An imported set has no master here; an exported one's shadow is on another host.
+        let master = if h.flags & flags::IMPORTED != 0 {
+            exports::absent_master(h.master_size)
+        } else {
+            self.open_volume("master", &h.master)?
+        };
+        let shadow = if h.flags & flags::EXPORTED != 0 {
+            self.exported_shadow(&h)
+        } else {
+            self.open_volume("shadow", &h.shadow)?
+        };
         let overflow = self.overflow_of(&rec.name, &tracking)?;
         if master.len() != h.master_size {
             return Err(invalid(format!(
@@ -121,7 +130,14 @@ impl Engine {
             set.mark_suspended();
         }
         // A copy of the bitmap volume taken from now on is older than what the registry saves.
-        if let Err(e) = set.tracking.bump_generation() {
+        // A set made before sets had an identity gets one in the same write.
+        let give_uuid = h.uuid == 0;
+        if let Err(e) = set.tracking.update_header(|h| {
+            h.generation += 1;
+            if give_uuid {
+                h.uuid = header::new_uuid();
+            }
+        }) {
             let e = Error::io_on(
                 error::Role::Bitmap,
                 format!("write of bitmap {}", rec.bitmap),

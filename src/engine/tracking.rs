@@ -410,6 +410,23 @@ impl Tracking {
         })
     }
 
+    /// Add the chunks `other` (a bitmap volume of the same chunks) marks as differing to this
+    /// shadow bitmap, durably, then to the live image. The caller holds the set's gate
+    /// exclusively. A union: merging twice is merging once.
+    pub fn merge_shadow(&self, other: &Tracking) -> io::Result<()> {
+        if other.shd_disk.len() != self.shd_disk.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the bitmaps are of different sizes",
+            ));
+        }
+        self.shd_disk.or_with(&other.shd_disk);
+        self.write_region(Map::Shadow)?;
+        self.vol.sync()?;
+        self.shd_live.or_with(&other.shd_disk);
+        Ok(())
+    }
+
     /// Chunks the recorded copy had to move when it started, as far as known: never fewer
     /// than it still has to move.
     pub fn copy_total(&self) -> u64 {

@@ -41,6 +41,10 @@ pub trait Volume: Send + Sync {
         Ok(())
     }
     fn id(&self) -> VolumeId;
+    /// True for a stand-in of a volume that is not here (see `swappable::Absent`).
+    fn is_absent(&self) -> bool {
+        false
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -121,6 +121,18 @@ impl Tree {
         }
     }
 
+    /// Whether set `name` has its data file `file` now: `overflow` only while an overflow
+    /// volume is attached, `shadow` not while it is exported, `master` not in an imported set.
+    fn data_file_here(&self, name: &str, file: SetFile) -> bool {
+        let role = match file {
+            SetFile::Master => Role::Master,
+            SetFile::Shadow => Role::Shadow,
+            SetFile::Overflow => Role::Overflow,
+            SetFile::Dir | SetFile::Bitmap | SetFile::Ctl | SetFile::Status => return true,
+        };
+        !self.ctl.has_set(name) || self.ctl.file_info(name, role).is_some()
+    }
+
     /// Resolve an inode, checking that a set's node still belongs to a live set.
     pub fn node(&self, ino: INodeNo) -> Option<Node> {
         let node = self.inodes.node(ino.0)?;
@@ -130,7 +142,7 @@ impl Tree {
             if !self.ctl.has_set(name) && !unrestored_file {
                 return None;
             }
-            if *file == SetFile::Overflow && self.ctl.file_info(name, Role::Overflow).is_none() {
+            if !self.data_file_here(name, *file) {
                 return None;
             }
         }
@@ -281,10 +293,9 @@ impl Tree {
             // `overflow` is there while an overflow volume is attached.
             Node::Set(name, SetFile::Dir) => {
                 let live = self.ctl.has_set(name);
-                let overflow = self.ctl.file_info(name, Role::Overflow).is_some();
                 SET_FILES
                     .iter()
-                    .filter(|(_, f)| *f != SetFile::Overflow || overflow)
+                    .filter(|(_, f)| self.data_file_here(name, *f))
                     .filter(|(_, f)| live || matches!(f, SetFile::Ctl | SetFile::Status))
                     .map(|(n, f)| {
                         (

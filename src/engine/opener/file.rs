@@ -47,6 +47,20 @@ impl Opener for FileOpener {
         set_len(path, len, false).map(|_| ())
     }
 
+    fn identify(&self, path: &str) -> io::Result<VolumeId> {
+        let real = resolve(Path::new(path), &iifs_mounts())?;
+        let meta = fs::metadata(&real)?;
+        if meta.file_type().is_block_device() {
+            // A loop device is the file behind it: only an open finds that out. Held by
+            // another process, it is known by its device number.
+            return match open_volume(&real, false) {
+                Ok((v, _)) => Ok(v.id()),
+                Err(_) => Ok(VolumeId(u64::MAX, meta.rdev())),
+            };
+        }
+        Ok(VolumeId(meta.dev(), meta.ino()))
+    }
+
     fn remove(&self, path: &str) -> io::Result<()> {
         // The file made, not a link that led to it.
         fs::remove_file(resolve(Path::new(path), &iifs_mounts())?)

@@ -28,6 +28,11 @@ pub trait Opener: Send + Sync {
     fn shrink(&self, _path: &str, _len: u64) -> io::Result<()> {
         Ok(())
     }
+    /// The identity of the volume at `path`, without keeping it open (an exported shadow
+    /// another process may hold).
+    fn identify(&self, path: &str) -> io::Result<super::volume::VolumeId> {
+        self.open(path).map(|v| v.id())
+    }
     /// Remove a volume `create` made (a refused enable changes nothing).
     fn remove(&self, _path: &str) -> io::Result<()> {
         Ok(())

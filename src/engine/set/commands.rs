@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::super::error::{busy, invalid, not_permitted, Error, Result, Role};
 use super::super::header::flags;
 use super::super::tracking::Map;
+use super::super::volume::Volume;
 use super::{direction_flag, now_secs, Direction, Set, FULL_COPY, MAX_DELAY_MS, MAX_UNITS};
 
 pub fn check_params(delay_ms: u32, units: u32) -> Result<()> {
@@ -36,7 +37,11 @@ impl Set {
         if self.strict() {
             let (source, path, role) = match dir {
                 Direction::Shadow => (self.master.vol.as_ref(), &self.paths.master, Role::Master),
-                Direction::Master => (self.shadow.as_ref(), &self.paths.shadow, Role::Shadow),
+                Direction::Master => (
+                    self.shadow.as_ref() as &dyn Volume,
+                    &self.paths.shadow,
+                    Role::Shadow,
+                ),
             };
             source
                 .sync()
@@ -124,6 +129,7 @@ impl Set {
     }
 
     pub(in crate::engine) fn check_can_copy(&self, dir: Direction) -> Result<()> {
+        self.check_not_away(dir)?;
         if self.is_suspended() {
             return Err(not_permitted(format!(
                 "set {} is suspended; resume it first",

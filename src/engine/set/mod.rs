@@ -8,10 +8,12 @@
 //! - `commands`: start of a copy or update, abort, wait, params;
 //! - `space`: a compact set's space (out of space, the space warning, lost chunks);
 //! - `status`: the typed state and the status snapshot;
-//! - `suspend`: suspend and resume.
+//! - `suspend`: suspend and resume;
+//! - `export`: export and join (the shadow let go of and taken back).
 
 mod commands;
 mod cow;
+mod export;
 mod offline;
 mod shadow;
 mod space;
@@ -28,6 +30,7 @@ use super::compact::Compact;
 use super::error::{Error, Role};
 use super::header::{flags, Durability, Header, SetKind};
 use super::master::Master;
+use super::swappable::Swappable;
 use super::tracking::Tracking;
 use super::volume::Volume;
 
@@ -99,7 +102,8 @@ pub struct Set {
     pub paths: Paths,
     pub durability: Durability,
     pub master: Arc<Master>,
-    pub shadow: Arc<dyn Volume>,
+    /// Swappable: an exported shadow is let go here and taken again at `join`.
+    pub shadow: Arc<Swappable>,
     pub tracking: Tracking,
     /// Mirror of the header's state flags, read lock-free by the I/O paths.
     flags: AtomicU32,
@@ -126,6 +130,8 @@ pub struct Set {
     space_warned: AtomicBool,
     /// Suspended: its files are not served, its copy is stopped, its master takes no writes.
     suspended: AtomicBool,
+    /// An export is making its record: the shadow is not served meanwhile.
+    exporting: AtomicBool,
 }
 
 /// The state flag recording a copy in direction `dir`.
@@ -181,7 +187,7 @@ impl Set {
             },
             durability: h.durability,
             master,
-            shadow,
+            shadow: Arc::new(Swappable::new(shadow)),
             flags: AtomicU32::new(h.flags),
             gate: RwLock::new(()),
             shadow_commit: GroupCommit::default(),
@@ -205,6 +211,7 @@ impl Set {
             compact: None,
             space_warned: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
+            exporting: AtomicBool::new(false),
             tracking,
         }
     }

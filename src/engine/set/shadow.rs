@@ -146,7 +146,7 @@ impl Set {
         let _gate = self.gate_read();
         self.check_preserved(offset, buf.len() as u64, Kind::Io)?;
         let shadow = (
-            self.shadow.as_ref(),
+            self.shadow.as_ref() as &dyn Volume,
             self.paths.shadow.as_str(),
             Role::Shadow,
         );
@@ -170,7 +170,7 @@ impl Set {
             Role::Master,
         );
         let shadow = (
-            self.shadow.as_ref(),
+            self.shadow.as_ref() as &dyn Volume,
             self.paths.shadow.as_str(),
             Role::Shadow,
         );

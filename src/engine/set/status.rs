@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::super::header::{flags, Durability, SetKind};
+use super::super::header::{flags, uuid_text, Durability, SetKind};
 use super::super::tracking::Map;
 use super::{direction_of, Direction, Paths, Set, FULL_COPY};
 
@@ -30,6 +30,10 @@ pub enum SetState {
     Aborted(Direction),
     /// A volume failed: the set serves only what is still sound, until `reset`.
     Offline(OfflineVolumes),
+    /// The shadow was handed to another host (`export`); master changes are tracked.
+    Exported,
+    /// A shadow another host exported, taken in here (`import`).
+    Imported,
 }
 
 impl SetState {
@@ -41,6 +45,12 @@ impl SetState {
                 shadow: f & flags::OFFLINE_SHADOW != 0,
                 bitmap: f & flags::OFFLINE_BITMAP != 0,
             });
+        }
+        if f & flags::EXPORTED != 0 {
+            return SetState::Exported;
+        }
+        if f & flags::IMPORTED != 0 {
+            return SetState::Imported;
         }
         let active = f & flags::ACTIVE != 0;
         match direction_of(f) {
@@ -59,7 +69,7 @@ impl SetState {
     pub fn direction(self) -> Option<Direction> {
         match self {
             SetState::Copying(d) | SetState::Updating(d) | SetState::Aborted(d) => Some(d),
-            SetState::Idle | SetState::Offline(_) => None,
+            SetState::Idle | SetState::Offline(_) | SetState::Exported | SetState::Imported => None,
         }
     }
 
@@ -71,6 +81,8 @@ impl SetState {
             SetState::Updating(_) => "updating",
             SetState::Aborted(_) => "aborted",
             SetState::Offline(_) => "offline",
+            SetState::Exported => "exported",
+            SetState::Imported => "imported",
         }
     }
 }
@@ -105,6 +117,9 @@ pub struct Status {
     /// A compact set's space (None for a set whose shadow has the master's size).
     pub space: Option<super::Space>,
     pub condition: Condition,
+    /// The set's identity, and an imported set's origin (the exporting set's), as text ("-").
+    pub uuid: String,
+    pub origin: String,
 }
 
 /// How a set (or a group) fares, in one word for a console: `error` when a volume failed (the
@@ -210,6 +225,8 @@ impl Set {
             last_error: self.last_error(),
             pit_time: h.pit_time,
             space: self.space(),
+            uuid: uuid_text(h.uuid),
+            origin: uuid_text(h.origin),
         }
     }
 }

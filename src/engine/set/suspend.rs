@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::super::error::{busy, invalid, not_permitted, Error, Kind, Result};
+use super::super::error::{busy, invalid, not_permitted, Error, Kind, Result, Role};
 use super::Set;
 
 impl Set {
@@ -68,8 +68,10 @@ impl Set {
         Ok(())
     }
 
-    /// Err while the set is suspended: its files are not served.
-    pub fn check_served(&self) -> Result<()> {
+    /// Err while the file of `role` is not served: the set is suspended, or the volume is on
+    /// another host (an exported shadow, an imported set's master).
+    pub fn check_served(&self, role: Role) -> Result<()> {
+        self.check_here(role)?;
         if self.is_suspended() {
             return Err(Error::new(
                 Kind::Io,
