@@ -1,8 +1,72 @@
-//! Reading /proc/self/mounts: which mountpoints carry an iifs control tree.
+//! Reading /proc/self/mounts: which mountpoints carry an iifs control tree, and resolving a
+//! path without looking inside one.
 
 use std::ffi::OsString;
+use std::fs;
+use std::io;
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
+
+/// Symbolic links followed in one path before giving up, as the kernel does.
+const MAX_LINKS: usize = 40;
+
+/// `path` with every symbolic link resolved, never looking inside an iifs mount: each
+/// component is checked against `iifs` (the iifs mountpoints) before it is looked up, and one
+/// inside is refused with `inside(mountpoint)`. (Its I/O would be served by an iifs daemon,
+/// perhaps the caller, whose threads may all be waiting for it.) A missing component ends the
+/// walk with the rest appended as it is: what opens the result then says what is missing.
+pub fn resolve_outside(
+    path: &Path,
+    iifs: &[PathBuf],
+    inside: impl Fn(&Path) -> io::Error,
+) -> io::Result<PathBuf> {
+    fn push(todo: &mut Vec<OsString>, p: &Path) {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push(n.to_os_string()),
+                Component::ParentDir => todo.push("..".into()),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            }
+        }
+    }
+    let mut done = PathBuf::from("/");
+    let mut todo = Vec::new();
+    push(&mut todo, path);
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&c);
+        if let Some(m) = iifs.iter().find(|m| next.starts_with(m)) {
+            return Err(inside(m));
+        }
+        match fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                let target = fs::read_link(&next)?;
+                if target.is_absolute() {
+                    done = PathBuf::from("/");
+                }
+                push(&mut todo, &target);
+            }
+            Ok(_) => done = next,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                done = next;
+                for rest in todo.iter().rev() {
+                    done.push(rest);
+                }
+                return Ok(done);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
 
 /// The file system type iifs mounts with (mount(8) and iiadm look for it).
 pub const FSTYPE: &str = "fuse.iifs";

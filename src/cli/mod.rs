@@ -516,7 +516,7 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
         print!("{}", volumes::show(t, a.json)?);
         return Ok(());
     }
-    if later_feature(a, t)? {
+    if export_import_join(a, t)? {
         return Ok(());
     }
     // No action: list, as the original did.
@@ -639,21 +639,23 @@ fn params(t: &Tree, v: &[String]) -> Result<(), Error> {
     }
 }
 
-/// Options for what later iifs versions offer (-E, -I, -J): sent to the daemon as the
-/// interface's words, so the daemon itself says whether it offers them. These words have no
-/// typed command (this version's parser refuses them as "not supported yet"), so they are
-/// written as text. Returns false when none was given.
-fn later_feature(a: &Args, t: &Tree) -> Result<bool, Error> {
+/// -E, -I and -J: export, import and join. Returns false when none was given.
+fn export_import_join(a: &Args, t: &Tree) -> Result<bool, Error> {
     if let Some(set) = &a.export {
-        t.set_words(set, "export")?
+        t.set(set, &SetCommand::Export)?
     } else if let Some(v) = &a.import {
-        let mut cmd = format!("import {} {}", absolute(&v[0])?, absolute(&v[1])?);
-        if let Some(name) = v.get(2) {
-            cmd.push_str(&format!(" {}", word(name, "set name")?));
-        }
-        t.global_words(&cmd)?
+        t.global(&GlobalCommand::Import {
+            shadow: absolute(&v[0])?,
+            bitmap: absolute(&v[1])?,
+            name: v.get(2).map(|n| word(n, "set name")).transpose()?,
+        })?
     } else if let Some(v) = &a.join {
-        t.set_words(&v[0], &format!("join {}", absolute(&v[1])?))?
+        t.set(
+            &v[0],
+            &SetCommand::Join {
+                bitmap: absolute(&v[1])?,
+            },
+        )?
     } else {
         return Ok(false);
     }

@@ -48,12 +48,16 @@ impl Tree {
     /// The global ctl. The bytes written are the command's `Display`, which the daemon's
     /// parser reads back as the same command.
     pub fn global(&self, cmd: &GlobalCommand) -> Result<(), Failure> {
-        self.global_words(&cmd.to_string())
+        self.send(&self.path("ctl")?, &cmd.to_string(), None)
     }
 
     /// A set's ctl, written as the command's `Display`.
     pub fn set(&self, set: &str, cmd: &SetCommand) -> Result<(), Failure> {
-        self.set_words(set, &cmd.to_string())
+        self.send(
+            &self.set_file(set, "ctl")?,
+            &cmd.to_string(),
+            Some((set, no_set)),
+        )
     }
 
     /// A group's ctl (`groups/NAME/ctl`), written as the command's `Display`.
@@ -67,17 +71,6 @@ impl Tree {
             return Err(no_group(name));
         }
         self.send(&ctl, &cmd.to_string(), Some((name, no_group)))
-    }
-
-    /// Words for the global ctl that have no typed command: those of features of later
-    /// versions, which the daemon answers itself (this version: "not supported yet").
-    pub fn global_words(&self, cmd: &str) -> Result<(), Failure> {
-        self.send(&self.path("ctl")?, cmd, None)
-    }
-
-    /// Words for a set's ctl that have no typed command (features of later versions).
-    pub fn set_words(&self, set: &str, cmd: &str) -> Result<(), Failure> {
-        self.send(&self.set_file(set, "ctl")?, cmd, Some((set, no_set)))
     }
 
     /// The top-level directory `dir` of a feature, or a refusal when the daemon has none.

@@ -10,13 +10,12 @@
 //! thread that is making this listing.
 
 use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fmt::Write;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::engine::volume::{Volume, VolumeId};
@@ -36,7 +35,6 @@ static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub const CANDIDATES_HEADING: &str = "candidates:";
 
 /// Symbolic links followed in one path before giving up, as the kernel does.
-const MAX_LINKS: usize = 40;
 
 /// File systems whose "regular files" are not storage (`/dev/core` leads to `/proc/kcore`).
 const PSEUDO_FS: &[&str] = &[
@@ -204,11 +202,6 @@ impl System {
         self.mounts.iter().filter(|m| m.fstype == mounts::FSTYPE)
     }
 
-    /// The iifs mount `path` lies in, by name.
-    fn iifs_mount_of(&self, path: &Path) -> Option<&MountInfo> {
-        self.iifs().find(|m| path.starts_with(&m.target))
-    }
-
     /// The identities of every loop device's backing file, from sysfs (no loop device is
     /// opened: closing the last opener of an auto-clearing loop device would detach it).
     fn read_loop_backings(&self) -> HashSet<VolumeId> {
@@ -374,51 +367,16 @@ impl System {
         State::Free
     }
 
-    /// `path` with every symbolic link resolved, refused when it leads into an iifs mount.
-    /// Each component is checked against the iifs mountpoints before it is looked up, so
-    /// nothing inside an iifs mount is touched (as the engine's opener does).
+    /// `path` with every symbolic link resolved, refused when it leads into an iifs mount
+    /// (nothing inside one is looked up: see `mounts::resolve_outside`).
     fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
-        fn push(todo: &mut Vec<OsString>, p: &Path) {
-            for c in p.components().rev() {
-                match c {
-                    Component::Normal(n) => todo.push(n.to_os_string()),
-                    Component::ParentDir => todo.push("..".into()),
-                    Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-                }
-            }
-        }
-        let mut done = PathBuf::from("/");
-        let mut todo = Vec::new();
-        push(&mut todo, path);
-        let mut links = 0;
-        while let Some(c) = todo.pop() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            let next = done.join(&c);
-            if let Some(m) = self.iifs_mount_of(&next) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("it is inside the iifs mount {}", m.target.display()),
-                ));
-            }
-            let meta = fs::symlink_metadata(&next)?;
-            if meta.file_type().is_symlink() {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                let target = fs::read_link(&next)?;
-                if target.is_absolute() {
-                    done = PathBuf::from("/");
-                }
-                push(&mut todo, &target);
-            } else {
-                done = next;
-            }
-        }
-        Ok(done)
+        let targets: Vec<PathBuf> = self.iifs().map(|m| m.target.clone()).collect();
+        mounts::resolve_outside(path, &targets, |m| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("it is inside the iifs mount {}", m.display()),
+            )
+        })
     }
 }
 

@@ -6,12 +6,11 @@
 //!
 //! (Over 500 lines with its unit tests; the checks of one open belong together.)
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::super::error::OpenRefusal;
@@ -25,9 +24,6 @@ pub struct FileOpener;
 /// The volumes this process has open: several sets on one master share one descriptor (and
 /// so one lock), and a second name for a volume already open finds it.
 static OPEN: Mutex<Vec<Weak<FileVolume>>> = Mutex::new(Vec::new());
-
-/// Symbolic links followed in one path before giving up, as the kernel does.
-const MAX_LINKS: usize = 40;
 
 impl Opener for FileOpener {
     fn open(&self, path: &str) -> io::Result<Arc<dyn Volume>> {
@@ -421,57 +417,11 @@ fn explain(e: io::Error) -> io::Error {
     .into()
 }
 
-/// `path` with every symbolic link resolved, refused when it leads into an iifs mount. Each
-/// component is checked against the iifs mountpoints before it is looked up, so nothing
-/// inside an iifs mount is ever touched. A missing component ends the walk (the open then
-/// says what is missing).
+/// `path` with every symbolic link resolved, refused when it leads into an iifs mount (see
+/// `mounts::resolve_outside`).
 fn resolve(path: &Path, iifs: &[mounts::MountInfo]) -> io::Result<PathBuf> {
-    fn push(todo: &mut Vec<OsString>, p: &Path) {
-        for c in p.components().rev() {
-            match c {
-                Component::Normal(n) => todo.push(n.to_os_string()),
-                Component::ParentDir => todo.push("..".into()),
-                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            }
-        }
-    }
-    let mut done = PathBuf::from("/");
-    let mut todo = Vec::new();
-    push(&mut todo, path);
-    let mut links = 0;
-    while let Some(c) = todo.pop() {
-        if c == ".." {
-            done.pop();
-            continue;
-        }
-        let next = done.join(&c);
-        if let Some(m) = iifs.iter().find(|m| next.starts_with(&m.target)) {
-            return Err(on_iifs(&m.target, None));
-        }
-        match fs::symlink_metadata(&next) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    return Err(explain(io::Error::from_raw_os_error(libc::ELOOP)));
-                }
-                let target = fs::read_link(&next)?;
-                if target.is_absolute() {
-                    done = PathBuf::from("/");
-                }
-                push(&mut todo, &target);
-            }
-            Ok(_) => done = next,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                done = next;
-                for rest in todo.iter().rev() {
-                    done.push(rest);
-                }
-                return Ok(done);
-            }
-            Err(e) => return Err(explain(e)),
-        }
-    }
-    Ok(done)
+    let targets: Vec<PathBuf> = iifs.iter().map(|m| m.target.clone()).collect();
+    mounts::resolve_outside(path, &targets, |m| on_iifs(m, None)).map_err(explain)
 }
 
 #[cfg(test)]
