@@ -34,8 +34,6 @@ static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// The heading between the lines of the volumes in use and those of the candidates.
 pub const CANDIDATES_HEADING: &str = "candidates:";
 
-/// Symbolic links followed in one path before giving up, as the kernel does.
-
 /// File systems whose "regular files" are not storage (`/dev/core` leads to `/proc/kcore`).
 const PSEUDO_FS: &[&str] = &[
     "proc",
