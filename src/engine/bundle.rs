@@ -61,6 +61,22 @@ fn pending_path(shadow: &str) -> PathBuf {
     PathBuf::from(format!("{shadow}{SUFFIX}.new"))
 }
 
+/// `path` resolved, refused when it leads into an iifs mount: the daemon must never wait on a
+/// file system it may be serving itself.
+fn outside(path: &Path) -> io::Result<PathBuf> {
+    let iifs: Vec<PathBuf> = crate::mounts::mountinfo()?
+        .into_iter()
+        .filter(|m| m.fstype == crate::mounts::FSTYPE)
+        .map(|m| m.target)
+        .collect();
+    crate::mounts::resolve_outside(path, &iifs, |m| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it leads into the iifs mount {}", m.display()),
+        )
+    })
+}
+
 /// The checksum of the first `size` bytes of `vol` in chunks of `chunk_size`: a CRC-32 of
 /// each chunk, and a CRC-32 of that list.
 pub fn chunk_list_crc(vol: &dyn Volume, size: u64, chunk_size: u64) -> io::Result<String> {
@@ -85,7 +101,7 @@ pub fn write_pending(rec: &ExportRecord) -> io::Result<()> {
         rec.set,
         serde_norway::to_string(rec).map_err(io::Error::other)?
     );
-    let path = pending_path(&rec.shadow);
+    let path = outside(&pending_path(&rec.shadow))?;
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -99,8 +115,8 @@ pub fn write_pending(rec: &ExportRecord) -> io::Result<()> {
 
 /// Put a record `write_pending` wrote in place (no-op when there is none).
 pub fn commit(shadow: &str) -> io::Result<()> {
-    let pending = pending_path(shadow);
-    match fs::rename(&pending, path_of(shadow)) {
+    let pending = outside(&pending_path(shadow))?;
+    match fs::rename(&pending, outside(&path_of(shadow))?) {
         Ok(()) => sync_dir(&pending),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
@@ -109,14 +125,17 @@ pub fn commit(shadow: &str) -> io::Result<()> {
 
 /// Remove a record `write_pending` wrote, for an export that was refused.
 pub fn discard_pending(shadow: &str) {
-    let _ = fs::remove_file(pending_path(shadow));
+    if let Ok(p) = outside(&pending_path(shadow)) {
+        let _ = fs::remove_file(p);
+    }
 }
 
 /// Remove the record of a shadow taken back by `join`: it no longer describes a shadow that
 /// may be imported.
 pub fn remove(shadow: &str) -> io::Result<()> {
-    match fs::remove_file(path_of(shadow)) {
-        Ok(()) => sync_dir(&path_of(shadow)),
+    let path = outside(&path_of(shadow))?;
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(&path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -126,14 +145,16 @@ pub fn remove(shadow: &str) -> io::Result<()> {
 /// one.
 pub fn read(shadow: &str) -> Result<ExportRecord, String> {
     let path = path_of(shadow);
-    let text = fs::read_to_string(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => format!(
-            "{shadow} is not an exported shadow: there is no export record {} beside it (the \
+    let text = outside(&path)
+        .and_then(fs::read_to_string)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => format!(
+                "{shadow} is not an exported shadow: there is no export record {} beside it (the \
              host that owns it writes one with 'export')",
-            path.display()
-        ),
-        _ => format!("cannot read the export record {}: {e}", path.display()),
-    })?;
+                path.display()
+            ),
+            _ => format!("cannot read the export record {}: {e}", path.display()),
+        })?;
     let rec: ExportRecord = serde_norway::from_str(&text).map_err(|e| {
         format!(
             "{} is not an iifs export record ({e}); export the shadow again on its host",

@@ -130,11 +130,13 @@ impl Engine {
         if self.tables().sets.contains_key(name) {
             return Err(exists(format!("a set named '{name}' exists already")));
         }
+        // Opened first: the opener refuses a path into an iifs mount before anything beside
+        // it is read.
+        let shadow = self.open_volume("shadow", shadow_path)?;
         let rec = bundle::read(shadow_path).map_err(invalid)?;
         check_chunk_size(rec.chunk_size)
             .map_err(|e| invalid(format!("export record of {shadow_path}: {}", e.message)))?;
         let origin = rec.origin().unwrap_or(0);
-        let shadow = self.open_volume("shadow", shadow_path)?;
         if let Some(what) = self.use_of(shadow.id()) {
             return Err(exists(format!(
                 "shadow volume {shadow_path} is {what} on this host; an exported shadow is \
