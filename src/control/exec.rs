@@ -298,6 +298,9 @@ impl Controller {
         if let Ok(set) = self.engine.set(name) {
             match cmd {
                 SetCommand::Disable => set.wait_files_closed(crate::engine::RELEASE_GRACE),
+                SetCommand::Export => {
+                    set.wait_role_closed(Role::Shadow, crate::engine::RELEASE_GRACE)
+                }
                 SetCommand::Update { dir, force: false }
                 | SetCommand::Copy { dir, force: false } => {
                     let deadline = std::time::Instant::now() + crate::engine::RELEASE_GRACE;
@@ -439,6 +442,12 @@ impl Controller {
                 Err(crate::engine::error::not_permitted(format!(
                     "set {name} is exported: its shadow is on another host; join it back \
                      ('join BITMAP') before a reset"
+                )))
+            }
+            SetCommand::Reset if set.is_imported() => {
+                Err(crate::engine::error::not_permitted(format!(
+                    "set {name} is an imported shadow: it has no master here to rebuild from; \
+                     disable it, and export the set again on the host that owns it"
                 )))
             }
             SetCommand::Reset => set.reset(),

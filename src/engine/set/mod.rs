@@ -250,8 +250,17 @@ impl Set {
     /// release of a closed file asynchronously: a script's `dd` that just ended may not be
     /// released yet when its `disable` arrives.
     pub fn wait_files_closed(&self, within: std::time::Duration) {
+        self.wait_until(within, || self.open_files() == 0);
+    }
+
+    /// `wait_files_closed` for the files of one role (the shadow, before an export).
+    pub fn wait_role_closed(&self, role: Role, within: std::time::Duration) {
+        self.wait_until(within, || self.open_files_of(role) == 0);
+    }
+
+    fn wait_until(&self, within: std::time::Duration, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + within;
-        while self.open_files() > 0 && std::time::Instant::now() < deadline {
+        while !done() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
