@@ -23,7 +23,7 @@ _iiadm() {
 
     case "${cmd}" in
         iiadm)
-            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --version --no-confirm --force --json --mount --host --chunk-size --durability --help"
+            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --version --no-confirm --force --json --watch --mount --host --chunk-size --durability --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -34,5 +34,6 @@ complete -c iiadm -s V -l volumes -d 'List the volumes in use (path, size, role,
 complete -c iiadm -s v -l version -d 'Print the version of iiadm (and of the daemon, when one is mounted)'
 complete -c iiadm -s n -l no-confirm -d 'Do not ask for confirmation before overwriting a master (-u m, -c m)'
 complete -c iiadm -l force -d 'With -u/-c: copy even while the target file (shadow, or master) is open through the mount (a mounted file system, a loop device, a process), which the daemon otherwise refuses'
-complete -c iiadm -l json -d 'Print -i, -l, -G, -Q, -L and -V output as JSON'
+complete -c iiadm -l json -d 'Print -i, -l, -G, -Q, -L, -V and --watch output as JSON'
+complete -c iiadm -l watch -d 'Follow the daemon\'s changes (set, group and overflow states, progress, errors) until interrupted, one line each (one JSON object a line with --json); with -i SET, only that set and its group'
 complete -c iiadm -s h -l help -d 'Print help (see more with \'--help\')'

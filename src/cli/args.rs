@@ -164,9 +164,14 @@ pub struct Args {
     /// refuses
     #[arg(long)]
     pub force: bool,
-    /// Print -i, -l, -G, -Q, -L and -V output as JSON
+    /// Print -i, -l, -G, -Q, -L, -V and --watch output as JSON
     #[arg(long)]
     pub json: bool,
+    /// Follow the daemon's changes (set, group and overflow states, progress, errors) until
+    /// interrupted, one line each (one JSON object a line with --json); with -i SET, only
+    /// that set and its group
+    #[arg(long)]
+    pub watch: bool,
     /// The iifs mount to talk to
     #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
     pub mount: Option<PathBuf>,

@@ -7,6 +7,7 @@ pub mod show;
 pub mod tree;
 pub mod volumes;
 pub mod wait;
+mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -433,6 +434,9 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     }
     if a.force && a.update.is_none() && a.copy.is_none() {
         return usage("--force goes with -u or -c");
+    }
+    if a.watch {
+        return watch::watch(t, a.status.as_deref(), a.json);
     }
     if let Some(g) = &a.group {
         return group_action(a, t, g);

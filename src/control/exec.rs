@@ -20,6 +20,8 @@ pub struct Controller {
     pub(super) engine: Engine,
     pub(super) registry: Registry,
     defaults: SetDefaults,
+    /// The change stream (`events`).
+    pub(super) events: Arc<super::events::Events>,
 }
 
 impl Controller {
@@ -28,6 +30,7 @@ impl Controller {
             engine,
             registry,
             defaults,
+            events: Arc::default(),
         }
     }
 

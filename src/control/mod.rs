@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod discovery;
+pub mod events;
 pub mod exec;
 pub mod files;
 mod groups;

@@ -225,6 +225,7 @@ fn serve(
     ));
     controller.watch_offline();
     let failures = controller.restore_all();
+    controller.watch_changes();
     for (name, e) in &failures {
         log::error!("set {name} stays unavailable: {e}");
     }

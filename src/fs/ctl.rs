@@ -192,7 +192,7 @@ fn finish(
 /// "Pending and not blocked" is the kernel's own rule for interrupting a request (what it would
 /// send FUSE_INTERRUPT for); signals a process ignores are never pending. A caller the daemon
 /// cannot see (pid 0: another pid namespace) is never taken as interrupted.
-fn caller_interrupted(pid: u32) -> bool {
+pub(super) fn caller_interrupted(pid: u32) -> bool {
     if pid == 0 {
         return false;
     }

@@ -10,6 +10,7 @@ use super::ctl::CtlFile;
 use super::errno;
 use super::inode::Node;
 use super::tree::{kind, NodeKind, Tree};
+use crate::control::events::EventStream;
 use crate::control::{DataFile, Role, Scope};
 
 thread_local! {
@@ -24,6 +25,8 @@ pub enum Handle {
     Ctl(Arc<CtlFile>),
     /// A status-like file: content generated at open.
     Text(Vec<u8>),
+    /// The change stream.
+    Events(Arc<EventStream>),
 }
 
 /// The open handles by number.
@@ -87,6 +90,12 @@ pub fn open(
             };
             Handle::Ctl(Arc::new(CtlFile::new(ino, scope)))
         }
+        NodeKind::Events => {
+            if writing {
+                return Err(Errno::EACCES);
+            }
+            Handle::Events(Arc::new(tree.ctl.event_stream()))
+        }
         NodeKind::Text(text) => {
             if writing {
                 return Err(Errno::EACCES);
@@ -107,8 +116,34 @@ pub fn open(
         Handle::Data(f) if f.role() == Role::Bitmap => direct,
         Handle::Data(_) | Handle::Ctl(_) => direct | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
         Handle::Text(_) => direct,
+        // A stream: no offsets, no seeking.
+        Handle::Events(_) => direct | FopenFlags::FOPEN_NONSEEKABLE,
     };
     Ok((handle, fopen))
+}
+
+/// Read the change stream: what is there now, or else the next change, waited for on a
+/// thread of its own (a reader waiting for a change must not hold one of the FUSE threads);
+/// EINTR once the reader gets a signal (or dies) while it waits.
+pub fn read_events(stream: &Arc<EventStream>, pid: u32, size: u32, reply: ReplyData) {
+    if let Some(bytes) = stream.try_read(size as usize) {
+        return reply.data(&bytes);
+    }
+    let stream = Arc::clone(stream);
+    let spawned = std::thread::Builder::new()
+        .name("iifs-events".into())
+        .spawn(move || loop {
+            stream.wait(std::time::Duration::from_millis(200));
+            if let Some(bytes) = stream.try_read(size as usize) {
+                return reply.data(&bytes);
+            }
+            if super::ctl::caller_interrupted(pid) {
+                return reply.error(Errno::EINTR);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread for a reader of events: {e}");
+    }
 }
 
 /// Read a data file.

@@ -13,6 +13,7 @@ pub const VOLUMES: u64 = 5;
 pub const SETS: u64 = 6;
 pub const OVERFLOWS: u64 = 7;
 pub const GROUPS: u64 = 8;
+pub const EVENTS: u64 = 9;
 
 const SET_BASE: u64 = 1000;
 const SLOT: u64 = 8;
@@ -148,6 +149,8 @@ pub enum Node {
     Status,
     Version,
     Volumes,
+    /// The change stream.
+    Events,
     Sets,
     Set(String, SetFile),
     /// The `overflow` directory.
@@ -278,6 +281,7 @@ impl Inodes {
             STATUS => Node::Status,
             VERSION => Node::Version,
             VOLUMES => Node::Volumes,
+            EVENTS => Node::Events,
             SETS => Node::Sets,
             OVERFLOWS => Node::Overflows,
             GROUPS => Node::Groups,

@@ -166,7 +166,7 @@ impl Filesystem for IifsFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -181,6 +181,7 @@ impl Filesystem for IifsFs {
             Some(Handle::Data(f)) => handles::read(f, offset, size, reply),
             Some(Handle::Ctl(c)) => c.read(size, reply),
             Some(Handle::Text(t)) => reply.data(slice_at(t, offset, size)),
+            Some(Handle::Events(e)) => handles::read_events(e, req.pid(), size, reply),
         }
     }
 
@@ -204,7 +205,7 @@ impl Filesystem for IifsFs {
                 let (ctl, inodes) = (&self.tree.ctl, &self.tree.inodes);
                 ctl::write(ctl, inodes, c, req.pid(), offset, data, reply)
             }
-            Some(Handle::Text(_)) => reply.error(Errno::EBADF),
+            Some(Handle::Text(_) | Handle::Events(_)) => reply.error(Errno::EBADF),
         }
     }
 

@@ -8,7 +8,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 
 use super::inode::{
     GroupFile, Inodes, Node, OverflowFile, SetFile, CTL, GROUPS, GROUP_FILES, OVERFLOWS,
-    OVERFLOW_FILES, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES,
+    EVENTS, OVERFLOW_FILES, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES,
 };
 use crate::control::{Controller, Role, Text};
 
@@ -31,6 +31,8 @@ pub enum NodeKind<'a> {
     Text(Text<'a>),
     /// A set's `master`, `shadow` or `bitmap`.
     Data(&'a str, Role),
+    /// The change stream: read, it blocks until there is a change.
+    Events,
 }
 
 /// What a kind of node is, besides its size and owner.
@@ -53,7 +55,9 @@ impl NodeKind<'_> {
             // the next path walk looks it up again.
             NodeKind::Ctl => (FileType::RegularFile, 0o200, TTL, Duration::ZERO),
             // A status file's size follows its content: never cached.
-            NodeKind::Text(_) => (FileType::RegularFile, 0o444, Duration::ZERO, Duration::ZERO),
+            NodeKind::Text(_) | NodeKind::Events => {
+                (FileType::RegularFile, 0o444, Duration::ZERO, Duration::ZERO)
+            }
             // The bitmap file (and a file of a set just removed) is the daemon's to read alone.
             NodeKind::Data(..) => (FileType::RegularFile, 0o400, TTL, TTL),
         };
@@ -87,6 +91,7 @@ pub fn kind(node: &Node) -> NodeKind<'_> {
         Node::Status => NodeKind::Text(Text::Status),
         Node::Version => NodeKind::Text(Text::Version),
         Node::Volumes => NodeKind::Text(Text::Volumes),
+        Node::Events => NodeKind::Events,
         Node::Set(name, SetFile::Status) => NodeKind::Text(Text::SetStatus(name)),
         Node::Set(name, SetFile::Master) => NodeKind::Data(name, Role::Master),
         Node::Set(name, SetFile::Shadow) => NodeKind::Data(name, Role::Shadow),
@@ -165,7 +170,7 @@ impl Tree {
         let shape = kind.shape();
         let mut perm = shape.perm;
         let size = match kind {
-            NodeKind::Dir => 0,
+            NodeKind::Dir | NodeKind::Events => 0,
             NodeKind::Ctl => CTL_SIZE,
             // The size of the text an open would give now, so `cmp` and tools that trust
             // st_size see the content; it may change by the next open, as the state does.
@@ -235,6 +240,7 @@ impl Tree {
                 (STATUS, Node::Status, "status"),
                 (VERSION, Node::Version, "version"),
                 (VOLUMES, Node::Volumes, "volumes"),
+                (EVENTS, Node::Events, "events"),
                 (SETS, Node::Sets, "sets"),
                 (OVERFLOWS, Node::Overflows, "overflow"),
                 (GROUPS, Node::Groups, "groups"),
