@@ -224,6 +224,7 @@ impl Controller {
             look.insert("status", json!(s.condition.word()));
             look.insert("direction", json!(s.direction));
             look.insert("progress", json!(s.progress));
+            look.insert("held", json!(s.hold_until.is_some()));
             look.insert("last_error", json!(s.last_error.as_deref().unwrap_or("-")));
             look.insert(
                 "group",

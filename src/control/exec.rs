@@ -382,11 +382,19 @@ impl Controller {
                      ('update shadow' or 'update master' moves them)"
                 ))
             }
+            SetCommand::Hold { seconds } => Some(super::groups::hold_masters(
+                &[set.clone()],
+                *seconds,
+            )?),
             _ => note,
         };
         let done = match cmd {
             // Done above.
-            SetCommand::Export | SetCommand::Join { .. } => Ok(()),
+            SetCommand::Export | SetCommand::Join { .. } | SetCommand::Hold { .. } => Ok(()),
+            SetCommand::Release => {
+                set.master.hold.release();
+                Ok(())
+            }
             SetCommand::Update { dir, .. } => set.start_copy(*dir, false),
             SetCommand::Copy { dir, .. } => set.start_copy(*dir, true),
             SetCommand::Attach { overflow } => self.engine.attach(name, overflow),

@@ -204,6 +204,11 @@ impl DataFile {
         false
     }
 
+    /// Whether a write to this file would wait for a hold on its master to end.
+    pub fn held(&self) -> bool {
+        self.role == Role::Master && self.set.master.hold.is_held()
+    }
+
     /// Read `buf.len()` bytes at `offset` (zeros past the end).
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let s = &self.set;

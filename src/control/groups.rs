@@ -1,8 +1,10 @@
 //! Runs the commands of a group's ctl file, keeping the registry in step with the groups (and
 //! recording a group operation's intent before its members change).
 
+use std::sync::Arc;
+
 use crate::engine::error::Result;
-use crate::engine::Direction;
+use crate::engine::{Direction, Set};
 
 use super::parse::{GroupCommand, SetCommand};
 use super::Controller;
@@ -67,6 +69,22 @@ impl Controller {
                     let _ = self.engine.group_add(name, set);
                 })
             }
+            GroupCommand::Hold { seconds } => {
+                let members = self.engine.group_members(name)?;
+                let sets = members
+                    .iter()
+                    .map(|m| self.engine.set(m))
+                    .collect::<Result<Vec<_>>>()?;
+                hold_masters(&sets, *seconds).map(|_| ())
+            }
+            GroupCommand::Release => {
+                for m in self.engine.group_members(name)? {
+                    if let Ok(s) = self.engine.set(&m) {
+                        s.master.hold.release();
+                    }
+                }
+                Ok(())
+            }
             GroupCommand::Rename { name: new } => {
                 self.registry.check_writable()?;
                 self.engine.group_rename(name, new)?;
@@ -121,4 +139,44 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Hold the writes to the masters of `sets` for at most `seconds` (see `engine::hold`), all or
+/// none: when one master's writes in flight do not end within the lease, every hold taken is
+/// released. Returns the reply's note: until when the hold is in force.
+pub(super) fn hold_masters(sets: &[Arc<Set>], seconds: u64) -> Result<String> {
+    let lease = std::time::Duration::from_secs(seconds);
+    if let Some(s) = sets.iter().find(|s| s.is_imported()) {
+        return Err(crate::engine::error::not_permitted(format!(
+            "set {} is an imported shadow: it has no master here to hold",
+            s.name
+        )));
+    }
+    let mut held: Vec<&Arc<Set>> = Vec::new();
+    for s in sets {
+        if held.iter().any(|h| Arc::ptr_eq(&h.master, &s.master)) {
+            continue;
+        }
+        if let Err(e) = s
+            .master
+            .hold
+            .hold(lease, &format!("master {}", s.paths.master))
+        {
+            for h in &held {
+                h.master.hold.release();
+            }
+            return Err(e);
+        }
+        held.push(s);
+    }
+    let until = std::time::SystemTime::now() + lease;
+    let ms = until
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(format!(
+        "hold in force: writes to {} master(s) wait until 'release' or for {seconds} s at most \
+         (until {ms} ms since the epoch)",
+        held.len()
+    ))
 }

@@ -71,6 +71,12 @@ pub enum GroupCommand {
         name: String,
     },
     Delete,
+    /// `hold SECONDS`: every member's master takes no new write until `release` or for
+    /// SECONDS at most.
+    Hold {
+        seconds: u64,
+    },
+    Release,
 }
 
 /// A command written to `overflow/NAME/ctl`.
@@ -121,6 +127,12 @@ pub enum SetCommand {
     Join {
         bitmap: String,
     },
+    /// `hold SECONDS`: the set's master takes no new write until `release` or for SECONDS at
+    /// most.
+    Hold {
+        seconds: u64,
+    },
+    Release,
 }
 
 fn words(input: &[u8]) -> Result<Vec<String>> {
@@ -238,10 +250,15 @@ pub fn parse_group(input: &[u8]) -> Result<GroupCommand> {
         "rename" => GroupCommand::Rename {
             name: one("rename NEW")?,
         },
+        "hold" => GroupCommand::Hold {
+            seconds: hold_seconds(&w)?,
+        },
+        "release" => none().map(|()| GroupCommand::Release)?,
         x => {
             return Err(invalid(format!(
                 "unknown command '{x}'; a group's ctl takes: update shadow|master [force], copy \
-                 shadow|master [force], abort, wait, add SET, remove SET, rename NEW, delete"
+                 shadow|master [force], abort, wait, add SET, remove SET, rename NEW, delete, \
+                 hold SECONDS, release"
             )))
         }
     })
@@ -357,6 +374,16 @@ fn direction(w: Option<&String>, verb: &str) -> Result<Direction> {
     }
 }
 
+/// The lease of `hold SECONDS`.
+fn hold_seconds(w: &[String]) -> Result<u64> {
+    match (w.len(), w.get(1).and_then(|s| s.parse::<u64>().ok())) {
+        (2, Some(s)) if s > 0 => Ok(s),
+        _ => Err(invalid(
+            "usage: hold SECONDS (how long at most the master takes no new write: 1 to 3600)",
+        )),
+    }
+}
+
 /// `shadow|master [force]` after `update` or `copy`.
 fn copy_args(w: &[String], verb: &str) -> Result<(Direction, bool)> {
     let usage = format!("usage: {verb} shadow|master [force]");
@@ -450,6 +477,13 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
             extra(1)?;
             SetCommand::Export
         }
+        "hold" => SetCommand::Hold {
+            seconds: hold_seconds(&w)?,
+        },
+        "release" => {
+            extra(1)?;
+            SetCommand::Release
+        }
         "join" => {
             if w.len() != 2 {
                 return Err(invalid(
@@ -463,7 +497,7 @@ pub fn parse_set(input: &[u8]) -> Result<SetCommand> {
         }
         x => {
             return Err(invalid(format!(
-                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach, suspend, resume, group NAME, ungroup, export, join BITMAP"
+                "unknown command '{x}'; a set's ctl takes: update shadow|master [force], copy shadow|master [force], abort, wait, reset, disable, params DELAY UNITS, attach OVERFLOW, detach, suspend, resume, group NAME, ungroup, export, join BITMAP, hold SECONDS, release"
             )))
         }
     };
@@ -545,6 +579,8 @@ impl fmt::Display for GroupCommand {
             GroupCommand::Add { set } => write!(f, "add {set}"),
             GroupCommand::Remove { set } => write!(f, "remove {set}"),
             GroupCommand::Rename { name } => write!(f, "rename {name}"),
+            GroupCommand::Hold { seconds } => write!(f, "hold {seconds}"),
+            GroupCommand::Release => f.write_str("release"),
             GroupCommand::Delete => f.write_str("delete"),
         }
     }
@@ -585,6 +621,8 @@ impl fmt::Display for SetCommand {
             SetCommand::Ungroup => f.write_str("ungroup"),
             SetCommand::Export => f.write_str("export"),
             SetCommand::Join { bitmap } => write!(f, "join {bitmap}"),
+            SetCommand::Hold { seconds } => write!(f, "hold {seconds}"),
+            SetCommand::Release => f.write_str("release"),
         }
     }
 }
@@ -615,6 +653,8 @@ mod tests {
             "ungroup",
             "export",
             "join /b2",
+            "hold 5",
+            "release",
         ] {
             let c = parse_set(text.as_bytes()).unwrap();
             assert_eq!(c.to_string(), text);
@@ -674,6 +714,8 @@ mod tests {
             "remove s1",
             "rename g2",
             "delete",
+            "hold 2",
+            "release",
         ] {
             assert_eq!(parse_group(text.as_bytes()).unwrap().to_string(), text);
         }
@@ -682,6 +724,8 @@ mod tests {
         assert!(parse_group(b"reset").is_err());
         assert!(parse_set(b"export now").is_err());
         assert!(parse_set(b"join").is_err());
+        assert!(parse_set(b"hold").is_err() && parse_set(b"hold 0").is_err());
+        assert!(parse_set(b"hold x").is_err() && parse_group(b"release now").is_err());
         assert!(parse_set(b"join /a /b").is_err());
         assert!(parse_global(b"import /s")
             .unwrap_err()
@@ -726,6 +770,8 @@ mod tests {
                 Just(SetCommand::Ungroup),
                 Just(SetCommand::Export),
                 WORD.prop_map(|bitmap| SetCommand::Join { bitmap }),
+                (1..u64::MAX).prop_map(|seconds| SetCommand::Hold { seconds }),
+                Just(SetCommand::Release),
             ]
         }
 

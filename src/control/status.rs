@@ -42,6 +42,11 @@ pub fn set_status(s: &Status, group: Option<&str>) -> String {
     );
     let _ = writeln!(out, "status: {}", s.condition.word());
     let _ = write!(out, "uuid: {}\norigin: {}\n", s.uuid, s.origin);
+    let _ = writeln!(
+        out,
+        "hold_until: {}",
+        s.hold_until.map_or("-".to_string(), |t| t.to_string())
+    );
     if let Some(sp) = &s.space {
         let _ = write!(
             out,
@@ -137,7 +142,7 @@ pub fn global_status(sets: &[Status]) -> String {
 /// it (its volumes), `state: offline` and why. Counts are 0, words unknown are `-`.
 pub fn unrestored_status(rec: &SetRecord, reason: &str, group: Option<&str>) -> String {
     format!(
-        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: {}\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\nuuid: -\norigin: -\n",
+        "name: {}\ntype: -\nstate: offline\ndirection: -\nprogress: 0\nmaster: {}\nshadow: {}\nbitmap: {}\noverflow: -\ngroup: {}\nsize: 0\nchunk_size: 0\nchunks: 0\nchunks_differ: 0\nparams: - -\nlast_error: could not be restored at start: {reason}; fix the volume and restart iifs, or disable the set to forget it\ndurability: -\nchunks_to_copy: 0\npit_time: 0\nstatus: error\nuuid: -\norigin: -\nhold_until: -\n",
         rec.name,
         rec.master,
         rec.shadow,
@@ -185,6 +190,7 @@ mod tests {
             condition: crate::engine::Condition::Normal,
             uuid: "0f0e0d0c-0b0a-4908-8706-050403020100".into(),
             origin: "-".into(),
+            hold_until: None,
         };
         let text = set_status(&s, Some("g1"));
         let keys: Vec<&str> = text
@@ -216,7 +222,8 @@ mod tests {
                 "pit_time",
                 "status",
                 "uuid",
-                "origin"
+                "origin",
+                "hold_until"
             ]
         );
         assert!(text.contains("chunks_differ: 3\n") && text.contains("params: 0 100\n"));

@@ -12,6 +12,7 @@ use std::sync::{Arc, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::chunk::{check_range, region_spans};
 use super::error::{Error, Result, Role};
+use super::hold::Hold;
 use super::stripe::Stripes;
 use super::tracking::Map;
 use super::volume::{copy_range_ends, Access, CopyEnd, Volume};
@@ -61,6 +62,8 @@ pub struct Master {
     stripes: Stripes,
     /// Replaced whole on attach/detach (rare), so the I/O path takes one reference count.
     sets: RwLock<Arc<Vec<Arc<dyn Imager>>>>,
+    /// Holds the writes through the mount for one instant across masters (`hold`).
+    pub hold: Hold,
 }
 
 impl Master {
@@ -70,6 +73,7 @@ impl Master {
             path,
             stripes: Stripes::default(),
             sets: RwLock::new(Arc::new(Vec::new())),
+            hold: Hold::default(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Master {
     /// A user write to the master.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         check_range(offset, data.len() as u64, self.len(), &self.path)?;
+        let _in_flight = self.hold.enter();
         self.with_sets(|sets| {
             self.check_not_parked(sets)?;
             self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {
@@ -153,6 +158,7 @@ impl Master {
     /// backing file gives the space back where it can.
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
         check_range(offset, len, self.len(), &self.path)?;
+        let _in_flight = self.hold.enter();
         self.with_sets(|sets| {
             self.check_not_parked(sets)?;
             self.change(sets, offset, len, "discard on", |off, _, n| {

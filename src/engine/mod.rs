@@ -14,7 +14,8 @@
 //!                                                       the export record)
 //!   -> slots, chunkmap, overflow                       (slot pools, the compact chunk map,
 //!                                                       overflow volumes)
-//!   -> stripe                                          (stripe locks over chunk regions)
+//!   -> stripe, hold                                    (stripe locks over chunk regions; a
+//!                                                       master's hold on writes)
 //!   -> tracking                                        (bitmaps + header on the bitmap volume)
 //!   -> compact                                         (a compact shadow over its slots)
 //!   -> master                                          (master bytes; knows sets as `Imager`s)
@@ -65,6 +66,7 @@ pub mod error;
 mod exports;
 mod groups;
 pub mod header;
+pub mod hold;
 pub mod master;
 pub mod memory;
 mod opener;

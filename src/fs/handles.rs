@@ -177,6 +177,21 @@ pub fn write(file: &DataFile, offset: u64, data: &[u8], reply: ReplyWrite) {
     }
 }
 
+/// A write to a master on hold (`hold`) waits for the release on a thread of its own: every
+/// FUSE thread stays free, for the `release` above all.
+pub fn write_when_released(handle: Arc<Handle>, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
+    let spawned = std::thread::Builder::new()
+        .name("iifs-held".into())
+        .spawn(move || {
+            if let Handle::Data(f) = handle.as_ref() {
+                write(f, offset, &data, reply)
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread for a held write: {e}");
+    }
+}
+
 /// fallocate on a data file: what a volume supports, as a block device does: plain allocation
 /// (the volume is already as large as it will ever be), punching a hole (a discard) and
 /// zeroing a range. Any other mode (collapse, insert, unshare, write-zeroes...) is refused

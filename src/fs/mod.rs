@@ -197,9 +197,15 @@ impl Filesystem for IifsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.handles.get(fh).as_deref() {
+        let handle = self.handles.get(fh);
+        match handle.as_deref() {
             None => reply.error(Errno::EBADF),
             Some(Handle::Data(f)) if f.served_no_more() => reply.error(Errno::EIO),
+            Some(Handle::Data(f)) if f.held() => {
+                if let Some(h) = handle.clone() {
+                    handles::write_when_released(h, offset, data.to_vec(), reply)
+                }
+            }
             Some(Handle::Data(f)) => handles::write(f, offset, data, reply),
             Some(Handle::Ctl(c)) => {
                 let (ctl, inodes) = (&self.tree.ctl, &self.tree.inodes);

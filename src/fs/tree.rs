@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{FileAttr, FileType, INodeNo};
 
 use super::inode::{
-    GroupFile, Inodes, Node, OverflowFile, SetFile, CTL, GROUPS, GROUP_FILES, OVERFLOWS,
-    EVENTS, OVERFLOW_FILES, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES,
+    GroupFile, Inodes, Node, OverflowFile, SetFile, CTL, EVENTS, GROUPS, GROUP_FILES, OVERFLOWS,
+    OVERFLOW_FILES, ROOT, SETS, SET_FILES, STATUS, VERSION, VOLUMES,
 };
 use crate::control::{Controller, Role, Text};
 

@@ -120,6 +120,8 @@ pub struct Status {
     /// The set's identity, and an imported set's origin (the exporting set's), as text ("-").
     pub uuid: String,
     pub origin: String,
+    /// While a hold on the master's writes is in force: when it ends (ms since the epoch).
+    pub hold_until: Option<u64>,
 }
 
 /// How a set (or a group) fares, in one word for a console: `error` when a volume failed (the
@@ -227,6 +229,11 @@ impl Set {
             space: self.space(),
             uuid: uuid_text(h.uuid),
             origin: uuid_text(h.origin),
+            hold_until: self.master.hold.held_until().map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            }),
         }
     }
 }
