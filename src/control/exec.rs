@@ -383,7 +383,7 @@ impl Controller {
                 ))
             }
             SetCommand::Hold { seconds } => Some(super::groups::hold_masters(
-                &[set.clone()],
+                std::slice::from_ref(&set),
                 *seconds,
             )?),
             _ => note,
