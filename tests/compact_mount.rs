@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_same, file_bytes, pattern, sh, Mount};
+use common::loops::Cleanup;
+use common::refusal::{assert_says_why, refusal};
+use common::{assert_same, file_bytes, num, pattern, sh, Mount};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -73,15 +75,6 @@ fn set_text(m: &Mount, name: &str) -> String {
     fs::read_to_string(m.path(&format!("sets/{name}/status"))).expect("read set status")
 }
 
-#[track_caller]
-fn num(st: &HashMap<String, String>, key: &str) -> u64 {
-    let v = st
-        .get(key)
-        .unwrap_or_else(|| panic!("status has no key '{key}': {st:?}"));
-    v.parse()
-        .unwrap_or_else(|_| panic!("status key '{key}' is not a number: {v:?}"))
-}
-
 /// The `sets:` value of an overflow's status as a map; sets holding 0 chunks are left out
 /// (the spec does not say whether an attached set with none is listed).
 #[track_caller]
@@ -136,27 +129,12 @@ fn reply_of(m: &Mount, rel: &str, cmd: &str) -> (Result<(), i32>, String) {
     (r, reply)
 }
 
-/// A command that must be refused with `errno`; returns the reply.
+/// A command that must be refused with `errno` and a sentence; returns the reply.
 #[track_caller]
 fn refused(m: &Mount, rel: &str, cmd: &str, errno: i32) -> String {
-    match m.ctl(rel, cmd) {
-        Ok(()) => panic!("'{cmd}' on {rel} was accepted\nlog:\n{}", m.log()),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "'{cmd}' on {rel}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            assert!(reply.starts_with("error:"), "'{cmd}': reply {reply:?}");
-            assert!(
-                reply["error:".len()..].split_whitespace().count() >= 3,
-                "'{cmd}': the reply should say why in a sentence: {reply:?}"
-            );
-            reply
-        }
-    }
+    let reply = refusal(m, rel, cmd, errno);
+    assert_says_why(&reply, 3, &format!("'{cmd}'"));
+    reply
 }
 
 /// Read `len` bytes of a tree file at `off` with one pread.
@@ -364,42 +342,6 @@ fn compact_shadow_keeps_its_point_in_time_within_its_slots_and_with_an_overflow(
     assert_eq!(ovf_status(&m, "pool")["sets"], "-");
 }
 
-/// Undoes loop devices and mounts even when the test fails half-way.
-#[derive(Default)]
-struct Cleanup {
-    mounts: Vec<PathBuf>,
-    loops: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("fsfreeze").arg("-u").arg(m).output();
-            let _ = Command::new("umount").arg(m).output();
-        }
-        for l in self.loops.iter().rev() {
-            let _ = Command::new("losetup").arg("-d").arg(l).output();
-        }
-    }
-}
-
-impl Cleanup {
-    fn loop_dev(&mut self, file: &Path, read_only: bool) -> String {
-        let ro = if read_only { "-r " } else { "" };
-        let dev = sh(&format!("losetup -f --show {ro}{}", file.display()))
-            .trim()
-            .to_string();
-        self.loops.push(dev.clone());
-        dev
-    }
-
-    fn mount(&mut self, dev: &str, at: &Path, opts: &str) {
-        fs::create_dir_all(at).unwrap();
-        sh(&format!("mount {opts} {dev} {}", at.display()));
-        self.mounts.push(at.to_path_buf());
-    }
-}
-
 /// ext4 made on the master before enable; files written through a loop device over the
 /// set's master; after the point in time they change; a loop device over the compact shadow
 /// mounts read-only the file system as it was.
@@ -422,7 +364,7 @@ fn ext4_on_a_compact_shadow_mounts_read_only_as_at_the_point_in_time() {
     m.set_ok("fs", "attach fspool");
 
     let mut c = Cleanup::default();
-    let dev = c.loop_dev(&m.path("sets/fs/master"), false);
+    let dev = c.loop_dev(m.path("sets/fs/master"), false);
     let live = m.dir.path().join("live");
     c.mount(&dev, &live, "");
     sh(&format!(
@@ -452,7 +394,7 @@ fn ext4_on_a_compact_shadow_mounts_read_only_as_at_the_point_in_time() {
         "3 MiB rewritten: at least 48 chunks preserved: {st:?}"
     );
 
-    let sdev = c.loop_dev(&m.path("sets/fs/shadow"), true);
+    let sdev = c.loop_dev(m.path("sets/fs/shadow"), true);
     let snap = m.dir.path().join("snap");
     c.mount(&sdev, &snap, "-o ro,noload");
     let read = |f: &str| fs::read_to_string(snap.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));

@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 
+use common::refusal::{self, assert_says_why, Snapshot};
 use common::{file_bytes, Mount};
 
 const MIB: u64 = 1 << 20;
@@ -13,33 +14,52 @@ const CH: u64 = 4096;
 
 /// What a mount looks like: the global status, the volume list, every set's and every
 /// overflow's status text, and the listing of the tree's directories.
-fn snapshot(m: &Mount) -> String {
-    let mut out = String::new();
+fn snapshot(m: &Mount) -> Snapshot {
+    let mut snap = Snapshot::new();
     for f in ["status", "volumes"] {
-        out += &format!(
-            "== {f}\n{}",
-            fs::read_to_string(m.path(f)).unwrap_or_else(|e| panic!("read {f}: {e}"))
-        );
+        snap.tree_file(m, format!("the {f} file"), f);
     }
     for dir in ["sets", "overflow"] {
-        let mut names: Vec<String> = fs::read_dir(m.path(dir))
-            .unwrap_or_else(|e| panic!("list {dir}: {e}"))
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
+        let names = listing(m, dir);
+        snap.text(format!("the listing of {dir}"), names.join("\n"));
         for n in names {
-            let mut files: Vec<String> = fs::read_dir(m.path(&format!("{dir}/{n}")))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            files.sort();
-            out += &format!(
-                "== {dir}/{n} {files:?}\n{}",
-                fs::read_to_string(m.path(&format!("{dir}/{n}/status"))).unwrap()
-            );
+            let files = listing(m, &format!("{dir}/{n}"));
+            snap.text(format!("the listing of {dir}/{n}"), files.join("\n"))
+                .tree_file(
+                    m,
+                    format!("the status of {dir}/{n}"),
+                    &format!("{dir}/{n}/status"),
+                );
         }
     }
-    out
+    snap
+}
+
+/// What a refused command must leave as it was: what the mount looks like, the bytes of every
+/// volume file and what the shadows of `c`, `c2` and `d` read.
+fn everything(fx: &Fx) -> Snapshot {
+    let m = &fx.m;
+    let mut snap = snapshot(m);
+    for (role, bytes) in fx.all_bytes() {
+        snap.add(format!("the bytes of volume {role}"), Some(bytes));
+    }
+    for s in ["c", "c2", "d"] {
+        snap.add(
+            format!("what set {s}'s shadow reads"),
+            Some(m.read(&format!("sets/{s}/shadow"))),
+        );
+    }
+    snap
+}
+
+/// The sorted names in directory `rel` of the tree.
+fn listing(m: &Mount, rel: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(m.path(rel))
+        .unwrap_or_else(|e| panic!("list {rel}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// The fixture every refusal test starts from:
@@ -126,49 +146,8 @@ fn fixture() -> Option<Fx> {
 /// `cmd` on `rel` is refused with `errno`, a sentence, and nothing changes.
 #[track_caller]
 fn refused_unchanged(fx: &Fx, rel: &str, cmd: &str, errno: i32) -> String {
-    let m = &fx.m;
-    let before = snapshot(m);
-    let bytes = fx.all_bytes();
-    let shadows: Vec<Vec<u8>> = ["c", "c2", "d"]
-        .iter()
-        .map(|s| m.read(&format!("sets/{s}/shadow")))
-        .collect();
-    let reply = match m.ctl(rel, cmd) {
-        Ok(()) => panic!("'{cmd}' on {rel} was accepted\nlog:\n{}", m.log()),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "'{cmd}' on {rel}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            reply
-        }
-    };
-    assert!(reply.starts_with("error:"), "'{cmd}': reply {reply:?}");
-    let sentence = reply["error:".len()..].trim();
-    assert!(
-        sentence.split_whitespace().count() >= 3 && sentence.chars().any(|c| c.is_alphabetic()),
-        "'{cmd}': the reply should say why in a sentence: {reply:?}"
-    );
-    assert_eq!(
-        snapshot(m),
-        before,
-        "'{cmd}' on {rel} was refused but changed the status"
-    );
-    for ((role, b), (_, a)) in bytes.iter().zip(fx.all_bytes()) {
-        assert!(
-            *b == a,
-            "'{cmd}' on {rel} was refused but changed the bytes of volume {role}"
-        );
-    }
-    for (s, b) in ["c", "c2", "d"].iter().zip(shadows) {
-        assert!(
-            m.read(&format!("sets/{s}/shadow")) == b,
-            "'{cmd}' was refused but changed what set {s}'s shadow reads"
-        );
-    }
+    let reply = refusal::refused_unchanged(&fx.m, rel, cmd, errno, || everything(fx));
+    assert_says_why(&reply, 3, &format!("'{cmd}'"));
     reply
 }
 
@@ -355,10 +334,9 @@ fn detach_while_holding_overflow_chunks_is_refused_and_detach_of_none_is_ok() {
     refused_unchanged(&fx, "sets/c/ctl", "detach", libc::EBUSY);
     let before = snapshot(&fx.m);
     fx.m.set_ok("c2", "detach");
-    assert_eq!(
-        snapshot(&fx.m),
-        before,
-        "detach with none attached changes nothing"
+    before.assert_unchanged(
+        &snapshot(&fx.m),
+        "detach with none attached changes nothing",
     );
 }
 
@@ -433,7 +411,7 @@ fn an_overflow_volume_is_not_a_set_volume_and_not_a_file_in_the_mount() {
             errno != 0 && reply.starts_with("error:"),
             "{cmd}: {errno} {reply:?}"
         );
-        assert_eq!(snapshot(m), before, "'{cmd}' changed the status");
+        before.assert_unchanged(&snapshot(m), &format!("'{cmd}' changed the status"));
         assert!(bytes == fx.all_bytes(), "'{cmd}' changed a volume");
     }
     let mnt = m.mnt.display().to_string();
@@ -465,7 +443,7 @@ fn overflows_are_remembered_and_named_after_their_file_by_default() {
     fx.m.ok("ctl", "overflow delete big");
     let before = snapshot(&fx.m);
     fx.m.restart();
-    assert_eq!(snapshot(&fx.m), before, "a restart changes nothing");
+    before.assert_unchanged(&snapshot(&fx.m), "a restart changes nothing");
     assert!(!fx.m.path("overflow/big").exists());
     // A deleted overflow's volume can be initialised again.
     let big = fx.path("big");
@@ -499,7 +477,7 @@ fn malformed_overflow_init_is_refused() {
     assert_eq!(errno, libc::ENOENT, "{reply}");
     assert!(reply.starts_with("error:"), "{reply:?}");
     assert!(!missing.exists(), "overflow init made the missing volume");
-    assert_eq!(snapshot(m), before);
+    before.assert_unchanged(&snapshot(m), "overflow init of a missing volume");
 }
 
 /// The same volumes under other names (a symbolic link, a path with `..` or `//`): overflow

@@ -10,9 +10,10 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::loops::Cleanup;
+use common::refusal::{assert_names, refused_unchanged, Snapshot};
 use common::{sh, Mount};
 
 const MIB: u64 = 1 << 20;
@@ -124,43 +125,6 @@ fn row(path: &str, size: u64, kind: &str, state: &str) -> [String; 4] {
         kind.into(),
         state.into(),
     ]
-}
-
-/// Loop devices and mounts made by a test, undone even when it fails half-way.
-#[derive(Default)]
-struct Cleanup {
-    mounts: Vec<PathBuf>,
-    loops: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("umount").arg(m).output();
-        }
-        for l in self.loops.iter().rev() {
-            let _ = Command::new("losetup").arg("-d").arg(l).output();
-        }
-    }
-}
-
-impl Cleanup {
-    fn loop_dev(&mut self, file: &str) -> String {
-        let dev = sh(&format!("losetup -f --show {file}")).trim().to_string();
-        self.loops.push(dev.clone());
-        dev
-    }
-
-    fn mount(&mut self, dev: &str, at: &Path) {
-        fs::create_dir_all(at).expect("mount dir");
-        sh(&format!("mount {dev} {}", at.display()));
-        self.mounts.push(at.to_path_buf());
-    }
-
-    fn umount(&mut self, at: &Path) {
-        sh(&format!("umount {}", at.display()));
-        self.mounts.retain(|m| m != at);
-    }
 }
 
 /// Open a block device exclusively, as a file system or device mapper would hold it.
@@ -361,7 +325,7 @@ fn block_devices_and_the_states_of_candidates() {
     let m = &fx.m;
     let mut c = Cleanup::default();
     let disk_file = m.volume("disk.img", 16 * MIB, 0);
-    let disk = c.loop_dev(&disk_file);
+    let disk = c.loop_dev(&disk_file, false);
     let disk_link = fx.vol("disk");
     symlink(&disk, &disk_link);
     let backed = fx.file("backed.img", 4 * MIB);
@@ -379,7 +343,7 @@ fn block_devices_and_the_states_of_candidates() {
         "files outside volume_dirs are not listed"
     );
 
-    c.loop_dev(&backed);
+    c.loop_dev(&backed, false);
     assert_eq!(
         listing(m).state(&backed),
         "held",
@@ -400,7 +364,7 @@ fn block_devices_and_the_states_of_candidates() {
 
     sh(&format!("mkfs.ext4 -q -F {disk}"));
     let at = m.dir.path().join("fs");
-    c.mount(&disk, &at);
+    c.mount(&disk, &at, "");
     assert_eq!(listing(m).state(&disk_link), "mounted");
     c.umount(&at);
     assert_eq!(listing(m).state(&disk_link), "free");
@@ -416,7 +380,7 @@ fn block_devices_and_the_states_of_candidates() {
 
     // Other names of a set's master: a loop device over it, a link to it.
     let (master, shadow, bitmap) = m.volumes("x", MIB, 3);
-    let master_loop = c.loop_dev(&master);
+    let master_loop = c.loop_dev(&master, false);
     symlink(&master_loop, &fx.vol("master-loop"));
     symlink(&master, &fx.vol("master-link"));
     let l = listing(m);
@@ -476,39 +440,22 @@ fn nothing_inside_the_mount_is_a_candidate() {
 
 // ------------------------------------------------------------------------------ refusals
 
-/// What must not change when an enable is refused: the sets, their status and the lines of the
-/// volumes in use.
-fn snapshot(m: &Mount) -> (Vec<String>, String, Vec<String>) {
-    let status = fs::read_to_string(m.path("status")).expect("status");
-    (m.set_names(), status, listing(m).in_use)
+/// What must not change when an enable is refused: the sets, the global status and the lines
+/// of the volumes in use.
+fn snapshot(m: &Mount) -> Snapshot {
+    let mut snap = Snapshot::new();
+    snap.text("the set list", m.set_names().join("\n"))
+        .tree_file(m, "the global status", "status")
+        .text("the volumes in use", listing(m).in_use.join("\n"));
+    snap
 }
 
-/// `cmd` on the global ctl is refused with `errno`, a reply that says `error:` and contains
+/// `cmd` on the global ctl is refused with `errno`, a reply that says `error: ` and contains
 /// every one of `words`, and nothing changes. Returns the reply.
 #[track_caller]
 fn refused(m: &Mount, cmd: &str, errno: i32, words: &[&str]) -> String {
-    let before = snapshot(m);
-    let reply = match m.ctl("ctl", cmd) {
-        Ok(()) => panic!("'{cmd}' was accepted\nlog:\n{}", m.log()),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "'{cmd}': errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            reply
-        }
-    };
-    assert!(reply.starts_with("error: "), "'{cmd}': reply {reply:?}");
-    for w in words {
-        assert!(
-            reply.contains(w),
-            "'{cmd}': the reply should say {w:?}: {reply:?}"
-        );
-    }
-    assert_eq!(snapshot(m), before, "'{cmd}' changed something");
+    let reply = refused_unchanged(m, "ctl", cmd, errno, || snapshot(m));
+    assert_names(&reply, words, &format!("'{cmd}'"));
     reply
 }
 
@@ -566,10 +513,10 @@ fn enable_refuses_other_names_of_volumes_in_use_and_busy_devices() {
 
     // (d) A block device with a mounted file system, as the new set's shadow.
     let dev_file = m.volume("dev.img", size, 0);
-    let dev = c.loop_dev(&dev_file);
+    let dev = c.loop_dev(&dev_file, false);
     sh(&format!("mkfs.ext4 -q -F {dev}"));
     let at = m.dir.path().join("fs");
-    c.mount(&dev, &at);
+    c.mount(&dev, &at, "");
     let reply = refused(
         m,
         &enable(&new_master, &dev, &new_bitmap),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use iifs::engine::testing::{MapOpener, MemVolume};
 use iifs::engine::volume::Volume;
-use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, SetKind};
+use iifs::engine::{
+    Direction, Durability, EnableSpec, Enabled, Engine, Error, Kind, Result, SetKind,
+};
 use proptest::prelude::*;
 
 const CHUNK: usize = 4096;
@@ -69,6 +71,25 @@ fn hosts() -> Hosts {
     }
 }
 
+impl Hosts {
+    /// `import` on host `on` of the shared shadow as set `imp`, with the bitmap volume `b2`.
+    fn import<'a>(&self, on: &'a Engine) -> Result<Enabled<'a>> {
+        on.import_prepared(&self.shadow_path, &self.b2_path, "imp", Durability::Strict)
+    }
+
+    /// An `import` on host `on` that must be refused: the error.
+    fn import_refused(&self, on: &Engine) -> Error {
+        self.import(on).err().expect("refused")
+    }
+
+    /// An update of set `db` on the home host toward `dir`, waited for.
+    fn update(&self, dir: Direction) {
+        let db = self.home.set("db").expect("db");
+        db.start_copy(dir, false).expect("update");
+        db.wait_copy().expect("wait");
+    }
+}
+
 fn fill(seed: u8) -> Vec<u8> {
     vec![seed; CHUNK]
 }
@@ -83,10 +104,7 @@ fn round(h: &Hosts, home_writes: &[usize], away_writes: &[usize]) -> u64 {
             .write(&fill(100 + i as u8), (c * CHUNK) as u64)
             .expect("master write while exported");
     }
-    let imported = h
-        .away
-        .import_prepared(&h.shadow_path, &h.b2_path, "imp", Durability::Strict)
-        .expect("import");
+    let imported = h.import(&h.away).expect("import");
     let imp = h.away.start(imported);
     assert_eq!(imp.status().state, "imported");
     for (i, &c) in away_writes.iter().enumerate() {
@@ -122,9 +140,7 @@ proptest! {
         let differ = round(&h, &home, &away);
         prop_assert_eq!(differ, distinct(&home, &away));
         let before = h.shadow.snapshot();
-        let db = h.home.set("db").expect("db");
-        db.start_copy(Direction::Shadow, false).expect("update shadow");
-        db.wait_copy().expect("wait");
+        h.update(Direction::Shadow);
         prop_assert_eq!(h.shadow.snapshot(), h.master.snapshot());
         // Chunks written on neither side were not touched.
         let after = h.shadow.snapshot();
@@ -141,9 +157,7 @@ proptest! {
         let h = hosts();
         round(&h, &home, &away);
         let shadow = h.shadow.snapshot();
-        let db = h.home.set("db").expect("db");
-        db.start_copy(Direction::Master, false).expect("update master");
-        db.wait_copy().expect("wait");
+        h.update(Direction::Master);
         prop_assert_eq!(h.master.snapshot(), shadow);
     }
 }
@@ -156,11 +170,7 @@ fn the_states_refuse_what_they_cannot_do() {
     let e = h.home.join("db", &h.b2_path).unwrap_err();
     assert_eq!(e.kind, Kind::NotPermitted, "{e}");
     // No record yet: not an exported shadow.
-    let e = h
-        .away
-        .import_prepared(&h.shadow_path, &h.b2_path, "imp", Durability::Strict)
-        .err()
-        .expect("refused");
+    let e = h.import_refused(&h.away);
     assert_eq!(e.kind, Kind::Invalid, "{e}");
     assert!(e.message.contains("not an exported shadow"), "{e}");
     h.home.export("db").expect("export");
@@ -172,19 +182,11 @@ fn the_states_refuse_what_they_cannot_do() {
     let e = h.home.export("db").unwrap_err();
     assert_eq!(e.kind, Kind::NotPermitted, "{e}");
     // The home host cannot import its own exported shadow.
-    let e = h
-        .home
-        .import_prepared(&h.shadow_path, &h.b2_path, "imp", Durability::Strict)
-        .err()
-        .expect("refused");
+    let e = h.import_refused(&h.home);
     assert_eq!(e.kind, Kind::Exists, "{e}");
     // A shadow changed after the export no longer matches its record.
     h.shadow.write_at(b"changed", 0).expect("write");
-    let e = h
-        .away
-        .import_prepared(&h.shadow_path, &h.b2_path, "imp", Durability::Strict)
-        .err()
-        .expect("refused");
+    let e = h.import_refused(&h.away);
     assert_eq!(e.kind, Kind::Invalid, "{e}");
     assert!(e.message.contains("does not hold the image"), "{e}");
 }

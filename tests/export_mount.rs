@@ -17,10 +17,8 @@ mod common;
 mod export;
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::sync::{Arc, Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
@@ -341,31 +339,8 @@ fn sigkill_during_join_never_gives_a_wrong_image() {
         assert_eq!(chunks_differ(&a, "db"), ma.len() as u64, "round {round}");
         let union = ma.union(&sb).count() as u64;
 
-        let ctl = a.path("sets/db/ctl");
-        let cmd = format!("join {bm}");
-        let go = Arc::new(Barrier::new(2));
-        let go2 = go.clone();
-        let joiner = std::thread::spawn(move || {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(ctl)
-                .expect("open ctl");
-            go2.wait();
-            let t = Instant::now();
-            let r = f
-                .write(cmd.as_bytes())
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            (r, t.elapsed())
-        });
-        go.wait();
-        let delay = if round == 0 {
-            None
-        } else {
-            let max = join_time.as_micros().max(300) as u64 * 3 / 2;
-            Some(Duration::from_micros(rng.gen_range(0..=max)))
-        };
+        let joiner = write_in_step(a.path("sets/db/ctl"), format!("join {bm}"));
+        let delay = kill_delay(round, &mut rng, join_time, 300);
         if let Some(d) = delay {
             std::thread::sleep(d);
             a.kill9();
@@ -405,14 +380,13 @@ fn sigkill_during_join_never_gives_a_wrong_image() {
             union.to_string(),
             "round {round} (kill after {delay:?}): the chunks changed on either side differ"
         );
-        a.set_ok("db", "update shadow");
-        a.set_ok("db", "wait");
-        assert_eq!(chunks_differ(&a, "db"), 0, "round {round}");
-        assert_files_equal(
-            &sv.shadow,
-            &sv.master,
+        update_shadow_to_master(
+            &a,
+            "db",
+            &sv,
             &format!("round {round} (kill after {delay:?}): shadow == master"),
         );
+        assert_eq!(chunks_differ(&a, "db"), 0, "round {round}");
         for &i in &ma {
             assert_eq!(
                 disk_chunk(&sv.master, CHUNK, i),
@@ -453,31 +427,8 @@ fn sigkill_during_import_leaves_it_whole_or_absent() {
     let (mut whole, mut lost) = (0, 0);
     for round in 0..rounds {
         let bm = v.path(&format!("bk-{round}.img"));
-        let ctl = b.path("ctl");
-        let cmd = format!("import {} {bm} imp", sv.shadow);
-        let go = Arc::new(Barrier::new(2));
-        let go2 = go.clone();
-        let importer = std::thread::spawn(move || {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(ctl)
-                .expect("open ctl");
-            go2.wait();
-            let t = Instant::now();
-            let r = f
-                .write(cmd.as_bytes())
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            (r, t.elapsed())
-        });
-        go.wait();
-        let delay = if round == 0 {
-            None
-        } else {
-            let max = import_time.as_micros().max(500) as u64 * 3 / 2;
-            Some(Duration::from_micros(rng.gen_range(0..=max)))
-        };
+        let importer = write_in_step(b.path("ctl"), format!("import {} {bm} imp", sv.shadow));
+        let delay = kill_delay(round, &mut rng, import_time, 500);
         if let Some(d) = delay {
             std::thread::sleep(d);
             b.kill9();
@@ -535,13 +486,7 @@ fn sigkill_during_import_leaves_it_whole_or_absent() {
     b.set_ok("imp", "disable");
     a.set_ok("db", &format!("join {bm}"));
     assert_eq!(chunks_differ(&a, "db"), sb.len() as u64);
-    a.set_ok("db", "update shadow");
-    a.set_ok("db", "wait");
-    assert_files_equal(
-        &sv.shadow,
-        &sv.master,
-        "shadow == master after the last round",
-    );
+    update_shadow_to_master(&a, "db", &sv, "shadow == master after the last round");
     assert_image(
         &file_bytes(&sv.master),
         &pit,

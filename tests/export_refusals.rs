@@ -11,11 +11,10 @@ mod common;
 #[path = "common/export.rs"]
 mod export;
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
-use std::time::{Duration, Instant};
 
-use common::{file_bytes, Mount};
+use common::refusal::{assert_reply, refused_unchanged, Sentence, Snapshot};
+use common::{file_bytes, wait_for, wait_throttled_copy, Mount};
 use export::*;
 
 const CHUNK: u64 = 4096;
@@ -24,96 +23,18 @@ const SIZE: u64 = 64 * CHUNK;
 
 // ------------------------------------------------------------------------------ helpers
 
-/// A daemon's sets with their status text, and its registry file.
-type DaemonState = (Vec<(String, String)>, Vec<u8>);
-
-/// Everything a refused command must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    /// Per daemon.
-    daemons: Vec<DaemonState>,
-    /// Per file: its bytes, or None when it does not exist.
-    files: Vec<(String, Option<Vec<u8>>)>,
-}
-
+/// Everything a refused command must leave as it was: on every daemon in `ms` the set list,
+/// the status text of every set and the registry file; the bytes of `files` (or that they do
+/// not exist).
 fn snapshot(ms: &[&Mount], files: &[&str]) -> Snapshot {
-    Snapshot {
-        daemons: ms
-            .iter()
-            .map(|m| {
-                let sets = m
-                    .set_names()
-                    .into_iter()
-                    .map(|s| {
-                        let st = fs::read_to_string(m.path(&format!("sets/{s}/status")))
-                            .unwrap_or_else(|e| panic!("status of {s}: {e}"));
-                        (s, st)
-                    })
-                    .collect();
-                (sets, registry(m))
-            })
-            .collect(),
-        files: files
-            .iter()
-            .map(|f| (f.to_string(), fs::read(f).ok()))
-            .collect(),
+    let mut snap = Snapshot::new();
+    for (i, m) in ms.iter().enumerate() {
+        let of = format!(" (daemon {i})");
+        snap.sets(m, &of)
+            .add(format!("the registry{of}"), Some(registry(m)));
     }
-}
-
-#[track_caller]
-fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    for (i, (b, a)) in before.daemons.iter().zip(&after.daemons).enumerate() {
-        let names = |v: &Vec<(String, String)>| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            names(&b.0),
-            names(&a.0),
-            "{what}: the set list of daemon {i} changed"
-        );
-        for ((name, bs), (_, as_)) in b.0.iter().zip(&a.0) {
-            assert_eq!(
-                bs, as_,
-                "{what}: the status of set {name} (daemon {i}) changed"
-            );
-        }
-        assert!(
-            b.1 == a.1,
-            "{what}: the registry of daemon {i} changed:\n{}\n---\n{}",
-            String::from_utf8_lossy(&b.1),
-            String::from_utf8_lossy(&a.1)
-        );
-    }
-    for ((f, b), (_, a)) in before.files.iter().zip(&after.files) {
-        match (b, a) {
-            (None, Some(_)) => panic!("{what}: {f} was made"),
-            (Some(_), None) => panic!("{what}: {f} was removed"),
-            (Some(b), Some(a)) => assert!(b == a, "{what}: the bytes of {f} changed"),
-            (None, None) => {}
-        }
-    }
-}
-
-/// The reply must be one line `error: SENTENCE\n` naming each of `mentions`.
-#[track_caller]
-fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
-    assert!(
-        reply.starts_with("error: ") && reply.ends_with('\n'),
-        "{what}: reply {reply:?} is not 'error: ...\\n'"
-    );
-    let body = reply["error: ".len()..].trim_end();
-    assert!(
-        !body.contains('\n'),
-        "{what}: reply {reply:?} is more than one line"
-    );
-    assert!(
-        body.split_whitespace().count() >= 4,
-        "{what}: reply {reply:?} is not a sentence"
-    );
-    for w in mentions {
-        assert!(
-            reply.contains(w),
-            "{what}: reply {reply:?} does not mention {w:?}"
-        );
-    }
+    snap.files(files);
+    snap
 }
 
 /// Command `cmd` written to ctl file `rel` of daemon `on` must be refused with `errno`, a reply
@@ -128,51 +49,21 @@ fn refused(
     mentions: &[&str],
     files: &[&str],
 ) -> String {
-    let what = format!("'{cmd}' on {rel}");
-    let before = snapshot(all, files);
-    let reply = match on.ctl(rel, cmd) {
-        Ok(()) => panic!(
-            "{what} succeeded; expected errno {errno}\nlog:\n{}",
-            on.log()
-        ),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "{what}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            assert_reply(&reply, mentions, &what);
-            reply
-        }
-    };
-    assert_unchanged(&before, &snapshot(all, files), &what);
+    let reply = refused_unchanged(on, rel, cmd, errno, || snapshot(all, files));
+    assert_reply(
+        &reply,
+        mentions,
+        &format!("'{cmd}' on {rel}"),
+        Sentence::Words(4),
+    );
     reply
-}
-
-fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status(set);
-        if cond(&st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "set {set}: timed out waiting for {what}: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// An independent set whose first copy moved one chunk and then sleeps for 10 s per chunk: it
 /// holds still while a test looks at it.
 fn throttled_set(m: &Mount, v: &Vols, name: &str, seed: u64) -> SetVols {
     let sv = new_set(m, v, "ind", name, SIZE, CHUNK, seed, "delay=10000 units=1");
-    wait_for(m, name, "the first chunk of the throttled copy", |st| {
-        st["state"] == "copying" && st["chunks_to_copy"].parse::<u64>().unwrap_or(64) < 64
-    });
+    wait_throttled_copy(m, name, SIZE / CHUNK);
     sv
 }
 
@@ -677,11 +568,5 @@ fn join_refusals_change_nothing() {
     a.set_ok("db", &join(&bi));
     assert_eq!(a.status("db")["state"], "idle");
     assert_eq!(chunks_differ(&a, "db"), 2);
-    a.set_ok("db", "update shadow");
-    a.set_ok("db", "wait");
-    assert_files_equal(
-        &db.shadow,
-        &db.master,
-        "shadow == master after join and update",
-    );
+    update_shadow_to_master(&a, "db", &db, "shadow == master after join and update");
 }

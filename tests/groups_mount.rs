@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +19,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{assert_same, file_bytes, Mount};
+use common::refusal::{assert_names, refusal};
+use common::{assert_same, file_bytes, num, wait_for, write_ctl, Mount};
 use iifs::engine::header::BITMAPS_OFFSET;
 use rand::Rng;
 
@@ -87,15 +87,6 @@ fn members(m: &Mount, g: &str) -> Vec<String> {
         .collect()
 }
 
-#[track_caller]
-fn num(st: &HashMap<String, String>, key: &str) -> u64 {
-    let v = st
-        .get(key)
-        .unwrap_or_else(|| panic!("status has no key '{key}': {st:?}"));
-    v.parse()
-        .unwrap_or_else(|_| panic!("status key '{key}' is not a number: {v:?}"))
-}
-
 /// The sequence number in the first 8 bytes of a tree file (one pread; data files are direct
 /// I/O, so this asks the daemon).
 #[track_caller]
@@ -137,49 +128,12 @@ fn write_errno(m: &Mount, rel: &str, off: u64, data: &[u8]) -> i32 {
     }
 }
 
-/// Wait (up to 20 s) until `cond` holds for the status of `set`.
-#[track_caller]
-fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status(set);
-        if cond(&st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "set {set}: timed out waiting for {what}: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A command that must be refused with `errno` and a reply naming each of `mentions`.
 #[track_caller]
 fn refused(m: &Mount, rel: &str, cmd: &str, errno: i32, mentions: &[&str]) -> String {
-    match m.ctl(rel, cmd) {
-        Ok(()) => panic!("'{cmd}' on {rel} was accepted\nlog:\n{}", m.log()),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "'{cmd}' on {rel}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            assert!(
-                reply.starts_with("error: "),
-                "'{cmd}' on {rel}: reply {reply:?}"
-            );
-            for w in mentions {
-                assert!(
-                    reply.contains(w),
-                    "'{cmd}' on {rel}: reply {reply:?} does not name {w:?}"
-                );
-            }
-            reply
-        }
-    }
+    let reply = refusal(m, rel, cmd, errno);
+    assert_names(&reply, mentions, &format!("'{cmd}' on {rel}"));
+    reply
 }
 
 /// `update shadow` on ctl file `rel`, which must succeed. The kernel tells the daemon that a
@@ -276,17 +230,7 @@ fn ctl_at(path: &Path, cmd: &str) -> Result<(), (i32, String)> {
         .write(true)
         .open(path)
         .map_err(|e| (e.raw_os_error().unwrap_or(-1), String::new()))?;
-    match f.write(cmd.as_bytes()) {
-        Ok(n) => {
-            assert_eq!(n, cmd.len(), "short write of a ctl command");
-            Ok(())
-        }
-        Err(e) => {
-            let mut reply = String::new();
-            let _ = f.read_to_string(&mut reply);
-            Err((e.raw_os_error().unwrap_or(-1), reply))
-        }
-    }
+    write_ctl(&mut f, cmd)
 }
 
 /// Group updates under a running writer, `TRIES` of them: after each, the shadows of `first`

@@ -9,32 +9,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::Mount;
+use common::refusal::{self, refused_unchanged, Sentence, Snapshot};
+use common::{wait_throttled_copy, Mount};
 
 const CHUNK: u64 = 4096;
 /// 64 chunks of 4 KiB.
 const SIZE: u64 = 64 * CHUNK;
 
 // ------------------------------------------------------------------------------ helpers
-
-/// Everything a refused command must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    sets: Vec<String>,
-    set_status: Vec<(String, String)>,
-    groups: Vec<String>,
-    group_files: Vec<(String, String, String)>,
-    registry: Vec<u8>,
-}
-
-fn text(m: &Mount, rel: &str) -> String {
-    fs::read_to_string(m.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
-}
 
 fn group_names(m: &Mount) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(m.path("groups"))
@@ -45,104 +31,44 @@ fn group_names(m: &Mount) -> Vec<String> {
     v
 }
 
+/// Everything a refused command must leave as it was: the set and group lists, the status
+/// text of every set and of every group, every group's members file and the registry file.
 fn snapshot(m: &Mount) -> Snapshot {
-    let sets = m.set_names();
+    let mut snap = Snapshot::new();
+    snap.sets(m, "");
     let groups = group_names(m);
-    Snapshot {
-        set_status: sets
-            .iter()
-            .map(|s| (s.clone(), text(m, &format!("sets/{s}/status"))))
-            .collect(),
-        group_files: groups
-            .iter()
-            .map(|g| {
-                (
-                    g.clone(),
-                    text(m, &format!("groups/{g}/status")),
-                    text(m, &format!("groups/{g}/members")),
-                )
-            })
-            .collect(),
-        sets,
-        groups,
-        registry: fs::read(m.state.join("iifs.yaml")).expect("registry"),
-    }
-}
-
-#[track_caller]
-fn assert_unchanged(m: &Mount, before: &Snapshot, what: &str) {
-    let after = snapshot(m);
-    assert_eq!(before.sets, after.sets, "{what}: the set list changed");
-    assert_eq!(
-        before.groups, after.groups,
-        "{what}: the group list changed"
-    );
-    for ((name, b), (_, a)) in before.set_status.iter().zip(&after.set_status) {
-        assert_eq!(b, a, "{what}: the status of set {name} changed");
-    }
-    for ((name, bs, bm), (_, a_s, am)) in before.group_files.iter().zip(&after.group_files) {
-        assert_eq!(bs, a_s, "{what}: the status of group {name} changed");
-        assert_eq!(bm, am, "{what}: the members of group {name} changed");
-    }
-    assert!(
-        before.registry == after.registry,
-        "{what}: the registry file changed:\n{}\n---\n{}",
-        String::from_utf8_lossy(&before.registry),
-        String::from_utf8_lossy(&after.registry)
-    );
-}
-
-/// The reply must be one line `error: SENTENCE\n` naming each of `mentions`.
-#[track_caller]
-fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
-    assert!(
-        reply.starts_with("error: "),
-        "{what}: reply {reply:?} does not start with 'error: '"
-    );
-    assert!(
-        reply.ends_with('\n'),
-        "{what}: reply {reply:?} does not end with a newline"
-    );
-    let body = reply["error: ".len()..].trim_end();
-    assert!(
-        !body.contains('\n'),
-        "{what}: reply {reply:?} is more than one line"
-    );
-    assert!(
-        body.split_whitespace().count() >= 3,
-        "{what}: reply {reply:?} is not a sentence"
-    );
-    for w in mentions {
-        assert!(
-            reply.contains(w),
-            "{what}: reply {reply:?} does not mention {w:?}"
+    snap.text("the group list", groups.join("\n"));
+    for g in groups {
+        snap.tree_file(
+            m,
+            format!("the status of group {g}"),
+            &format!("groups/{g}/status"),
+        )
+        .tree_file(
+            m,
+            format!("the members of group {g}"),
+            &format!("groups/{g}/members"),
         );
     }
+    snap.add(
+        "the registry file",
+        Some(fs::read(m.state.join("iifs.yaml")).expect("registry")),
+    );
+    snap
 }
 
 /// A command on ctl file `rel` that must be refused with `errno` and a reply naming
 /// `mentions`, changing nothing.
 #[track_caller]
 fn refused(m: &Mount, rel: &str, cmd: &str, errno: i32, mentions: &[&str]) {
-    let what = format!("'{cmd}' on {rel}");
-    let before = snapshot(m);
-    match m.ctl(rel, cmd) {
-        Ok(()) => panic!(
-            "{what} succeeded; expected errno {errno}\nlog:\n{}",
-            m.log()
-        ),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "{what}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            assert_reply(&reply, mentions, &what);
-        }
-    }
-    assert_unchanged(m, &before, &what);
+    let reply = refused_unchanged(m, rel, cmd, errno, || snapshot(m));
+    assert_reply(&reply, mentions, &format!("'{cmd}' on {rel}"));
+}
+
+/// The reply must be one line `error: SENTENCE\n` (three words at least) naming each of `mentions`.
+#[track_caller]
+fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
+    refusal::assert_reply(reply, mentions, what, Sentence::Words(3))
 }
 
 /// Enable set `name` (`kind`: ind|dep) on a new master of SIZE bytes from `seed`, with a new
@@ -155,21 +81,6 @@ fn enable(m: &Mount, kind: &str, name: &str, seed: u64, opts: &str) {
         "ctl",
         &format!("enable {kind} {master} {shadow} {bitmap} {name} chunk_size={CHUNK} {opts}"),
     );
-}
-
-fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status(set);
-        if cond(&st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "set {set}: timed out waiting for {what}: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// The sets and groups every test starts from:
@@ -192,9 +103,7 @@ fn setup(m: &Mount) {
     m.set_ok("d2", "group gd2");
     m.ok("groups/gi/ctl", "add i1");
     enable(m, "ind", "i2", 5, "delay=10000 units=1");
-    wait_for(m, "i2", "the first chunk of the throttled copy", |st| {
-        st["state"] == "copying" && st["chunks_to_copy"].parse::<u64>().unwrap_or(64) < 64
-    });
+    wait_throttled_copy(m, "i2", SIZE / CHUNK);
     m.ok("groups/gi/ctl", "add i2");
 }
 
@@ -244,7 +153,7 @@ fn enoent_unknown_group() {
         &["empty"],
         "'add d3' on the old ctl of a renamed group",
     );
-    assert_unchanged(&m, &before, "'add d3' on the old ctl of a renamed group");
+    before.assert_unchanged(&snapshot(&m), "'add d3' on the old ctl of a renamed group");
 }
 
 // ------------------------------------------------------------------------------ EEXIST

@@ -13,14 +13,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use common::{file_bytes, Mount};
+use common::refusal::{self, refused_unchanged, Sentence, Snapshot};
+use common::{file_bytes, wait_for, Mount};
 
 const KIB: u64 = 1024;
 /// Small volumes: 256 KiB = 64 chunks of 4 KiB (enough for a throttled copy to be slow).
@@ -28,117 +28,34 @@ const SIZE: u64 = 256 * KIB;
 
 // ------------------------------------------------------------------------------ helpers
 
-/// Everything a refused command must leave as it was.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    sets: Vec<String>,
-    statuses: Vec<(String, HashMap<String, String>)>,
-    global_status: String,
-    volumes: String,
-    registry: Option<Vec<u8>>,
-    files: Vec<(String, Option<Vec<u8>>)>,
-}
-
+/// Everything a refused command must leave as it was: the set list, every set's status, the
+/// global `status` and `volumes` files, the registry file and the bytes of `files` (or that
+/// they do not exist).
 fn snapshot(m: &Mount, files: &[&str]) -> Snapshot {
-    let sets = m.set_names();
-    let statuses = sets.iter().map(|s| (s.clone(), m.status(s))).collect();
-    let text = |rel: &str| String::from_utf8(m.read(rel)).expect("utf-8 text");
-    Snapshot {
-        statuses,
-        sets,
-        global_status: text("status"),
-        volumes: text("volumes"),
-        registry: fs::read(m.state.join("iifs.yaml")).ok(),
-        files: files
-            .iter()
-            .map(|f| (f.to_string(), fs::read(f).ok()))
-            .collect(),
-    }
-}
-
-fn assert_same(m: &Mount, before: &Snapshot, after: &Snapshot, what: &str) {
-    assert_eq!(before.sets, after.sets, "{what}: the set list changed");
-    assert_eq!(
-        before.statuses, after.statuses,
-        "{what}: a set's status changed"
-    );
-    assert_eq!(
-        before.global_status, after.global_status,
-        "{what}: global status changed"
-    );
-    assert_eq!(
-        before.volumes, after.volumes,
-        "{what}: the volumes file changed"
-    );
-    assert!(
-        before.registry == after.registry,
-        "{what}: the registry file changed"
-    );
-    for ((path, b), (_, a)) in before.files.iter().zip(&after.files) {
-        match (b, a) {
-            (None, None) => {}
-            (None, Some(_)) => panic!("{what}: {path} was created"),
-            (Some(_), None) => panic!("{what}: {path} was removed"),
-            (Some(b), Some(a)) => {
-                assert_eq!(b.len(), a.len(), "{what}: {path} changed size");
-                if let Some(i) = b.iter().zip(a).position(|(x, y)| x != y) {
-                    panic!("{what}: {path} changed at byte {i}\nlog:\n{}", m.log());
-                }
-            }
-        }
-    }
-}
-
-/// The reply must be one line `error: SENTENCE\n` naming each of `mentions`.
-fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
-    assert!(
-        reply.starts_with("error: "),
-        "{what}: reply {reply:?} does not start with 'error: '"
-    );
-    assert!(
-        reply.ends_with('\n'),
-        "{what}: reply {reply:?} does not end with a newline"
-    );
-    let body = reply["error: ".len()..].trim_end();
-    assert!(
-        !body.contains('\n'),
-        "{what}: reply {reply:?} is more than one line"
-    );
-    assert!(
-        body.len() >= 10,
-        "{what}: reply {reply:?} is not a sentence"
-    );
-    for w in mentions {
-        assert!(
-            reply.contains(w),
-            "{what}: reply {reply:?} does not mention {w:?}"
-        );
-    }
+    let mut snap = Snapshot::new();
+    snap.sets(m, "")
+        .tree_file(m, "the global status", "status")
+        .tree_file(m, "the volumes file", "volumes")
+        .add(
+            "the registry file",
+            fs::read(m.state.join("iifs.yaml")).ok(),
+        )
+        .files(files);
+    snap
 }
 
 /// A command on `rel` that must be refused with `errno`, a reply naming `mentions`, and no
 /// change to the sets, the registry or the bytes of `files`.
+#[track_caller]
 fn refused(m: &Mount, rel: &str, cmd: &str, errno: i32, mentions: &[&str], files: &[&str]) {
-    let what = format!("'{cmd}' on {rel}");
-    let before = snapshot(m, files);
-    match m.ctl(rel, cmd) {
-        Ok(()) => panic!(
-            "{what} succeeded; expected errno {errno}\nlog:\n{}",
-            m.log()
-        ),
-        Err((e, reply)) => {
-            assert_eq!(
-                e,
-                errno,
-                "{what}: errno {e} ({}), expected {errno} ({}); reply {reply:?}",
-                std::io::Error::from_raw_os_error(e),
-                std::io::Error::from_raw_os_error(errno)
-            );
-            assert_reply(&reply, mentions, &what);
-        }
-    }
-    let after = snapshot(m, files);
-    assert_same(m, &before, &after, &what);
+    let reply = refused_unchanged(m, rel, cmd, errno, || snapshot(m, files));
+    assert_reply(&reply, mentions, &format!("'{cmd}' on {rel}"));
+}
+
+/// The reply must be one line `error: SENTENCE\n` (ten characters at least) naming each of `mentions`.
+#[track_caller]
+fn assert_reply(reply: &str, mentions: &[&str], what: &str) {
+    refusal::assert_reply(reply, mentions, what, Sentence::Chars(10))
 }
 
 fn refused_global(m: &Mount, cmd: &str, errno: i32, mentions: &[&str], files: &[&str]) {
@@ -175,21 +92,6 @@ fn missing(m: &Mount, name: &str) -> String {
     let p = m.dir.path().join(name);
     assert!(!p.exists());
     p.to_string_lossy().into_owned()
-}
-
-fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status(set);
-        if cond(&st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "set {set}: timed out waiting for {what}: {st:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Wait until the throttled copier of `set` has moved its first chunk and sleeps (10 s).
@@ -257,12 +159,7 @@ fn enoent_set_ctl_of_a_missing_set() {
         assert_eq!(e.kind(), ErrorKind::NotFound, "open {rel}: {e}");
         assert_eq!(errno_of(&e), libc::ENOENT, "open {rel}: {e}");
     }
-    assert_same(
-        &m,
-        &before,
-        &snapshot(&m, &[&master, &shadow, &bitmap]),
-        "sets/NOPE",
-    );
+    before.assert_unchanged(&snapshot(&m, &[&master, &shadow, &bitmap]), "sets/NOPE");
 
     // A ctl file opened while its set existed: the set is gone by the time of the write.
     let (m2, s2, b2) = trio(&m, "b", 2);
@@ -282,12 +179,7 @@ fn enoent_set_ctl_of_a_missing_set() {
     let mut reply = String::new();
     stale.read_to_string(&mut reply).expect("reply");
     assert_reply(&reply, &["'b'"], "update shadow on a disabled set");
-    assert_same(
-        &m,
-        &before,
-        &snapshot(&m, &files),
-        "command on a disabled set",
-    );
+    before.assert_unchanged(&snapshot(&m, &files), "command on a disabled set");
 
     // A new set of the same name does not take commands written to the old set's ctl file:
     // `update master` there would overwrite a master the writer never meant.
@@ -309,9 +201,7 @@ fn enoent_set_ctl_of_a_missing_set() {
         &["b", "open", "again"],
         "ctl of a set disabled and enabled anew",
     );
-    assert_same(
-        &m,
-        &before,
+    before.assert_unchanged(
         &snapshot(&m, &files),
         "command through the old set's ctl file",
     );
@@ -714,12 +604,7 @@ fn truncates_refused(lens: &[u64]) {
                 .set_len(len)
                 .expect_err(&format!("truncate {rel} to {len}"));
             assert_eq!(errno_of(&e), libc::EINVAL, "truncate {rel} to {len}: {e}");
-            assert_same(
-                &m,
-                &before,
-                &snapshot(&m, &files),
-                &format!("truncate {rel} to {len}"),
-            );
+            before.assert_unchanged(&snapshot(&m, &files), &format!("truncate {rel} to {len}"));
             assert_eq!(
                 fs::metadata(m.path(rel)).unwrap().len(),
                 SIZE,
@@ -1072,7 +957,7 @@ fn enospc_write_past_the_end_of_a_volume_file() {
             let before = snapshot(&m, &files);
             let e = f.write_at(&vec![0x77u8; len], off).expect_err(&what);
             assert_eq!(errno_of(&e), libc::ENOSPC, "{what}: {e}");
-            assert_same(&m, &before, &snapshot(&m, &files), &what);
+            before.assert_unchanged(&snapshot(&m, &files), &what);
         }
         // Allocation past the end is refused the same way; within the volume it is a no-op.
         let before = snapshot(&m, &files);
@@ -1093,12 +978,7 @@ fn enospc_write_past_the_end_of_a_volume_file() {
             "fallocate within {rel}: {}",
             std::io::Error::last_os_error()
         );
-        assert_same(
-            &m,
-            &before,
-            &snapshot(&m, &files),
-            &format!("fallocate on {rel}"),
-        );
+        before.assert_unchanged(&snapshot(&m, &files), &format!("fallocate on {rel}"));
         assert_eq!(m.read(rel), view);
         // The last byte itself is writable.
         f.write_at(&[1u8], SIZE - 1)
@@ -1143,12 +1023,7 @@ fn bitmap_file_is_read_only() {
         [libc::EACCES, libc::EBADF, libc::EPERM].contains(&errno_of(&e)),
         "{e}"
     );
-    assert_same(
-        &m,
-        &before,
-        &snapshot(&m, &files),
-        "writing the bitmap file",
-    );
+    before.assert_unchanged(&snapshot(&m, &files), "writing the bitmap file");
     // Reading it gives the bitmap volume's bytes.
     assert_eq!(m.read("sets/a/bitmap"), file_bytes(&bitmap));
 }
@@ -1261,12 +1136,7 @@ fn wait_abort_and_reset_with_nothing_to_do() {
                 took < Duration::from_secs(1),
                 "{cmd:?} on {set} took {took:?}"
             );
-            assert_same(
-                &m,
-                &before,
-                &snapshot(&m, &files),
-                &format!("{cmd:?} on {set}"),
-            );
+            before.assert_unchanged(&snapshot(&m, &files), &format!("{cmd:?} on {set}"));
         }
         assert_eq!(m.status(set)["state"], "idle");
     }

@@ -3,38 +3,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::loops::Cleanup;
 use common::sh;
-
-/// Undoes loop devices and mounts even when the test fails half-way.
-#[derive(Default)]
-struct Cleanup {
-    mounts: Vec<PathBuf>,
-    loops: Vec<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for m in self.mounts.iter().rev() {
-            let _ = Command::new("fsfreeze").arg("-u").arg(m).output();
-            let _ = Command::new("umount").arg(m).output();
-        }
-        for l in self.loops.iter().rev() {
-            let _ = Command::new("losetup").arg("-d").arg(l).output();
-        }
-    }
-}
-
-fn attach(c: &mut Cleanup, file: &Path, read_only: bool) -> String {
-    let ro = if read_only { "-r " } else { "" };
-    let dev = sh(&format!("losetup -f --show {ro}{}", file.display()))
-        .trim()
-        .to_string();
-    c.loops.push(dev.clone());
-    dev
-}
 
 #[test]
 fn ext4_on_the_master_and_its_shadow_mounted_read_only() {
@@ -43,14 +13,12 @@ fn ext4_on_the_master_and_its_shadow_mounted_read_only() {
     let (master, shadow, bitmap) = m.volumes("", size, 0);
     m.ok("ctl", &format!("enable dep {master} {shadow} {bitmap} fs"));
     let mut c = Cleanup::default();
-    let dev = attach(&mut c, &m.path("sets/fs/master"), false);
+    let dev = c.loop_dev(m.path("sets/fs/master"), false);
     sh(&format!(
         "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev}"
     ));
     let live = m.dir.path().join("live");
-    std::fs::create_dir_all(&live).unwrap();
-    sh(&format!("mount {dev} {}", live.display()));
-    c.mounts.push(live.clone());
+    c.mount(&dev, &live, "");
     sh(&format!(
         "cd {d} && echo 'version one' > kept.txt && echo doomed > gone.txt && \
          dd if=/dev/urandom of=big.bin bs=1M count=8 status=none && sha256sum big.bin > big.sum && sync",
@@ -70,11 +38,9 @@ fn ext4_on_the_master_and_its_shadow_mounted_read_only() {
     ));
     assert!(m.status("fs")["chunks_differ"].parse::<u64>().unwrap() > 0);
 
-    let sdev = attach(&mut c, &m.path("sets/fs/shadow"), true);
+    let sdev = c.loop_dev(m.path("sets/fs/shadow"), true);
     let snap = m.dir.path().join("snap");
-    std::fs::create_dir_all(&snap).unwrap();
-    sh(&format!("mount -o ro,noload {sdev} {}", snap.display()));
-    c.mounts.push(snap.clone());
+    c.mount(&sdev, &snap, "-o ro,noload");
     let read =
         |f: &str| std::fs::read_to_string(snap.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     assert_eq!(read("kept.txt"), "version one\n");

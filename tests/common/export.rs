@@ -5,9 +5,14 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
 
 use super::common::{pattern, Mount};
 
@@ -158,6 +163,52 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> usize {
         }
     }
     got
+}
+
+/// `update shadow` of `set` on `m`, waited for: then the shadow file equals the master file.
+#[track_caller]
+pub fn update_shadow_to_master(m: &Mount, set: &str, sv: &SetVols, what: &str) {
+    m.set_ok(set, "update shadow");
+    m.set_ok(set, "wait");
+    assert_files_equal(&sv.shadow, &sv.master, what);
+}
+
+/// Write `cmd` to ctl file `ctl` from a thread that opens it, then writes in step with the
+/// caller (both pass a barrier before this returns): the write's result, and how long it took.
+pub fn write_in_step(ctl: PathBuf, cmd: String) -> JoinHandle<(Result<(), String>, Duration)> {
+    let go = Arc::new(Barrier::new(2));
+    let go2 = go.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(ctl)
+            .expect("open ctl");
+        go2.wait();
+        let t = Instant::now();
+        let r = f
+            .write(cmd.as_bytes())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        (r, t.elapsed())
+    });
+    go.wait();
+    writer
+}
+
+/// When to kill the daemon in crash round `round`: never in round 0 (it measures how long the
+/// command takes), then at a random moment in 0..=1.5x `took` (`took` at least `floor_us` µs).
+pub fn kill_delay(
+    round: u64,
+    rng: &mut impl Rng,
+    took: Duration,
+    floor_us: u64,
+) -> Option<Duration> {
+    if round == 0 {
+        return None;
+    }
+    let max = took.as_micros().max(u128::from(floor_us)) as u64 * 3 / 2;
+    Some(Duration::from_micros(rng.gen_range(0..=max)))
 }
 
 pub fn chunks_differ(m: &Mount, set: &str) -> u64 {

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod loops;
+pub mod refusal;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_iifs");
 
 /// Whether this machine can run mount tests; in CI it must, so a missing piece is a failure.
@@ -87,6 +90,59 @@ pub fn wait_gone(pid: i32) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+/// Write one command to an open ctl file with a single write(2); on refusal, the errno and
+/// the transaction reply read back on the same open file.
+pub fn write_ctl(f: &mut File, cmd: &str) -> Result<(), (i32, String)> {
+    // One write(2): a command is one write; a short write would be a daemon bug.
+    match f.write(cmd.as_bytes()) {
+        Ok(n) => {
+            assert_eq!(n, cmd.len(), "short write of a ctl command");
+            Ok(())
+        }
+        Err(e) => {
+            let mut reply = String::new();
+            let _ = f.read_to_string(&mut reply);
+            Err((e.raw_os_error().unwrap_or(0), reply))
+        }
+    }
+}
+
+/// Wait (up to 20 s) until `cond` holds for the status of `set`.
+#[track_caller]
+pub fn wait_for(m: &Mount, set: &str, what: &str, cond: impl Fn(&HashMap<String, String>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = m.status(set);
+        if cond(&st) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "set {set}: timed out waiting for {what}: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait until the throttled first copy of `set` (`delay=10000 units=1`: one chunk, then 10 s
+/// of sleep) has moved its first chunk of `chunks`: it holds still while a test looks at it.
+#[track_caller]
+pub fn wait_throttled_copy(m: &Mount, set: &str, chunks: u64) {
+    wait_for(m, set, "the first chunk of the throttled copy", |st| {
+        st["state"] == "copying" && st["chunks_to_copy"].parse::<u64>().unwrap_or(chunks) < chunks
+    });
+}
+
+/// A numeric status value.
+#[track_caller]
+pub fn num(st: &HashMap<String, String>, key: &str) -> u64 {
+    let v = st
+        .get(key)
+        .unwrap_or_else(|| panic!("status has no key '{key}': {st:?}"));
+    v.parse()
+        .unwrap_or_else(|_| panic!("status key '{key}' is not a number: {v:?}"))
 }
 
 impl Mount {
@@ -233,18 +289,7 @@ impl Mount {
             .write(true)
             .open(self.path(rel))
             .expect("open ctl");
-        // One write(2): a command is one write; a short write would be a daemon bug.
-        match f.write(cmd.as_bytes()) {
-            Ok(n) => {
-                assert_eq!(n, cmd.len(), "short write of a ctl command");
-                Ok(())
-            }
-            Err(e) => {
-                let mut reply = String::new();
-                let _ = f.read_to_string(&mut reply);
-                Err((e.raw_os_error().unwrap_or(0), reply))
-            }
-        }
+        write_ctl(&mut f, cmd)
     }
 
     /// A command that must succeed.
