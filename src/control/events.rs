@@ -2,9 +2,9 @@
 //! overflow volume (its state, status word, progress by whole percents, last error, usage),
 //! so that no client has to poll.
 //!
-//! A watcher thread takes a snapshot of every object every `TICK` and compares it with the
-//! last one; what differs is appended to a bounded log. A reader starts with one `state` line
-//! per object as it is when it opens the file, then gets every change after that, blocking
+//! A watcher thread takes a snapshot of every object every `TICK` (and every open of the file
+//! takes one too) and compares it with the last one; what differs is appended to a bounded log.
+//! A reader starts with one `state` line per object as it is when it opens the file, then gets every change after that, blocking
 //! while there is none. A reader that falls more than `KEEP` lines behind gets a `resync` line
 //! and the state of every object again (changes in between are summed up, not lost).
 
@@ -47,6 +47,9 @@ impl Log {
 pub struct Events {
     log: Mutex<Log>,
     changed: Condvar,
+    /// One look at a time (the watcher's, an open's): a look taken earlier but logged later
+    /// would show a state going back.
+    looking: Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -81,7 +84,16 @@ impl Events {
         }
     }
 
-    /// Take a snapshot, log what changed since the last, wake the readers.
+    /// Take a snapshot with `take`, log what changed since the last, wake the readers.
+    fn look(&self, take: impl FnOnce() -> Snapshot) {
+        let _one = match self.looking.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.record(take());
+    }
+
+    /// Log what changed since the last snapshot, wake the readers.
     fn record(&self, next: Snapshot) {
         let mut log = self.lock();
         let mut added = Vec::new();
@@ -189,6 +201,9 @@ impl EventStream {
 impl Controller {
     /// A new reader of the change stream: every object's state first, then the changes.
     pub fn event_stream(&self) -> EventStream {
+        // A look now, not at the watcher's next tick: the reader's first lines are the state
+        // as it is when it opens (a change just made included).
+        self.events.look(|| self.snapshot());
         let (text, cursor) = self.events.start();
         EventStream {
             events: self.events.clone(),
@@ -200,13 +215,13 @@ impl Controller {
     pub fn watch_changes(self: &Arc<Self>) {
         let weak: Weak<Controller> = Arc::downgrade(self);
         // The first snapshot is taken now, so a reader that opens at once sees every object.
-        self.events.record(self.snapshot());
+        self.events.look(|| self.snapshot());
         let spawned = std::thread::Builder::new()
             .name("iifs-events".into())
             .spawn(move || loop {
                 std::thread::sleep(TICK);
                 let Some(c) = weak.upgrade() else { return };
-                c.events.record(c.snapshot());
+                c.events.look(|| c.snapshot());
             });
         if let Err(e) = spawned {
             log::error!("cannot start the events watcher: {e}; MOUNTPOINT/events stays still");
