@@ -10,14 +10,23 @@ use std::path::{Component, Path, PathBuf};
 /// Symbolic links followed in one path before giving up, as the kernel does.
 const MAX_LINKS: usize = 40;
 
+/// The iifs mounts of this mount namespace (none when /proc cannot be read).
+pub fn iifs_mountinfo() -> Vec<MountInfo> {
+    mountinfo()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fstype == FSTYPE)
+        .collect()
+}
+
 /// `path` with every symbolic link resolved, never looking inside an iifs mount: each
-/// component is checked against `iifs` (the iifs mountpoints) before it is looked up, and one
+/// component is checked against the iifs mounts among `mounts` before it is looked up, and one
 /// inside is refused with `inside(mountpoint)`. (Its I/O would be served by an iifs daemon,
 /// perhaps the caller, whose threads may all be waiting for it.) A missing component ends the
 /// walk with the rest appended as it is: what opens the result then says what is missing.
 pub fn resolve_outside(
     path: &Path,
-    iifs: &[PathBuf],
+    mounts: &[MountInfo],
     inside: impl Fn(&Path) -> io::Error,
 ) -> io::Result<PathBuf> {
     fn push(todo: &mut Vec<OsString>, p: &Path) {
@@ -39,8 +48,11 @@ pub fn resolve_outside(
             continue;
         }
         let next = done.join(&c);
-        if let Some(m) = iifs.iter().find(|m| next.starts_with(m)) {
-            return Err(inside(m));
+        if let Some(m) = mounts
+            .iter()
+            .find(|m| m.fstype == FSTYPE && next.starts_with(&m.target))
+        {
+            return Err(inside(&m.target));
         }
         match fs::symlink_metadata(&next) {
             Ok(meta) if meta.file_type().is_symlink() => {

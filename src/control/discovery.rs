@@ -196,10 +196,6 @@ impl System {
         sys
     }
 
-    fn iifs(&self) -> impl Iterator<Item = &MountInfo> {
-        self.mounts.iter().filter(|m| m.fstype == mounts::FSTYPE)
-    }
-
     /// The identities of every loop device's backing file, from sysfs (no loop device is
     /// opened: closing the last opener of an auto-clearing loop device would detach it).
     fn read_loop_backings(&self) -> HashSet<VolumeId> {
@@ -368,8 +364,7 @@ impl System {
     /// `path` with every symbolic link resolved, refused when it leads into an iifs mount
     /// (nothing inside one is looked up: see `mounts::resolve_outside`).
     fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
-        let targets: Vec<PathBuf> = self.iifs().map(|m| m.target.clone()).collect();
-        mounts::resolve_outside(path, &targets, |m| {
+        mounts::resolve_outside(path, &self.mounts, |m| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("it is inside the iifs mount {}", m.display()),

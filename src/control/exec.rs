@@ -120,13 +120,7 @@ impl Controller {
                 durability,
                 params,
             } => {
-                let name = match name {
-                    Some(n) => n,
-                    None => std::path::Path::new(&shadow)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                };
+                let name = name.unwrap_or_else(|| shadow_file_name(&shadow));
                 let spec = EnableSpec {
                     kind,
                     master,
@@ -202,13 +196,7 @@ impl Controller {
                 bitmap,
                 name,
             } => {
-                let name = match name {
-                    Some(n) => n.clone(),
-                    None => std::path::Path::new(&shadow)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                };
+                let name = name.clone().unwrap_or_else(|| shadow_file_name(&shadow));
                 let _lock = self.engine.command_lock();
                 self.registry.check_writable()?;
                 let imported = self.engine.import_prepared(
@@ -540,4 +528,12 @@ impl Controller {
             set.name
         )))
     }
+}
+
+/// The name a set gets when its command names none (`enable`, `import`): its shadow's file name.
+fn shadow_file_name(shadow: &str) -> String {
+    std::path::Path::new(shadow)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

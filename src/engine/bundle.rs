@@ -64,12 +64,7 @@ fn pending_path(shadow: &str) -> PathBuf {
 /// `path` resolved, refused when it leads into an iifs mount: the daemon must never wait on a
 /// file system it may be serving itself.
 fn outside(path: &Path) -> io::Result<PathBuf> {
-    let iifs: Vec<PathBuf> = crate::mounts::mountinfo()?
-        .into_iter()
-        .filter(|m| m.fstype == crate::mounts::FSTYPE)
-        .map(|m| m.target)
-        .collect();
-    crate::mounts::resolve_outside(path, &iifs, |m| {
+    crate::mounts::resolve_outside(path, &crate::mounts::iifs_mountinfo(), |m| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("it leads into the iifs mount {}", m.display()),

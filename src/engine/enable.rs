@@ -184,39 +184,24 @@ impl Engine {
                     .to_string(),
             ));
         }
-        {
-            let t = self.tables();
-            for (id, role, path) in [(sid, "shadow", &spec.shadow), (bid, "bitmap", &spec.bitmap)] {
-                if let Some((set, used)) = t.taken.get(&id) {
-                    return Err(exists(format!(
-                        "{role} volume {path} is already the {used} of set {set}"
-                    )));
-                }
-                if t.masters.contains_key(&id) {
-                    return Err(exists(format!(
-                        "{role} volume {path} is already a master volume"
-                    )));
-                }
+        for (id, role, path) in [
+            (sid, "shadow", &spec.shadow),
+            (bid, "bitmap", &spec.bitmap),
+            (mid, "master", &spec.master),
+        ] {
+            // Sets may share a master; every other volume is a set's own.
+            if role == "master" && self.tables().masters.contains_key(&id) {
+                continue;
             }
-            for (id, role, path) in [
-                (mid, "master", &spec.master),
-                (sid, "shadow", &spec.shadow),
-                (bid, "bitmap", &spec.bitmap),
-            ] {
-                if let Some(o) = t.overflows.values().find(|o| o.vol.id() == id) {
-                    return Err(exists(format!(
-                        "{role} volume {path} is overflow volume {}; a set's volumes must be \
-                         volumes of their own",
-                        o.name
-                    )));
-                }
-            }
-            if let Some((set, used)) = t.taken.get(&mid) {
+            if let Some(what) = self.use_of(id) {
                 return Err(exists(format!(
-                    "master volume {} is already the {used} of set {set}",
-                    spec.master
+                    "{role} volume {path} is already {what}; a set's volumes must be volumes \
+                     of their own (only a master may be shared)"
                 )));
             }
+        }
+        {
+            let t = self.tables();
             // Every set of one master must agree on its size: the I/O paths index each set's
             // bitmaps by master offsets.
             if let Some(m) = t.masters.get(&mid) {
@@ -374,6 +359,22 @@ impl Engine {
             _ => Error::io(format!("initialising bitmap volume {}", path), &e),
         })?;
         Ok(tracking)
+    }
+
+    /// What volume `id` is here already, for a refusal ("the shadow of set db"), if anything.
+    pub(super) fn use_of(&self, id: VolumeId) -> Option<String> {
+        let t = self.tables();
+        if let Some((set, used)) = t.taken.get(&id) {
+            return Some(format!("the {used} of set {set}"));
+        }
+        if let Some(m) = t.masters.get(&id) {
+            let names: Vec<String> = m.sets().iter().map(|s| s.name().to_string()).collect();
+            return Some(format!("a master volume (of set {})", names.join(", ")));
+        }
+        t.overflows
+            .values()
+            .find(|o| o.vol.id() == id)
+            .map(|o| format!("overflow volume {}", o.name))
     }
 
     /// Start a set `enable_prepared` made (its first copy, for an independent set).

@@ -17,7 +17,7 @@ use super::error::{busy, exists, invalid, not_permitted, Error, Kind, Result};
 use super::header::{self, flags, new_uuid, uuid_text, Durability, Header, SetKind};
 use super::set::{self, Set};
 use super::swappable::Absent;
-use super::tracking::{Map, Tracking};
+use super::tracking::{self, Map, Tracking};
 use super::volume::{Volume, VolumeId};
 use super::Engine;
 
@@ -25,35 +25,20 @@ use super::Engine;
 /// serve it).
 const NO_MASTER: &str = "an imported set has no master on this host";
 
-/// A made-up identity for an imported set's master, one per set: it shares no master table
-/// entry with any other set and is no volume of this host.
-pub(super) fn absent_master_id() -> VolumeId {
+/// A made-up identity, one per call, for a volume that is not here (an imported set's master,
+/// an exported shadow that cannot be looked at): it shares no table entry with any other
+/// volume of this host.
+pub(super) fn absent_id() -> VolumeId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     VolumeId(u64::MAX - 3, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The stand-in master of an imported set of `size` bytes.
 pub(super) fn absent_master(size: u64) -> Arc<dyn Volume> {
-    Arc::new(Absent::new(size, absent_master_id(), NO_MASTER))
+    Arc::new(Absent::new(size, absent_id(), NO_MASTER))
 }
 
 impl Engine {
-    /// What volume `id` is here already, for a refusal ("the shadow of set db"), if anything.
-    fn use_of(&self, id: VolumeId) -> Option<String> {
-        let t = self.tables();
-        if let Some((set, used)) = t.taken.get(&id) {
-            return Some(format!("the {used} of set {set}"));
-        }
-        if let Some(m) = t.masters.get(&id) {
-            let names: Vec<String> = m.sets().iter().map(|s| s.name().to_string()).collect();
-            return Some(format!("the master of set {}", names.join(", ")));
-        }
-        t.overflows
-            .values()
-            .find(|o| o.vol.id() == id)
-            .map(|o| format!("overflow volume {}", o.name))
-    }
-
     /// Export set `name`'s shadow: check, write the export record, record the export, let go
     /// of the shadow. Refused (nothing changed) unless `Set::check_exportable` passes.
     pub fn export(&self, name: &str) -> Result<ExportRecord> {
@@ -295,7 +280,7 @@ impl Engine {
         let id = self
             .opener
             .identify(&h.shadow)
-            .unwrap_or_else(|_| absent_master_id());
+            .unwrap_or_else(|_| absent_id());
         Arc::new(Absent::new(
             h.shadow_size,
             id,
@@ -309,12 +294,8 @@ impl Engine {
 /// same shadow tracked and nobody joined. An import of it that tracked nothing (a crash before
 /// it was recorded) may be overwritten.
 fn check_import_bitmap(bitmap: &Arc<dyn Volume>, path: &str, origin: u128) -> Result<()> {
-    let mut slots = vec![0u8; 2 * header::SLOT_SIZE as usize];
-    if bitmap.len() < slots.len() as u64 || bitmap.read_at(&mut slots, 0).is_err() {
-        return Ok(());
-    }
-    let (a, b) = slots.split_at(header::SLOT_SIZE as usize);
-    let Some((h, _)) = Header::pick(a, b) else {
+    // Bytes past a short volume's end read as zeros: no header.
+    let Ok(Some((h, _))) = tracking::peek_header(bitmap.as_ref()) else {
         return Ok(());
     };
     if h.uuid == origin && h.flags & flags::IMPORTED == 0 {

@@ -1,10 +1,10 @@
 //! Restore: the sets recorded in the registry come back from their bitmap volumes at start.
 
 use super::error::{self, exists, invalid, Error, Kind, Result};
-use super::header::{self, flags, Header};
+use super::header::{self, flags};
 use super::memory;
 use super::set::Set;
-use super::tracking::Tracking;
+use super::tracking::{self, Tracking};
 use super::{exports, Engine, SetRecord};
 use std::sync::Arc;
 
@@ -33,12 +33,8 @@ impl Engine {
         let bitmap = self.open_volume("bitmap", &rec.bitmap)?;
         // A set too large for the memory the daemon has now is refused before its bitmaps are
         // allocated (a failed allocation would abort the daemon).
-        let mut slots = vec![0u8; 2 * header::SLOT_SIZE as usize];
-        if bitmap.read_at(&mut slots, 0).is_ok() {
-            let (a, b) = slots.split_at(header::SLOT_SIZE as usize);
-            if let Some((h, _)) = Header::pick(a, b) {
-                memory::check(&rec.name, &h, 0)?;
-            }
+        if let Ok(Some((h, _))) = tracking::peek_header(bitmap.as_ref()) {
+            memory::check(&rec.name, &h, 0)?;
         }
         let tracking = Tracking::open(bitmap)
             .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;

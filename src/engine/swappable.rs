@@ -48,11 +48,6 @@ impl Swappable {
     pub fn id(&self) -> VolumeId {
         self.current().id()
     }
-
-    /// Whether the volume is let go (`release`).
-    pub fn is_released(&self) -> bool {
-        self.current().is_absent()
-    }
 }
 
 impl Volume for Swappable {
@@ -146,13 +141,13 @@ mod tests {
         s.write_at(b"abc", 0).unwrap();
         let (len, id) = (s.len(), s.id());
         s.release("exported");
-        assert!(s.is_released());
+        assert!(s.is_absent());
         assert_eq!((s.len(), s.id()), (len, id));
         assert!(s.read_at(&mut [0u8; 3], 0).is_err());
         assert!(s.write_at(b"x", 0).is_err());
         assert!(s.sync().is_ok());
         s.swap(mem);
-        assert!(!s.is_released());
+        assert!(!s.is_absent());
         let mut b = [0u8; 3];
         s.read_at(&mut b, 0).unwrap();
         assert_eq!(&b, b"abc");

@@ -43,6 +43,15 @@ impl Map {
 }
 
 /// A bitmap id unlikely to repeat: the clock, the process and a counter, mixed.
+/// The header a bitmap volume holds now (the newer sound slot, and which), if it holds one;
+/// nothing else is read.
+pub fn peek_header(vol: &dyn Volume) -> io::Result<Option<(Header, usize)>> {
+    let mut slots = vec![0u8; 2 * SLOT_SIZE as usize];
+    vol.read_at(&mut slots, 0)?;
+    let (a, b) = slots.split_at(SLOT_SIZE as usize);
+    Ok(Header::pick(a, b))
+}
+
 pub fn new_bitmap_id() -> u64 {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -148,11 +157,8 @@ impl Tracking {
         // Pages a killed daemon wrote may sit in the page cache only: make them durable before
         // the fast path trusts the bits they hold.
         vol.sync()?;
-        let mut slots = vec![0u8; 2 * SLOT_SIZE as usize];
-        vol.read_at(&mut slots, 0)?;
-        let (header, slot) =
-            Header::pick(&slots[..SLOT_SIZE as usize], &slots[SLOT_SIZE as usize..])
-                .ok_or_else(|| VolumeFault::NoHeader.into_io(io::ErrorKind::InvalidData))?;
+        let (header, slot) = peek_header(vol.as_ref())?
+            .ok_or_else(|| VolumeFault::NoHeader.into_io(io::ErrorKind::InvalidData))?;
         if vol.len() < header.volume_len() {
             return Err(VolumeFault::BitmapTooShort {
                 len: vol.len(),

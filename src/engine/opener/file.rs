@@ -44,7 +44,7 @@ impl Opener for FileOpener {
     }
 
     fn identify(&self, path: &str) -> io::Result<VolumeId> {
-        let real = resolve(Path::new(path), &iifs_mounts())?;
+        let real = resolve(Path::new(path), &mounts::iifs_mountinfo())?;
         let meta = fs::metadata(&real)?;
         if meta.file_type().is_block_device() {
             // A loop device is the file behind it: only an open finds that out. Held by
@@ -59,16 +59,8 @@ impl Opener for FileOpener {
 
     fn remove(&self, path: &str) -> io::Result<()> {
         // The file made, not a link that led to it.
-        fs::remove_file(resolve(Path::new(path), &iifs_mounts())?)
+        fs::remove_file(resolve(Path::new(path), &mounts::iifs_mountinfo())?)
     }
-}
-
-fn iifs_mounts() -> Vec<mounts::MountInfo> {
-    mounts::mountinfo()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|m| m.fstype == mounts::FSTYPE)
-        .collect()
 }
 
 /// Set the length of a regular file (false for a block device, whose size is fixed). Not
@@ -77,7 +69,7 @@ fn set_len(path: &str, len: u64, grow_only: bool) -> io::Result<bool> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(resolve(Path::new(path), &iifs_mounts())?)?;
+        .open(resolve(Path::new(path), &mounts::iifs_mountinfo())?)?;
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Ok(false);
@@ -91,7 +83,7 @@ fn set_len(path: &str, len: u64, grow_only: bool) -> io::Result<bool> {
 
 /// Open (or, with `create`, make with mode 0600 if missing: then true) the volume at `path`.
 fn open_volume(path: &Path, create: bool) -> io::Result<(Arc<FileVolume>, bool)> {
-    let iifs = iifs_mounts();
+    let iifs = mounts::iifs_mountinfo();
     let real = resolve(path, &iifs)?;
     let mut open = match OPEN.lock() {
         Ok(o) => o,
@@ -420,8 +412,7 @@ fn explain(e: io::Error) -> io::Error {
 /// `path` with every symbolic link resolved, refused when it leads into an iifs mount (see
 /// `mounts::resolve_outside`).
 fn resolve(path: &Path, iifs: &[mounts::MountInfo]) -> io::Result<PathBuf> {
-    let targets: Vec<PathBuf> = iifs.iter().map(|m| m.target.clone()).collect();
-    mounts::resolve_outside(path, &targets, |m| on_iifs(m, None)).map_err(explain)
+    mounts::resolve_outside(path, iifs, |m| on_iifs(m, None)).map_err(explain)
 }
 
 #[cfg(test)]
