@@ -138,11 +138,13 @@ fn run(set: Arc<Set>, ctl: Arc<Copier>) {
     let mut next = 0u64;
     let mut since_pause = 0u64;
     loop {
-        if ctl.shutting_down.load(Ordering::SeqCst) {
-            return;
-        }
-        if ctl.abort.load(Ordering::SeqCst) {
-            set.copy_ended(false);
+        // `stop` raises `shutting_down` before `abort`, so a copier that sees the abort asks
+        // again whether it is a stop: a stop leaves the copy recorded as active (it resumes at
+        // the next start), only an abort records it as aborted.
+        if ctl.abort.load(Ordering::SeqCst) || ctl.shutting_down.load(Ordering::SeqCst) {
+            if !ctl.shutting_down.load(Ordering::SeqCst) {
+                set.copy_ended(false);
+            }
             return;
         }
         if set.is_offline() {
