@@ -307,6 +307,32 @@ pub fn iiadm_man_page() -> Vec<u8> {
          it was taken as an update.",
     );
 
+    section(&mut extra, "SEVERAL HOSTS");
+    text(
+        &mut extra,
+        "-H h1,h2,... (or --hosts-file FILE, or an Ansible inventory group @GROUP, looked up \
+         with ansible-inventory in --inventory FILE or Ansible's own inventory) runs the same \
+         command on every host at once over ssh. Every line a host prints comes back as \
+         HOST: line; with --json, one object per host when it ends ({\"host\", \"ok\", \
+         \"exit\", \"result\": the host's JSON, \"error\"}), and --watch --json adds a \
+         \"host\" key to every event (a host whose stream ends gives {\"host\", \
+         \"event\": \"lost\", \"error\"} and is tried again every 5 s). When some hosts \
+         fail, a last line on stderr names each with its exit status and reason; iiadm exits \
+         with the highest status of any host, 0 only if every host succeeded.",
+    );
+    extra.control("PP", []);
+    text(
+        &mut extra,
+        "--group-pit GROUP takes one point in time across hosts: every host holds the \
+         group's masters (iiadm --hold-session GROUP, over one ssh session per host); only \
+         when every host holds does every host update the group to its shadows; then all \
+         release. A host that refuses or does not answer within --timeout means no host \
+         updates. The reply gives each host's point in time: new, old, or unknown (the \
+         update was sent and not answered in time), and how long its writes were held. A \
+         lost session releases at once; its lease (twice the timeout and 5 s) ends a hold \
+         whose host cannot see that.",
+    );
+
     section(&mut extra, "ENVIRONMENT");
     for (name, what) in [
         (
@@ -316,10 +342,14 @@ pub fn iiadm_man_page() -> Vec<u8> {
         (
             "IIADM_SSH",
             "The ssh command -H runs, with its options, split on whitespace (no shell quoting), \
-             e.g. IIADM_SSH=\"ssh -p 2222 -i /root/.ssh/iiadm\". Default: ssh. iiadm adds -t \
-             when its stdin and stdout are terminals, so the remote iiadm can ask before \
-             overwriting a master and show -w's progress. When ssh itself fails (cannot connect, \
-             authenticate) iiadm exits with ssh's status, 255.",
+             e.g. IIADM_SSH=\"ssh -p 2222 -i /root/.ssh/iiadm\". Default: ssh. iiadm adds \
+             ControlMaster=auto, a ControlPath under $XDG_RUNTIME_DIR/iiadm-ssh (root: \
+             /run/iiadm-ssh) and ControlPersist=300, so one connection per host serves the next \
+             commands; with several hosts also BatchMode=yes and ConnectTimeout=10. Options \
+             given here come first and win. With one host iiadm adds -t when its stdin and \
+             stdout are terminals, so the remote iiadm can ask before overwriting a master and \
+             show -w's progress. When ssh itself fails (cannot connect, authenticate) the \
+             host's status is ssh's, 255.",
         ),
     ] {
         extra.control("TP", []);

@@ -330,7 +330,8 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
             .unwrap()
     };
 
-    // Not on a terminal: no -t, the setting's words first, the command runs there.
+    // Not on a terminal: no -t, the setting's words first (ssh keeps the first value of an
+    // option, so the user's win), then iiadm's persistent connection, then the command.
     let o = remote(&["-H", "db1", "-i", "r"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(
@@ -338,18 +339,14 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
         "{}",
         text(&o.stdout)
     );
-    assert_eq!(
-        recorded(&argv),
-        [
-            "-p",
-            "2222",
-            "-o",
-            "BatchMode=yes",
-            "--",
-            "db1",
-            "iiadm -i r"
-        ]
+    let args = recorded(&argv);
+    assert_eq!(&args[..4], ["-p", "2222", "-o", "BatchMode=yes"]);
+    assert_eq!(&args[4..6], ["-o", "ControlMaster=auto"]);
+    assert!(
+        args[7].starts_with("ControlPath=") && args[9].starts_with("ControlPersist="),
+        "{args:?}"
     );
+    assert_eq!(&args[10..], ["--", "db1", "iiadm -i r"]);
     // The remote iiadm's refusal (1) and ssh's own failure (255) come back as they are.
     assert_eq!(
         remote(&["-H", "db1", "-d", "nosuch"]).status.code(),
@@ -379,10 +376,8 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
         "{screen}"
     );
     let args = recorded(&argv);
-    assert_eq!(
-        &args[..6],
-        ["-p", "2222", "-o", "BatchMode=yes", "-t", "--"]
-    );
+    assert_eq!(&args[..4], ["-p", "2222", "-o", "BatchMode=yes"]);
+    assert_eq!(&args[10..12], ["-t", "--"]);
     assert_same(&file_bytes(&master), &before, "declined: master untouched");
     let o = on_tty("y");
     assert!(o.status.success(), "{}", text(&o.stdout));

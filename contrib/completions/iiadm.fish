@@ -23,8 +23,16 @@ complete -c iiadm -s B -l group-remove -d 'Take a set out of its group' -r
 complete -c iiadm -s N -l group-rename -d 'Rename a group' -r
 complete -c iiadm -s X -l group-delete -d 'Delete a group (its sets stay, in no group)' -r
 complete -c iiadm -s g -l group -d 'With -u, -c, -a, -w or -i: act on the group GROUP instead of one set' -r
+complete -c iiadm -l hold -d 'Hold new writes to a set\'s master, or (with -g) to every master of a group, for SECONDS at most (1..3600): they wait, they do not fail, until --release or the lease ends; returns once the writes in flight have ended' -r
+complete -c iiadm -l release -d 'End a hold (of SET, or with -g of the group): the held writes go on' -r
+complete -c iiadm -l group-pit -d 'One point in time across hosts: with -H or --hosts-file, hold GROUP on every host, then (only when every host holds) update every host\'s group to the shadow, then release all; says which hosts took the new point in time and which kept the old' -r
+complete -c iiadm -l timeout -d 'With --group-pit: how long each phase (hold, update, release) waits for the hosts' -r
+complete -c iiadm -l hold-session -d 'The host\'s half of --group-pit, run over ssh: hold GROUP for --lease seconds and print `held`, then read `update` (update the group to its shadow, print `updated`) and `release` or the end of input (release, print `released MS`, the time writes were held); a refusal prints `refused REASON`' -r
+complete -c iiadm -l lease -d 'With --hold-session: the hold\'s lease in seconds, which ends it should this session be lost' -r
 complete -c iiadm -l mount -d 'The iifs mount to talk to' -r -F
-complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh' -r
+complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh; a comma-separated list (h1,h2,user@h3) or an Ansible inventory group (@GROUP) runs it on every host in parallel' -r
+complete -c iiadm -l hosts-file -d 'Run the command on every host named in FILE (one a line, as -H takes them; `#` starts a comment)' -r -F
+complete -c iiadm -l inventory -d 'The Ansible inventory that @GROUP names are looked up in (default: Ansible\'s own, ANSIBLE_INVENTORY or ansible.cfg)' -r -F
 complete -c iiadm -l chunk-size -d 'With -e: the set\'s chunk size; with -O: the overflow\'s (4K..1M, a power of two)' -r
 complete -c iiadm -l durability -d 'With -e: strict or relaxed durability' -r
 complete -c iiadm -s l -l list -d 'List the sets, one line each'

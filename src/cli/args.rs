@@ -10,7 +10,8 @@ use clap::{ArgGroup, Parser};
 /// MOUNTPOINT/sets/SET/ctl), exactly as a script writing words into those files would.
 /// The mount is taken from --mount, or IIFS_MOUNT, or the only iifs mount.
 /// Exit status: 0 success, 1 the daemon refused or failed, 2 usage error; with -H, the
-/// remote iiadm's status, or 255 when ssh itself fails (ssh's status is passed through).
+/// remote iiadm's status, or 255 when ssh itself fails (ssh's status is passed through);
+/// with several hosts, the highest status of any host.
 #[derive(Parser, Debug, Default)]
 #[command(
     name = "iiadm",
@@ -152,6 +153,34 @@ pub struct Args {
     /// devices in the daemon's volume_dirs that no set uses (path, size, kind, state)
     #[arg(short = 'V', long = "volumes", group = "action")]
     pub volumes: bool,
+    /// Hold new writes to a set's master, or (with -g) to every master of a group, for
+    /// SECONDS at most (1..3600): they wait, they do not fail, until --release or the lease
+    /// ends; returns once the writes in flight have ended
+    #[arg(long = "hold", num_args = 1..=2, value_names = ["SECONDS", "SET"], group = "action")]
+    pub hold: Option<Vec<String>>,
+    /// End a hold (of SET, or with -g of the group): the held writes go on
+    #[arg(long = "release", value_name = "SET", group = "action")]
+    pub release: Option<Option<String>>,
+    /// One point in time across hosts: with -H or --hosts-file, hold GROUP on every host,
+    /// then (only when every host holds) update every host's group to the shadow, then
+    /// release all; says which hosts took the new point in time and which kept the old
+    #[arg(long = "group-pit", value_name = "GROUP", group = "action")]
+    pub group_pit: Option<String>,
+    /// With --group-pit: how long each phase (hold, update, release) waits for the hosts
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
+    /// The host's half of --group-pit, run over ssh: hold GROUP for --lease seconds and print
+    /// `held`, then read `update` (update the group to its shadow, print `updated`) and
+    /// `release` or the end of input (release, print `released MS`, the time writes were
+    /// held); a refusal prints `refused REASON`
+    #[arg(long = "hold-session", value_name = "GROUP", group = "action")]
+    pub hold_session: Option<String>,
+    /// With --hold-session: the hold's lease in seconds, which ends it should this session be
+    /// lost
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease: u64,
     /// Print the version of iiadm (and of the daemon, when one is mounted)
     #[arg(short = 'v', long = "version", group = "action")]
     pub version: bool,
@@ -175,13 +204,25 @@ pub struct Args {
     /// The iifs mount to talk to
     #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
     pub mount: Option<PathBuf>,
-    /// Run the same command on HOST over ssh
+    /// Run the same command on HOST over ssh; a comma-separated list (h1,h2,user@h3) or an
+    /// Ansible inventory group (@GROUP) runs it on every host in parallel
     ///
-    /// ssh gets -t when stdin and stdout are terminals (the remote iiadm can then ask and
-    /// show progress). IIADM_SSH sets the ssh command and its options, split on whitespace
-    /// (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm").
-    #[arg(short = 'H', long = "host", value_name = "HOST")]
+    /// With one host the output is passed through as it is, and ssh gets -t when stdin and
+    /// stdout are terminals (the remote iiadm can then ask and show progress). With several,
+    /// every line is printed as `HOST: line` (with --json a `host` key), and iiadm exits 0
+    /// only if every host succeeded. IIADM_SSH sets the ssh command and its options, split on
+    /// whitespace (e.g. IIADM_SSH="ssh -p 2222 -i /root/.ssh/iiadm"); iiadm keeps one
+    /// connection per host open for 5 minutes (ssh's ControlMaster).
+    #[arg(short = 'H', long = "host", value_name = "HOSTS")]
     pub host: Option<String>,
+    /// Run the command on every host named in FILE (one a line, as -H takes them; `#` starts a
+    /// comment)
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// The Ansible inventory that @GROUP names are looked up in (default: Ansible's own,
+    /// ANSIBLE_INVENTORY or ansible.cfg)
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
     /// With -e: the set's chunk size; with -O: the overflow's (4K..1M, a power of two)
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<String>,

@@ -2,8 +2,13 @@
 //! tree, so it behaves exactly like a script writing the same words into the ctl files.
 
 pub mod args;
+mod fanout;
+mod hosts;
 pub mod mount;
+mod pit;
+mod remote;
 pub mod show;
+mod ssh;
 pub mod tree;
 pub mod volumes;
 pub mod wait;
@@ -56,8 +61,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    if let Some(host) = &args.host {
-        return on_host(host, &argv);
+    if args.host.is_some() || args.hosts_file.is_some() {
+        return remote::main(&args, &argv);
     }
     match run(&args) {
         Outcome::Done => ExitCode::SUCCESS,
@@ -71,107 +76,6 @@ pub fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
-    }
-}
-
-/// The options of `argv` (past the program name) without `-H HOST` in any of its spellings:
-/// `-H HOST`, `-HHOST`, `--host HOST`, `--host=HOST`, and after flags that take no value in one
-/// cluster (`-lH HOST`, `-lHHOST`). A `-H` left in would make the remote iiadm ssh again.
-pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
-    const FLAGS: &str = "lvhGLV";
-    let mut rest = Vec::new();
-    let mut skip = false;
-    for a in argv.iter().skip(1) {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if a == "--host" {
-            skip = true;
-            continue;
-        }
-        if a.starts_with("--host=") {
-            continue;
-        }
-        let cluster = a.strip_prefix('-').filter(|c| !c.starts_with('-'));
-        if let Some((flags, host)) = cluster.and_then(|c| c.split_once('H')) {
-            if flags.chars().all(|f| FLAGS.contains(f)) {
-                if !flags.is_empty() {
-                    rest.push(format!("-{flags}"));
-                }
-                skip = host.is_empty();
-                continue;
-            }
-        }
-        rest.push(a.clone());
-    }
-    rest
-}
-
-/// `-H HOST`: the same command line, minus -H, run by iiadm on HOST over ssh (`IIADM_SSH`,
-/// default `ssh`). The exit status is the remote iiadm's, or ssh's own (255) when ssh fails.
-fn on_host(host: &str, argv: &[String]) -> ExitCode {
-    let rest: Vec<String> = without_host(argv).iter().map(|a| shell_quote(a)).collect();
-    let ssh = ssh_words(std::env::var("IIADM_SSH").ok().as_deref());
-    let mut command = std::process::Command::new(&ssh[0]);
-    command.args(&ssh[1..]);
-    // With a terminal on both ends the remote iiadm can ask before overwriting a master and
-    // draw -w's progress; without one (a pipe, cron) ssh must not allocate one, or the
-    // output would carry the terminal's line endings.
-    if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        command.arg("-t");
-    }
-    let status = command
-        .arg("--")
-        .arg(host)
-        .arg(format!("iiadm {}", rest.join(" ")))
-        .status();
-    match status {
-        Ok(s) => ExitCode::from(exit_code(s)),
-        Err(e) => {
-            eprintln!("iiadm: cannot run {} to reach {host}: {e}", ssh[0]);
-            ExitCode::from(SSH_FAILED)
-        }
-    }
-}
-
-/// The exit status of ssh when it fails itself (cannot connect, authenticate...); iiadm uses
-/// it too when ssh cannot be started.
-const SSH_FAILED: u8 = 255;
-
-/// The ssh command and its options: `IIADM_SSH` split on whitespace (no shell quoting), or
-/// `ssh` when unset or blank.
-fn ssh_words(setting: Option<&str>) -> Vec<String> {
-    let words: Vec<String> = setting
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    if words.is_empty() {
-        vec!["ssh".to_string()]
-    } else {
-        words
-    }
-}
-
-/// A child's exit status as ours: its code, or 128 + the signal that ended it, as shells do.
-fn exit_code(s: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => c.clamp(0, 255) as u8,
-        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        (None, None) => 1,
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -323,7 +227,8 @@ fn overflow_list(a: &Args, t: &Tree) -> Result<String, Error> {
 /// `-g GROUP` with -u, -c, -a, -w or -i: the same action on the group's ctl or status.
 fn group_action(a: &Args, t: &Tree, group: &str) -> Result<(), Error> {
     let group = word(group, "group name")?;
-    let goes_with = "-g GROUP goes with -u s|m, -c s|m, -a, -w or -i, without a set";
+    let goes_with =
+        "-g GROUP goes with -u s|m, -c s|m, -a, -w, -i, --hold SECONDS or --release, without a set";
     for (opt, v, copy) in [("-u", &a.update, false), ("-c", &a.copy, true)] {
         if let Some(v) = v {
             let [dir] = v.as_slice() else {
@@ -342,6 +247,18 @@ fn group_action(a: &Args, t: &Tree, group: &str) -> Result<(), Error> {
             };
             return Ok(t.group(&group, &cmd)?);
         }
+    }
+    if let Some(v) = &a.hold {
+        let [seconds] = v.as_slice() else {
+            return usage(
+                "with -g, --hold takes SECONDS alone: it holds every master of the group",
+            );
+        };
+        let seconds = parse::hold_value(seconds).map_err(refused)?;
+        return Ok(t.group(&group, &GroupCommand::Hold { seconds })?);
+    }
+    if let Some(None) = &a.release {
+        return Ok(t.group(&group, &GroupCommand::Release)?);
     }
     match (&a.abort, &a.wait, a.status.as_deref()) {
         (Some(None), _, _) => Ok(t.group(&group, &GroupCommand::Abort)?),
@@ -438,6 +355,15 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     if a.watch {
         return watch::watch(t, a.status.as_deref(), a.json);
     }
+    if a.group_pit.is_some() {
+        return usage(
+            "--group-pit takes its hosts from -H or --hosts-file (on this host alone, \
+             iiadm -g GROUP -u s is one point in time already)",
+        );
+    }
+    if let Some(g) = &a.hold_session {
+        return pit::hold_session(t, &word(g, "group name")?, a.lease);
+    }
     if let Some(g) = &a.group {
         return group_action(a, t, g);
     }
@@ -471,6 +397,16 @@ fn dispatch(a: &Args, t: &Tree) -> Result<(), Error> {
     }
     if let Some(set) = &a.abort {
         return Ok(t.set(one_set("-a", set)?, &SetCommand::Abort)?);
+    }
+    if let Some(v) = &a.hold {
+        let [seconds, set] = v.as_slice() else {
+            return usage("--hold takes SECONDS and SET, or SECONDS alone with -g GROUP");
+        };
+        let seconds = parse::hold_value(seconds).map_err(refused)?;
+        return Ok(t.set(set, &SetCommand::Hold { seconds })?);
+    }
+    if let Some(set) = &a.release {
+        return Ok(t.set(one_set("--release", set)?, &SetCommand::Release)?);
     }
     if let Some(set) = &a.wait {
         return Ok(wait::wait(t, one_set("-w", set)?)?);

@@ -8,10 +8,10 @@ use crate::control::{parse_global, parse_set};
 
 #[test]
 fn the_ssh_setting_is_split_on_whitespace() {
-    assert_eq!(ssh_words(None), ["ssh"]);
-    assert_eq!(ssh_words(Some("  ")), ["ssh"]);
+    assert_eq!(super::ssh::ssh_words(None), ["ssh"]);
+    assert_eq!(super::ssh::ssh_words(Some("  ")), ["ssh"]);
     assert_eq!(
-        ssh_words(Some("ssh -p 2222\t-i /root/key")),
+        super::ssh::ssh_words(Some("ssh -p 2222\t-i /root/key")),
         ["ssh", "-p", "2222", "-i", "/root/key"]
     );
 }
@@ -673,7 +673,7 @@ fn the_host_option_is_taken_out_in_every_spelling() {
             .chain(args.iter().copied())
             .map(String::from)
             .collect();
-        super::without_host(&argv)
+        super::remote::without_host(&argv)
     };
     assert_eq!(strip(&["-H", "h", "-i", "s"]), ["-i", "s"]);
     assert_eq!(strip(&["-Hh", "-l"]), ["-l"]);

@@ -376,8 +376,16 @@ fn direction(w: Option<&String>, verb: &str) -> Result<Direction> {
 
 /// The lease of `hold SECONDS`.
 fn hold_seconds(w: &[String]) -> Result<u64> {
-    match (w.len(), w.get(1).and_then(|s| s.parse::<u64>().ok())) {
-        (2, Some(s)) if s > 0 => Ok(s),
+    match w {
+        [_, seconds] => hold_value(seconds),
+        _ => hold_value(""),
+    }
+}
+
+/// The SECONDS of `hold SECONDS`.
+pub fn hold_value(v: &str) -> Result<u64> {
+    match v.parse::<u64>() {
+        Ok(s) if s > 0 => Ok(s),
         _ => Err(invalid(
             "usage: hold SECONDS (how long at most the master takes no new write: 1 to 3600)",
         )),

@@ -1,0 +1,309 @@
+//! One command on many hosts at once, over ssh: every host's lines printed as they come with
+//! the host's name (`HOST: line`, or a `host` key with --json), a summary of the hosts that
+//! failed, and an exit status of 0 only when every host succeeded. `--watch` follows every
+//! host's change stream and reconnects to a host whose stream ends.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::hosts::Target;
+use super::ssh::{self, Ssh, SSH_FAILED};
+
+/// How long a watch waits before it reconnects to a host whose stream ended.
+const RECONNECT: Duration = Duration::from_secs(5);
+
+/// What one host's run came to.
+struct HostResult {
+    code: u8,
+    /// Everything it printed on stdout (kept with --json only).
+    stdout: String,
+    /// Its last line on stderr: the reason it gives for a failure.
+    reason: String,
+}
+
+/// Run the iiadm command line `rest` on every target in parallel.
+pub fn run(ssh: &Ssh, targets: &[Target], rest: &[String], json: bool, watch: bool) -> ExitCode {
+    let line = ssh::iiadm_line(rest);
+    if watch {
+        std::thread::scope(|s| {
+            for t in targets {
+                let line = &line;
+                s.spawn(move || follow(ssh, t, line, json));
+            }
+        });
+        return ExitCode::SUCCESS;
+    }
+    let results: Vec<HostResult> = std::thread::scope(|s| {
+        let running: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let line = &line;
+                s.spawn(move || {
+                    let r = run_one(ssh, t, line, json);
+                    if json {
+                        emit(&result_json(t, &r).to_string());
+                    }
+                    r
+                })
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| HostResult {
+                    code: 1,
+                    stdout: String::new(),
+                    reason: "iiadm's thread for this host failed".to_string(),
+                })
+            })
+            .collect()
+    });
+    let failed: Vec<String> = targets
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.code != 0)
+        .map(|(t, r)| format!("{} (exit {}: {})", t.name, r.code, r.reason))
+        .collect();
+    if !failed.is_empty() {
+        eprintln!(
+            "iiadm: {} of {} hosts failed: {}",
+            failed.len(),
+            targets.len(),
+            failed.join(", ")
+        );
+    }
+    ExitCode::from(results.iter().map(|r| r.code).max().unwrap_or(0))
+}
+
+/// A line to stdout, whole; a reader that went away ends iiadm (and, with it, the ssh
+/// sessions it started).
+fn emit(line: &str) {
+    let out = std::io::stdout();
+    let mut o = out.lock();
+    if writeln!(o, "{line}").and_then(|()| o.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// A host's line on stderr, with its name.
+fn emit_err(host: &str, line: &str) {
+    let err = std::io::stderr();
+    let _ = writeln!(err.lock(), "{host}: {line}");
+}
+
+/// The reason a host gives: its last line on stderr, without the `iiadm: ` every iiadm
+/// refusal starts with.
+fn reason_of(line: &str) -> String {
+    line.strip_prefix("iiadm: ").unwrap_or(line).to_string()
+}
+
+/// Run `line` on `t`; print its lines with its name as they come, unless `json` (then its
+/// stdout is kept for the result object).
+fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
+    let spawned = ssh
+        .command(t, true, false, line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("cannot run {}: {e}", ssh.program());
+            if !json {
+                emit_err(&t.name, &reason);
+            }
+            return HostResult {
+                code: SSH_FAILED,
+                stdout: String::new(),
+                reason,
+            };
+        }
+    };
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (kept, reason) = std::thread::scope(|s| {
+        let errors = s.spawn(|| last_line(stderr, &t.name));
+        let mut kept = String::new();
+        if let Some(out) = stdout {
+            if json {
+                let _ = BufReader::new(out).read_to_string(&mut kept);
+            } else {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    emit(&format!("{}: {l}", t.name));
+                }
+            }
+        }
+        (kept, errors.join().unwrap_or_default())
+    });
+    let code = match child.wait() {
+        Ok(s) => ssh::exit_code(s),
+        Err(_) => SSH_FAILED,
+    };
+    HostResult {
+        code,
+        stdout: kept,
+        reason,
+    }
+}
+
+/// Pass a host's stderr on, line by line with its name; return its last non-empty line.
+fn last_line(stderr: Option<impl Read>, host: &str) -> String {
+    let mut last = String::new();
+    if let Some(err) = stderr {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            emit_err(host, &l);
+            if !l.trim().is_empty() {
+                last = reason_of(l.trim());
+            }
+        }
+    }
+    last
+}
+
+/// The --json line of a host that ended: its output as JSON (or as a string when it is not
+/// JSON, null when empty), whether it succeeded, and why not.
+fn result_json(t: &Target, r: &HostResult) -> Value {
+    let text = r.stdout.trim();
+    let result = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+    };
+    let error = if r.code == 0 {
+        Value::Null
+    } else if r.reason.is_empty() {
+        Value::String(format!("exit status {}", r.code))
+    } else {
+        Value::String(r.reason.clone())
+    };
+    serde_json::json!({
+        "host": t.name,
+        "ok": r.code == 0,
+        "exit": r.code,
+        "result": result,
+        "error": error,
+    })
+}
+
+/// An event object with the host's name as its first key.
+fn tagged(host: &str, event: Map<String, Value>) -> Value {
+    let mut m = Map::new();
+    m.insert("host".to_string(), Value::String(host.to_string()));
+    m.extend(event);
+    Value::Object(m)
+}
+
+/// `--watch` on one host, for as long as iiadm runs: its stream's lines with its name, and
+/// when the stream cannot start or ends, a `lost` line, then a new try every `RECONNECT`.
+fn follow(ssh: &Ssh, t: &Target, line: &str, json: bool) {
+    loop {
+        let why = follow_once(ssh, t, line, json);
+        if json {
+            let mut lost = Map::new();
+            lost.insert("event".to_string(), Value::String("lost".to_string()));
+            lost.insert("error".to_string(), Value::String(why));
+            emit(&tagged(&t.name, lost).to_string());
+        } else {
+            emit(&format!("{}: lost: {why}", t.name));
+        }
+        std::thread::sleep(RECONNECT);
+    }
+}
+
+/// One connection's worth of a host's stream; returns why it ended.
+fn follow_once(ssh: &Ssh, t: &Target, line: &str, json: bool) -> String {
+    let spawned = ssh
+        .command(t, true, false, line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return format!("cannot run {}: {e}", ssh.program()),
+    };
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let reason = std::thread::scope(|s| {
+        let errors = s.spawn(|| quiet_last_line(stderr));
+        if let Some(out) = stdout {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if !json {
+                    emit(&format!("{}: {l}", t.name));
+                    continue;
+                }
+                if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&l) {
+                    emit(&tagged(&t.name, event).to_string());
+                }
+            }
+        }
+        errors.join().unwrap_or_default()
+    });
+    let status = child.wait().map(ssh::exit_code).unwrap_or(SSH_FAILED);
+    if reason.is_empty() {
+        format!("the change stream ended (exit status {status})")
+    } else {
+        reason
+    }
+}
+
+/// A stream's stderr, kept quiet (its reason goes into the `lost` line): the last line.
+fn quiet_last_line(stderr: Option<impl Read>) -> String {
+    let mut last = String::new();
+    if let Some(err) = stderr {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if !l.trim().is_empty() {
+                last = reason_of(l.trim());
+            }
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> Target {
+        Target {
+            name: name.into(),
+            dest: name.into(),
+            port: None,
+        }
+    }
+
+    #[test]
+    fn a_hosts_result_is_one_json_object_with_its_name() {
+        let ok = HostResult {
+            code: 0,
+            stdout: "[\n  {\"name\": \"db\"}\n]\n".into(),
+            reason: String::new(),
+        };
+        assert_eq!(
+            result_json(&target("h1"), &ok).to_string(),
+            r#"{"host":"h1","ok":true,"exit":0,"result":[{"name":"db"}],"error":null}"#
+        );
+        let refused = HostResult {
+            code: 1,
+            stdout: String::new(),
+            reason: reason_of("iiadm: set db does not exist"),
+        };
+        assert_eq!(
+            result_json(&target("h2"), &refused).to_string(),
+            r#"{"host":"h2","ok":false,"exit":1,"result":null,"error":"set db does not exist"}"#
+        );
+    }
+
+    #[test]
+    fn an_event_gets_the_host_first() {
+        let Value::Object(e) = serde_json::json!({"event": "changed", "name": "db"}) else {
+            unreachable!()
+        };
+        assert_eq!(
+            tagged("h1", e).to_string(),
+            r#"{"host":"h1","event":"changed","name":"db"}"#
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! `-H` and `--hosts-file`: the same command on other hosts. One host named plainly: the
+//! command runs there and its output comes back as it is (with a terminal when iiadm has one).
+//! Several hosts, a hosts file or an inventory group: every host at once (`fanout`), or the
+//! cross-host point in time (`pit`).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use super::hosts::{self, Target};
+use super::ssh::{self, Ssh, SSH_FAILED};
+use super::{fanout, pit, Args};
+
+/// Run `argv`'s command on the hosts `args` names.
+pub fn main(args: &Args, argv: &[String]) -> ExitCode {
+    let targets = match hosts::targets(
+        args.host.as_deref(),
+        args.hosts_file.as_deref(),
+        args.inventory.as_deref(),
+    ) {
+        Ok(t) => t,
+        Err(f) => {
+            eprintln!("iiadm: {}", f.message);
+            return ExitCode::from(2);
+        }
+    };
+    let ssh = Ssh::from_env();
+    if let Some(group) = &args.group_pit {
+        return pit::across(&ssh, &targets, group, args);
+    }
+    let rest = without_host(argv);
+    let one_named = args.hosts_file.is_none()
+        && targets.len() == 1
+        && !args
+            .host
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .any(|e| e.trim().starts_with('@'));
+    match (one_named, targets.first()) {
+        (true, Some(t)) => on_host(&ssh, t, &rest),
+        _ => fanout::run(&ssh, &targets, &rest, args.json, args.watch),
+    }
+}
+
+/// The options of `argv` (past the program name) without the options that choose hosts, in
+/// any of their spellings: `-H HOST`, `-HHOST`, `--host HOST`, `--host=HOST`, after flags
+/// that take no value in one cluster (`-lH HOST`, `-lHHOST`), and `--hosts-file` and
+/// `--inventory` with their values. Left in, they would make the remote iiadm ssh again.
+pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
+    const FLAGS: &str = "lvhGLV";
+    const LONG: [&str; 3] = ["--host", "--hosts-file", "--inventory"];
+    let mut rest = Vec::new();
+    let mut skip = false;
+    for a in argv.iter().skip(1) {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if LONG.contains(&a.as_str()) {
+            skip = true;
+            continue;
+        }
+        if LONG.iter().any(|l| a.starts_with(&format!("{l}="))) {
+            continue;
+        }
+        let cluster = a.strip_prefix('-').filter(|c| !c.starts_with('-'));
+        if let Some((flags, host)) = cluster.and_then(|c| c.split_once('H')) {
+            if flags.chars().all(|f| FLAGS.contains(f)) {
+                if !flags.is_empty() {
+                    rest.push(format!("-{flags}"));
+                }
+                skip = host.is_empty();
+                continue;
+            }
+        }
+        rest.push(a.clone());
+    }
+    rest
+}
+
+/// One host: the command runs there over ssh, its output and exit status passed through
+/// (ssh's own 255 when ssh fails).
+fn on_host(ssh: &Ssh, t: &Target, rest: &[String]) -> ExitCode {
+    // With a terminal on both ends the remote iiadm can ask before overwriting a master and
+    // draw -w's progress; without one (a pipe, cron) ssh must not allocate one, or the
+    // output would carry the terminal's line endings.
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let status = ssh.command(t, false, tty, &ssh::iiadm_line(rest)).status();
+    match status {
+        Ok(s) => ExitCode::from(ssh::exit_code(s)),
+        Err(e) => {
+            eprintln!(
+                "iiadm: cannot run {} to reach {}: {e}",
+                ssh.program(),
+                t.name
+            );
+            ExitCode::from(SSH_FAILED)
+        }
+    }
+}
