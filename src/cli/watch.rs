@@ -66,8 +66,32 @@ fn readable(e: &Value) -> String {
     }
 }
 
+/// End iiadm as soon as whoever reads its output goes away, even while no event comes: a
+/// watch run over ssh for a console would otherwise wait for the next change to find out
+/// that nobody listens any more.
+fn end_when_output_closes() {
+    std::thread::spawn(|| {
+        let mut fd = libc::pollfd {
+            fd: 1,
+            events: 0,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one pollfd of ours, for the duration of the call.
+            let n = unsafe { libc::poll(&mut fd, 1, -1) };
+            if n > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                std::process::exit(0);
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return;
+            }
+        }
+    });
+}
+
 /// Follow the stream until it ends (the daemon went away) or the output is closed.
 pub fn watch(t: &Tree, only: Option<&str>, json: bool) -> Result<(), Error> {
+    end_when_output_closes();
     let path = t.path("events")?;
     let file = std::fs::File::open(&path).map_err(|e| {
         Failure::new(format!(
