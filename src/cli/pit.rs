@@ -160,13 +160,16 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
             all.iter().all(|s| s.updated.is_some() || s.closed)
         });
     }
-    // Phase 3: every host releases (the end of its input releases too).
+    // Phase 3: every host releases (the end of its input releases too). A host that never
+    // said it held is not waited for: should its hold come late, the `release` already sent,
+    // or the end of its session, ends it.
     for s in sessions.iter_mut() {
         s.send("release");
         s.stdin = None;
     }
     gather(&rx, &mut sessions, timeout, &last_err, |all| {
-        all.iter().all(|s| s.released_ms.is_some() || s.closed)
+        all.iter()
+            .all(|s| s.released_ms.is_some() || s.closed || !s.held)
     });
     for s in sessions.iter_mut() {
         if let Some(mut c) = s.child.take() {

@@ -31,6 +31,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+
+# The fleet view's tests need test hosts, which tests/fleet_browser.rs starts and describes in
+# IIFS_FLEET; without it (tests/console_browser.rs runs this directory) they are not collected.
+collect_ignore = [] if os.environ.get("IIFS_FLEET") else ["test_fleet.py"]
 BIN_DIR = Path(os.environ.get("IIFS_BIN_DIR") or REPO / "target" / "release")
 APP_DIR = REPO / "contrib" / "cockpit" / "iifs"
 SHOTS = Path(os.environ.get("IIFS_SCREENSHOTS") or REPO / "target" / "screenshots")
@@ -296,7 +300,7 @@ class Cockpit:
     """A cockpit-ws of one browser session (a local session ends for good 15 s after its last
     connection goes: never share one between browsers)."""
 
-    def __init__(self, tmp, user=None):
+    def __init__(self, tmp, user=None, env_extra=None):
         self.tmp = Path(tmp)
         xdg = self.tmp / "xdg"
         (xdg / "cockpit").mkdir(parents=True)
@@ -326,6 +330,9 @@ class Cockpit:
             "DBUS_SESSION_BUS_ADDRESS": f"unix:path={self.tmp}/no-bus",
             "SSH_AUTH_SOCK": f"{self.tmp}/no-agent",
         }
+        # What a test adds to cockpit-ws's environment (the fleet view's IIADM_SSH): the bridge
+        # and what it spawns inherit it.
+        env.update(env_extra or {})
         cmd = [COCKPIT_WS, "--no-tls", "--address", "127.0.0.1", "--port", str(self.port),
                "--local-session=cockpit-bridge"]
         if user is not None:
@@ -407,6 +414,47 @@ class Page:
         if self.iifs is not None:
             self.choose_mount(str(self.iifs.mnt))
         return self
+
+    def open_fleet(self, hosts_file):
+        """The fleet view (#/fleet?hosts=FILE), switched into the application's frame."""
+        from urllib.parse import quote
+        from selenium.webdriver.common.by import By
+
+        d = self.driver
+        d.get(self.cockpit.url + "/iifs#/fleet?hosts=" + quote(str(hosts_file), safe=""))
+        self.wait(lambda: d.find_elements(By.CSS_SELECTOR, self.FRAME), 30,
+                  "the shell shows no iifs iframe")
+        d.switch_to.frame(d.find_element(By.CSS_SELECTOR, self.FRAME))
+        self.wait(lambda: d.execute_script("return document.readyState") == "complete", 30,
+                  "the page did not load")
+        self.wait_visible("#fleet-view", 15)
+        self.wait(lambda: (self.first("#fleet-hosts-file").text or "") == str(hosts_file), 10,
+                  f"the fleet view reading {hosts_file}")
+        return self
+
+    # --- the fleet view
+
+    def fleet_row(self, host, name=None, kind="set"):
+        """A set's or group's row of a host, or (name None) the host's own row (unreachable,
+        connecting, or without sets)."""
+        if name is None:
+            return self.first(f"#fleet-body tr[data-kind='host'][data-host='{host}']")
+        return self.first(f"#fleet-body tr[data-kind='{kind}'][data-host='{host}']"
+                          f"[data-name='{name}']")
+
+    def fleet_cell_text(self, host, name, col, kind="set"):
+        r = self.fleet_row(host, name, kind)
+        if r is None:
+            return None
+        from selenium.webdriver.common.by import By
+        return r.find_element(By.CSS_SELECTOR, f".col-{col}").text.strip()
+
+    def fleet_action(self, host, name, action, kind="set"):
+        """Open a fleet row's action menu and choose an action."""
+        from selenium.webdriver.common.by import By
+        r = self.wait(lambda: self.fleet_row(host, name, kind), 10, f"{host} {kind} {name}")
+        r.find_element(By.CSS_SELECTOR, "button.row-actions").click()
+        self.click(f"button[data-action='{action}']")
 
     def choose_mount(self, mnt):
         """Wait for the first state read; pick our mount when the host has several."""
@@ -625,3 +673,117 @@ def page_noadmin(tmpdir_clean, iifs):
     with _session(tmpdir_clean, NOBODY, None) as p:
         yield p
         p.check_console()
+
+
+class FleetHost:
+    """One test host of tests/common/hosts.rs (started by tests/fleet_browser.rs): its name,
+    address, PID 1 and network namespace. Commands run inside it as Host::command does."""
+
+    def __init__(self, d):
+        self.name = d["name"]
+        self.addr = d["addr"]
+        self.pid = int(d["pid"])
+        self.netns = d["netns"]
+
+    def run(self, *argv, check=True):
+        env = {k: v for k, v in os.environ.items() if k not in ("IIFS_MOUNT", "IIADM_SSH")}
+        env["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        r = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-u", "-n", "-p", "--",
+                            *map(str, argv)], capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL, env=env)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{self.name}: {' '.join(map(str, argv))}: {r.returncode} "
+                                 f"{r.stdout}{r.stderr}")
+        return r
+
+    def iiadm(self, *args, check=True):
+        return self.run("iiadm", *args, check=check)
+
+    def refusal(self, *args):
+        """iiadm's one-line reason on this host for a command it refuses, without 'iiadm: '."""
+        r = self.iiadm(*args, check=False)
+        assert r.returncode == 1, f"{self.name}: iiadm {args} was expected to be refused: {r}"
+        line = r.stderr.strip().splitlines()[0]
+        return line[len("iiadm: "):] if line.startswith("iiadm: ") else line
+
+    def json(self, *args):
+        return json.loads(self.iiadm(*args, "--json").stdout)
+
+    def set(self, name):
+        return self.json("-i", name)
+
+    def sets(self):
+        return {s["name"]: s for s in self.json("-i", "all")}
+
+    def network_down(self):
+        """As Host::network_down: the console's end of its veth goes down."""
+        subprocess.run(["ip", "link", "set", self.netns, "down"], check=True)
+
+    def network_up(self):
+        subprocess.run(["ip", "link", "set", self.netns, "up"], check=True)
+
+
+class Fleet:
+    """What tests/fleet_browser.rs started: IIFS_FLEET is a JSON object with the hosts file,
+    IIADM_SSH, the runtime dir of iiadm's ssh connections, and every host."""
+
+    def __init__(self, d):
+        self.hosts_file = Path(d["hosts_file"])
+        self.iiadm_ssh = d["iiadm_ssh"]
+        self.runtime_dir = d["runtime_dir"]
+        self.inventory = d.get("inventory")
+        self.dir = Path(d["dir"])
+        self.hosts = [FleetHost(h) for h in d["hosts"]]
+        self.by_name = {h.name: h for h in self.hosts}
+
+    def names(self):
+        return [h.name for h in self.hosts]
+
+    def env(self):
+        """cockpit-ws's environment for the fleet view: iiadm (run by the bridge) reaches the
+        hosts with IIADM_SSH; ssh notices a dead link within about 3 s (else a stream over a
+        link that went down hangs, unnoticed, until TCP gives up); connection sockets in the
+        Fleet's runtime dir, closed with it."""
+        env = {
+            "IIADM_SSH": self.iiadm_ssh + " -o ServerAliveInterval=1 -o ServerAliveCountMax=3",
+            "XDG_RUNTIME_DIR": self.runtime_dir,
+        }
+        if self.inventory:
+            env["ANSIBLE_INVENTORY"] = self.inventory
+        return env
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    d = os.environ.get("IIFS_FLEET")
+    if not d:
+        why = "the fleet tests need the test hosts of tests/fleet_browser.rs (IIFS_FLEET)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return Fleet(json.loads(d))
+
+
+@contextlib.contextmanager
+def fleet_session(tmp, fleet, hosts_file):
+    """A cockpit-ws with the fleet's environment and a browser on the fleet view of
+    `hosts_file`; the browser's console must stay free of errors."""
+    cockpit = Cockpit(Path(tmp) / "cockpit", env_extra=fleet.env())
+    page = None
+    try:
+        page = Page(Path(tmp) / "cockpit", cockpit)
+        page.fleet = fleet
+        page.open_fleet(hosts_file)
+        yield page
+        page.check_console()
+    finally:
+        if page is not None:
+            page.close()
+        cockpit.close()
+
+
+@pytest.fixture
+def fleet_page(tmpdir_clean, fleet):
+    """The fleet view of every test host (the Fleet's hosts file), as root."""
+    with fleet_session(tmpdir_clean, fleet, fleet.hosts_file) as p:
+        yield p

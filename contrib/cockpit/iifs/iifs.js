@@ -30,6 +30,8 @@
         filter: "",
         samples: new Map(), // set name -> {t, left, rate} for rate and time left
         sizeCache: new Map(), // volume path -> size in bytes
+        view: "local", // "local" (this host's mount) or "fleet" (#/fleet: every host of a hosts file)
+        fleetHostsOption: null, // the last #/fleet?hosts=FILE, kept when going back and forth
     };
 
     /* ---------------------------------------------------------------- helpers */
@@ -205,8 +207,9 @@
     let pollAgain = false;
     const mountsFile = cockpit.file("/proc/self/mounts");
 
+    /* The main view polls only while it is what the user sees (not in the fleet view). */
     function visible() {
-        return document.visibilityState === "visible" && !cockpit.hidden;
+        return document.visibilityState === "visible" && !cockpit.hidden && state.view === "local";
     }
 
     function schedule(ms) {
@@ -381,6 +384,7 @@
         state.admin = allowed;
         if (allowed === false) closeAllDialogs();
         renderPage();
+        renderFleetSoon();
     }
 
     /* ---------------------------------------------------------- main view */
@@ -711,14 +715,16 @@
         }
     }
 
-    function toggleMenu(tr, button) {
+    /* A row's action menu: the main view's items and actions unless `items`/`pick` say others
+     * (the fleet view's rows). */
+    function toggleMenu(tr, button, items, pick) {
         if (openMenu && openMenu.row === tr) {
             closeMenu();
             return;
         }
         closeMenu();
         const menu = el("div", { class: "menu", role: "menu" });
-        for (const it of menuItems(tr)) {
+        for (const it of items || menuItems(tr)) {
             if (it === null) {
                 if (menu.lastChild && !menu.lastChild.classList.contains("sep")) menu.append(el("div", { class: "sep", role: "separator" }));
                 continue;
@@ -733,14 +739,15 @@
                 onclick: (ev) => {
                     ev.stopPropagation();
                     closeMenu();
-                    rowAction(tr.dataset.kind, tr.dataset.name, action);
+                    if (pick) pick(action);
+                    else rowAction(tr.dataset.kind, tr.dataset.name, action);
                 },
             }));
         }
         button.parentNode.append(menu);
         button.setAttribute("aria-expanded", "true");
         openMenu = { row: tr, menu, button };
-        updateMenu(tr);
+        if (!pick) updateMenu(tr);
         const first = menu.querySelector("button");
         if (first) first.focus({ preventScroll: true });
     }
@@ -1476,6 +1483,768 @@
         return act(args, { inline: "gp-error" });
     }
 
+    /* ---------------------------------------------------------------- fleet */
+
+    /*
+     * The fleet view (#/fleet): the sets and groups of every host named by a hosts file
+     * (default /etc/iifs/hosts, or #/fleet?hosts=FILE), live from ONE long-lived
+     * `iiadm --hosts-file FILE --watch --json`: iiadm keeps one ssh session per host and
+     * writes every host's change stream as NDJSON, each object with its "host". Nothing is
+     * polled. On {"event":"lost"} a host's rows go and the host shows as unreachable (with
+     * iiadm's reason) until its lines come again. Actions go to one host with `iiadm -H HOST`;
+     * the cross-host point in time is `iiadm ... --group-pit GROUP --json`. ssh's options come
+     * from IIADM_SSH in the bridge's environment (iiadm reads it), never from the page.
+     */
+
+    const HOSTS_FILE = "/etc/iifs/hosts";
+    // After iiadm itself ended (not a host: iiadm retries lost hosts on its own), start it again.
+    const FLEET_RETRY_MS = 5000;
+    // A line longer than this without a newline is not iiadm's: drop it rather than grow.
+    const FLEET_MAX_LINE = 1 << 20;
+
+    const fleet = {
+        file: null, // the hosts file of the running stream
+        text: undefined, // its content when the stream started (undefined: not read yet)
+        watchFile: null, // cockpit.file of it, watched: a changed file restarts the stream
+        watchHandle: null,
+        proc: null, // the iiadm --watch spawn
+        gen: 0, // bumped at every (re)start: lines and ends of an older spawn are ignored
+        buf: "", // the part of a line not ended yet
+        hosts: new Map(), // host name -> { name, state: connecting|up|lost, error, since, objects, overflows }
+        groupEntries: [], // @GROUP entries of the file (resolved by iiadm)
+        error: null, // why iiadm is not running (its sentence), or null
+        lines: 0,
+        lastLine: null,
+        retryTimer: null,
+        renderTimer: null,
+        sort: { key: "host", dir: 1 },
+        filter: "",
+        pitRunning: false,
+    };
+
+    function currentView() {
+        return cockpit.location.path[0] === "fleet" ? "fleet" : "local";
+    }
+
+    function fleetFileOption() {
+        const f = cockpit.location.options.hosts;
+        return typeof f === "string" && f.trim() ? f.trim() : null;
+    }
+
+    function goView(view) {
+        if (view === "fleet") {
+            const opts = {};
+            const f = fleetFileOption() || state.fleetHostsOption;
+            if (f) opts.hosts = f;
+            cockpit.location.go(["fleet"], opts);
+        } else {
+            cockpit.location.go([], state.mount && state.mounts.length > 1 ? { mount: state.mount } : {});
+        }
+        applyView();
+    }
+
+    function applyView() {
+        const view = currentView();
+        const changed = view !== state.view;
+        state.view = view;
+        const fleetOn = view === "fleet";
+        $("view-local").setAttribute("aria-selected", String(!fleetOn));
+        $("view-fleet").setAttribute("aria-selected", String(fleetOn));
+        show($("local-view"), !fleetOn);
+        show($("fleet-view"), fleetOn);
+        show(document.querySelector(".mount-picker"), !fleetOn);
+        show($("last-update"), !fleetOn);
+        if (fleetOn) {
+            if (fleetFileOption()) state.fleetHostsOption = fleetFileOption();
+            if (changed) {
+                closeAllDialogs();
+                clearAlert();
+                clearTimeout(pollTimer);
+                pollTimer = null;
+            }
+            fleetStart();
+        } else {
+            if (changed) {
+                closeAllDialogs();
+                clearAlert();
+                fleetStop();
+            }
+            onVisibility();
+        }
+    }
+
+    /* The stream runs while the fleet view is shown, for the file the URL names. */
+    function fleetStart() {
+        const file = fleetFileOption() || HOSTS_FILE;
+        if (fleet.file === file && fleet.watchFile) return;
+        fleetStop();
+        fleet.file = file;
+        fleet.text = undefined;
+        fleet.hosts = new Map();
+        fleet.groupEntries = [];
+        fleet.error = null;
+        $("fleet-hosts-file").textContent = file;
+        $("fleet-pit-result").hidden = true;
+        // The file is watched (inotify works on a regular file): the stream starts with its
+        // first content, and starts again when it changes.
+        fleet.watchFile = cockpit.file(file, { superuser: "try" });
+        fleet.watchHandle = fleet.watchFile.watch((content, tag, ex) => {
+            if (fleet.file !== file) return;
+            const text = typeof content === "string" ? content : null;
+            if (text === fleet.text) return;
+            fleet.text = text;
+            if (text === null) {
+                fleetKill();
+                fleet.hosts = new Map();
+                fleet.groupEntries = [];
+                fleet.error = ex && ex.problem && ex.problem !== "not-found"
+                    ? _("Cannot read the hosts file ") + file + ": " + cockpit.message(ex.problem)
+                    : null;
+                renderFleetSoon();
+                return;
+            }
+            fleetSpawn();
+        });
+        renderFleetSoon();
+    }
+
+    function fleetStop() {
+        fleetKill();
+        if (fleet.watchHandle) fleet.watchHandle.remove();
+        if (fleet.watchFile) fleet.watchFile.close();
+        fleet.watchHandle = null;
+        fleet.watchFile = null;
+        fleet.file = null;
+        fleet.text = undefined;
+    }
+
+    function fleetKill() {
+        clearTimeout(fleet.retryTimer);
+        fleet.retryTimer = null;
+        fleet.gen++;
+        if (fleet.proc) {
+            const p = fleet.proc;
+            fleet.proc = null;
+            p.close();
+        }
+    }
+
+    /* Entries of a hosts file: one a line, `#` comments and blank lines ignored. */
+    function hostsEntries(text) {
+        const out = [];
+        for (const raw of String(text || "").split("\n")) {
+            const e = raw.replace(/#.*/, "").trim();
+            if (e && !out.includes(e)) out.push(e);
+        }
+        return out;
+    }
+
+    function hostRecord(name) {
+        let h = fleet.hosts.get(name);
+        if (!h) {
+            h = { name, state: "connecting", error: "", since: Date.now(), objects: new Map(), overflows: new Map() };
+            fleet.hosts.set(name, h);
+        }
+        return h;
+    }
+
+    function fleetSpawn() {
+        fleetKill();
+        if (state.view !== "fleet" || !fleet.file || fleet.text === null || fleet.text === undefined) return;
+        const gen = fleet.gen;
+        fleet.buf = "";
+        fleet.error = null;
+        fleet.lines = 0;
+        fleet.lastLine = null;
+        // The file's own host names are rows (connecting) before their first line; an
+        // @GROUP's hosts appear as iiadm reports them.
+        const entries = hostsEntries(fleet.text);
+        fleet.hosts = new Map();
+        fleet.groupEntries = entries.filter((e) => e.startsWith("@"));
+        for (const e of entries) if (!e.startsWith("@")) hostRecord(e);
+        const proc = cockpit.spawn(["iiadm", "--hosts-file", fleet.file, "--watch", "--json"],
+                                   { superuser: "require", err: "message" });
+        fleet.proc = proc;
+        proc.stream((data) => {
+            if (gen === fleet.gen) fleetData(data);
+        });
+        proc.then(() => fleetEnded(gen, null), (ex) => fleetEnded(gen, ex));
+        renderFleetSoon();
+    }
+
+    /* iiadm itself ended (a fan-out watch does not end by itself): say why, start again. */
+    function fleetEnded(gen, ex) {
+        if (gen !== fleet.gen) return;
+        fleet.proc = null;
+        if (isAccessProblem(ex)) {
+            setAdmin(false);
+            return;
+        }
+        fleet.error = ex ? errorText(ex) : _("iiadm --watch ended");
+        for (const h of fleet.hosts.values()) {
+            h.objects.clear();
+            h.overflows.clear();
+            if (h.state === "up") {
+                h.state = "connecting";
+                h.since = Date.now();
+            }
+        }
+        renderFleetSoon();
+        clearTimeout(fleet.retryTimer);
+        fleet.retryTimer = setTimeout(() => {
+            fleet.retryTimer = null;
+            if (gen === fleet.gen && state.view === "fleet") fleetSpawn();
+        }, FLEET_RETRY_MS);
+    }
+
+    function fleetData(data) {
+        const parts = (fleet.buf + data).split("\n");
+        fleet.buf = parts.pop();
+        if (fleet.buf.length > FLEET_MAX_LINE) fleet.buf = "";
+        let changed = false;
+        for (const line of parts) {
+            if (fleetLine(line)) changed = true;
+        }
+        if (changed) renderFleetSoon();
+    }
+
+    /* One NDJSON line of the fan-out watch; true when it changed what the page shows. */
+    function fleetLine(line) {
+        line = line.trim();
+        if (!line) return false;
+        let o;
+        try {
+            o = JSON.parse(line);
+        } catch (e) {
+            return false;
+        }
+        if (!o || typeof o !== "object" || typeof o.host !== "string" || !o.host) return false;
+        fleet.lines++;
+        fleet.lastLine = new Date();
+        const h = hostRecord(o.host);
+        if (o.event === "lost") {
+            // "since" is when it was lost first; iiadm's later tries say why they failed
+            if (h.state !== "lost") h.since = Date.now();
+            h.state = "lost";
+            h.error = typeof o.error === "string" ? o.error : "";
+            h.objects.clear();
+            h.overflows.clear();
+            return true;
+        }
+        if (h.state !== "up") {
+            h.state = "up";
+            h.error = "";
+            h.since = Date.now();
+        }
+        if (o.event === "resync") {
+            // every object's state follows
+            h.objects.clear();
+            h.overflows.clear();
+            return true;
+        }
+        if (typeof o.name !== "string" || !["set", "group", "overflow"].includes(o.kind)) return true;
+        const map = o.kind === "overflow" ? h.overflows : h.objects;
+        const key = o.kind + "\n" + o.name;
+        if (o.event === "removed") map.delete(key);
+        else map.set(key, o);
+        return true;
+    }
+
+    function renderFleetSoon() {
+        if (fleet.renderTimer !== null) return;
+        fleet.renderTimer = setTimeout(() => {
+            fleet.renderTimer = null;
+            renderFleet();
+        }, 0);
+    }
+
+    function fleetGroupType(h, g) {
+        const types = new Set((g.members || []).map((m) => {
+            const s = h.objects.get("set\n" + m);
+            return s && s.type ? (s.type === "independent" ? "independent" : "dependent") : null;
+        }).filter(Boolean));
+        return types.size === 1 ? Array.from(types)[0] : null;
+    }
+
+    function fleetRows() {
+        const rows = [];
+        for (const h of fleet.hosts.values()) {
+            if (h.state !== "up" || h.objects.size === 0) {
+                let text;
+                if (h.state === "lost") {
+                    text = _("unreachable") + (h.error ? ": " + h.error : "") + _(" (since ") + new Date(h.since).toLocaleTimeString() + ")";
+                } else if (h.state === "connecting") {
+                    text = fleet.error ? _("not connected: iiadm is not running") : _("connecting…");
+                } else {
+                    text = _("no sets or groups");
+                }
+                rows.push({ kind: "host", host: h.name, name: "", type: "", state: h.state, status: "", progress: 0, text });
+            }
+            for (const o of h.objects.values()) {
+                if (o.kind === "group") {
+                    const t = fleetGroupType(h, o);
+                    rows.push({
+                        kind: "group",
+                        host: h.name,
+                        name: o.name,
+                        type: "group",
+                        typeDetail: t ? _("group of ") + t + _(" sets") : _("group"),
+                        state: o.state || "",
+                        status: o.status || "",
+                        progress: typeof o.progress === "number" ? o.progress : 0,
+                        running: RUNNING.has(o.state),
+                        direction: null,
+                        group: (o.members || []).length + ((o.members || []).length === 1 ? _(" set") : _(" sets")),
+                        held: false,
+                        error: "",
+                        obj: o,
+                    });
+                } else {
+                    rows.push({
+                        kind: "set",
+                        host: h.name,
+                        name: o.name,
+                        type: o.type || "unknown",
+                        typeDetail: o.type || _("unknown (offline since start)"),
+                        state: o.state || "",
+                        status: o.status || "",
+                        progress: typeof o.progress === "number" ? o.progress : 0,
+                        running: RUNNING.has(o.state),
+                        direction: o.direction && o.direction !== "-" ? o.direction : null,
+                        group: o.group && o.group !== "-" ? o.group : "",
+                        held: o.held === true,
+                        error: o.last_error && o.last_error !== "-" ? o.last_error : "",
+                        obj: o,
+                    });
+                }
+            }
+        }
+        const f = fleet.filter.trim().toLowerCase();
+        const shown = f
+            ? rows.filter((r) => (r.host + "\n" + r.name + "\n" + r.type + "\n" + r.state + "\n" + (r.text || "")).toLowerCase().includes(f))
+            : rows;
+        const { key, dir } = fleet.sort;
+        const statusRank = { error: 0, degraded: 1, normal: 2 };
+        const byHost = (a, b) => a.host.localeCompare(b.host, undefined, { numeric: true });
+        const kindRank = { host: 0, group: 1, set: 2 };
+        shown.sort((a, b) => {
+            // a host without rows of its own (unreachable, connecting, empty) stays in sight:
+            // at its place when sorted by host, at the top otherwise
+            if (key !== "host" && (a.kind === "host") !== (b.kind === "host")) return a.kind === "host" ? -1 : 1;
+            let c;
+            if (key === "host") c = byHost(a, b);
+            else if (key === "progress") c = a.progress - b.progress;
+            else if (key === "status") c = (statusRank[a.status] ?? 3) - (statusRank[b.status] ?? 3) || a.status.localeCompare(b.status);
+            else c = String(a[key]).localeCompare(String(b[key]), undefined, { numeric: true });
+            if (c === 0) c = byHost(a, b) || kindRank[a.kind] - kindRank[b.kind] || a.name.localeCompare(b.name, undefined, { numeric: true });
+            return c * dir;
+        });
+        return { rows, shown };
+    }
+
+    function fleetBuildRow(r) {
+        const tr = el("tr", { dataset: { kind: r.kind, host: r.host, name: r.name } });
+        if (r.kind === "host") {
+            tr.className = "host-row";
+            tr.append(el("td", { class: "col-host" }),
+                      el("td", { class: "host-state", colspan: "8" }));
+            return tr;
+        }
+        const actions = el("button", {
+            type: "button",
+            class: "row-actions kebab",
+            "aria-label": _("Actions for ") + r.name + _(" on ") + r.host,
+            "aria-haspopup": "menu",
+            title: _("Actions"),
+            onclick: (ev) => {
+                ev.stopPropagation();
+                toggleMenu(tr, actions, fleetMenuItems(tr),
+                           (action) => fleetRowAction(tr.dataset.host, tr.dataset.kind, tr.dataset.name, action));
+            },
+        });
+        tr.append(
+            el("td", { class: "col-host" }),
+            el("td", { class: "col-icon" }, icon(r.kind)),
+            el("td", { class: "col-name" }),
+            el("td", { class: "col-type" }),
+            el("td", { class: "col-state" }),
+            el("td", { class: "col-status" }),
+            el("td", { class: "col-progress" }),
+            el("td", { class: "col-group" }),
+            el("td", { class: "col-actions" }, actions));
+        return tr;
+    }
+
+    /* Fill a row from its model; `data-updated` is when what it shows last changed (the
+     * benchmark reads it to time a change from host to page). */
+    function fleetUpdateRow(tr, r) {
+        const sig = r.kind === "host"
+            ? r.state + "\n" + r.text
+            : [r.type, r.typeDetail, r.state, r.status, r.progress, r.running, r.direction, r.group, r.held, r.error].join("\n");
+        if (tr.dataset.sig === sig) return;
+        tr.dataset.sig = sig;
+        tr.dataset.updated = String(Date.now());
+        setText(tr.querySelector(".col-host"), r.host);
+        if (r.kind === "host") {
+            setText(tr.querySelector(".host-state"), r.text);
+            tr.classList.toggle("unreachable", r.state === "lost");
+            tr.classList.toggle("connecting", r.state === "connecting");
+            tr.dataset.state = r.state;
+            return;
+        }
+        setText(tr.querySelector(".col-name"), r.name);
+        setText(tr.querySelector(".col-type"), r.type);
+        tr.querySelector(".col-type").title = r.typeDetail;
+        const st = tr.querySelector(".col-state");
+        st.className = "col-state state-" + r.state.replace(/\s+/g, "-");
+        if (r.held) {
+            st.replaceChildren(el("span", { class: "state-word", text: r.state }),
+                               el("span", { class: "held", text: _("writes held"), title: _("New writes to the master wait until the hold is released") }));
+        } else {
+            setText(st, r.state);
+        }
+        const status = tr.querySelector(".col-status");
+        setText(status, r.status);
+        status.className = "col-status status-" + (r.status || "unknown");
+        status.title = r.error;
+        progressCell(tr.querySelector(".col-progress"), r);
+        setText(tr.querySelector(".col-group"), r.group);
+        tr.classList.toggle("member", r.kind === "set" && !!r.group);
+        tr.classList.toggle("has-error", r.status === "error");
+    }
+
+    function renderFleet() {
+        const on = state.view === "fleet";
+        if (!on) return;
+        const noAdmin = state.admin === false;
+        show($("fleet-card"), !noAdmin);
+        show($("fleet-pit"), !noAdmin);
+        const fe = $("fleet-error");
+        let err = null;
+        if (!noAdmin) {
+            if (fleet.error) err = fleet.error;
+            else if (fleet.text === null) {
+                err = _("No hosts file ") + fleet.file + _(": write the hosts to show in it, one a line (HOST, USER@HOST, or @GROUP of the Ansible inventory).");
+            }
+        }
+        $("fleet-error-text").textContent = err || "";
+        show(fe, !!err);
+        if (noAdmin) return;
+
+        const body = $("fleet-body");
+        const { rows, shown } = fleetRows();
+        const key = (r) => r.kind + "\n" + r.host + "\n" + r.name;
+        const existing = new Map();
+        for (const tr of Array.from(body.children)) existing.set(tr.dataset.kind + "\n" + tr.dataset.host + "\n" + tr.dataset.name, tr);
+        const keep = new Set();
+        let prev = null;
+        for (const r of shown) {
+            const k = key(r);
+            let tr = existing.get(k);
+            if (!tr) tr = fleetBuildRow(r);
+            fleetUpdateRow(tr, r);
+            keep.add(k);
+            const want = prev ? prev.nextSibling : body.firstChild;
+            if (want !== tr) body.insertBefore(tr, want);
+            // a line between hosts when the rows are in host order
+            tr.classList.toggle("first-of-host", fleet.sort.key === "host" && !!prev && prev.dataset.host !== r.host);
+            prev = tr;
+        }
+        for (const [k, tr] of existing) {
+            if (!keep.has(k)) {
+                if (openMenu && openMenu.row === tr) closeMenu();
+                tr.remove();
+            }
+        }
+        const empty = $("fleet-empty");
+        if (rows.length === 0) {
+            empty.textContent = fleet.groupEntries.length
+                ? _("Waiting for the hosts of ") + fleet.groupEntries.join(", ") + "…"
+                : (fleet.text === null || fleet.text === undefined ? "" : _("The hosts file names no host."));
+            show(empty, !!empty.textContent);
+        } else if (shown.length === 0) {
+            empty.textContent = _("Nothing matches “") + fleet.filter + "”.";
+            show(empty, true);
+        } else {
+            show(empty, false);
+        }
+
+        let nSets = 0;
+        let nGroups = 0;
+        let nLost = 0;
+        for (const h of fleet.hosts.values()) {
+            if (h.state === "lost") nLost++;
+            for (const o of h.objects.values()) {
+                if (o.kind === "set") nSets++;
+                else nGroups++;
+            }
+        }
+        const nHosts = fleet.hosts.size;
+        $("fleet-count").textContent = nHosts + (nHosts === 1 ? _(" host") : _(" hosts")) +
+            (nLost ? " (" + nLost + _(" unreachable") + ")" : "") + ", " +
+            nSets + (nSets === 1 ? _(" set") : _(" sets")) + ", " +
+            nGroups + (nGroups === 1 ? _(" group") : _(" groups"));
+        for (const th of document.querySelectorAll("#fleet-objects th[data-sort]")) {
+            const sorted = th.dataset.sort === fleet.sort.key;
+            th.setAttribute("aria-sort", sorted ? (fleet.sort.dir > 0 ? "ascending" : "descending") : "none");
+        }
+        const live = $("fleet-stream");
+        if (fleet.proc && fleet.lastLine) live.textContent = _("Live · last change ") + fleet.lastLine.toLocaleTimeString();
+        else if (fleet.proc) live.textContent = _("Connecting…");
+        else if (fleet.retryTimer) live.textContent = _("Not connected; trying again");
+        else live.textContent = "";
+        renderPit();
+    }
+
+    /* ---------------------------------------------------------- fleet actions */
+
+    function fleetMenuItems(tr) {
+        const h = fleet.hosts.get(tr.dataset.host);
+        const items = [];
+        if (tr.dataset.kind === "set") {
+            const s = h && h.objects.get("set\n" + tr.dataset.name);
+            items.push(["update-shadow", _("Update shadow")],
+                       ["copy-shadow", _("Copy to shadow")],
+                       ["update-master", _("Update master…"), "warn"],
+                       ["copy-master", _("Copy to master…"), "warn"],
+                       ["abort", _("Abort copy")], null);
+            if (s && s.state === "suspended") items.push(["resume", _("Resume")]);
+            else items.push(["suspend", _("Suspend")]);
+            if (s && (s.state === "offline" || s.status === "error")) items.push(["reset", _("Reset")]);
+            items.push(["delete", _("Delete (disable)…"), "danger"]);
+        } else {
+            items.push(["update-shadow", _("Update shadows")],
+                       ["copy-shadow", _("Copy to shadows")],
+                       ["update-master", _("Update masters…"), "warn"],
+                       ["copy-master", _("Copy to masters…"), "warn"],
+                       ["abort", _("Abort copies")], null,
+                       ["delete", _("Delete group"), "danger"]);
+        }
+        return items;
+    }
+
+    function fleetIiadm(host, args) {
+        return spawn(["iiadm", "-H", host].concat(args), { superuser: "require" });
+    }
+
+    /* A refusal is shown as the main view shows it: the daemon's sentence as it is, here after
+     * the host's name. */
+    function fleetFailed(host, ex) {
+        if (isAccessProblem(ex)) {
+            setAdmin(false);
+            return false;
+        }
+        showAlert(host + ": " + errorText(ex));
+        return false;
+    }
+
+    function fleetAct(host, args) {
+        clearAlert();
+        return fleetIiadm(host, args).then((out) => {
+            if (out && out.trim()) showNotice(host + ": " + out.trim());
+            return true;
+        }, (ex) => fleetFailed(host, ex));
+    }
+
+    function fleetMastersBody(what, host, sets) {
+        const list = el("ul", { class: "volumes" });
+        for (const s of sets) {
+            list.append(el("li", null,
+                           el("code", { class: "master-path", text: s.master || "?" }),
+                           el("span", { class: "muted", text: _(" (master of set ") + s.name + _(" on ") + host + _(", from its shadow ") + (s.shadow || "?") + ")" })));
+        }
+        if (!sets.length) list.append(el("li", { class: "muted", text: _("(no member sets)") }));
+        return [
+            el("p", { text: what }),
+            list,
+            el("p", { class: "strong", text: sets.length > 1 ? _("Their current contents are lost. Unmount them and stop what uses them first.") : _("Its current content is lost. Unmount it and stop what uses it first.") }),
+        ];
+    }
+
+    function fleetRowAction(host, kind, name, action) {
+        clearAlert();
+        const set = kind === "set";
+        const simple = set
+            ? { "update-shadow": ["-u", "s", name], "copy-shadow": ["-c", "s", name], abort: ["-a", name], suspend: ["-s", name], resume: ["-r", name], reset: ["-R", name] }
+            : { "update-shadow": ["-g", name, "-u", "s"], "copy-shadow": ["-g", name, "-c", "s"], abort: ["-g", name, "-a"], delete: ["-X", name] };
+        if (simple[action]) return fleetAct(host, simple[action]);
+        if (action !== "update-master" && action !== "copy-master" && !(set && action === "delete")) return Promise.resolve(false);
+        // The confirmation names the host and the volumes: read them from that host first.
+        const info = set ? fleetIiadm(host, ["-i", name, "--json"]).then((out) => [JSON.parse(out)])
+            : fleetIiadm(host, ["-i", "all", "--json"]).then((out) => JSON.parse(out).filter((s) => s.group === name));
+        return info.then((sets) => {
+            if (action === "delete") {
+                const s = sets[0] || { name };
+                const vols = el("ul", { class: "volumes" });
+                for (const role of ["master", "shadow", "bitmap"])
+                    if (s[role] && s[role] !== "-") vols.append(el("li", null, role + ": ", el("code", { text: s[role] })));
+                const bodyNodes = [el("p", { text: _("Delete set ") + name + _(" on ") + host + _("? The set is disabled and its volumes are released:") }), vols];
+                if (s.type && s.type !== "independent")
+                    bodyNodes.push(el("p", { class: "strong", text: _("A dependent shadow is not an image on its own: its bytes 8192-65535 are zeroed so that a torn file system is not mounted by mistake.") }));
+                return confirmDialog(_("Delete set ") + name + _(" on ") + host + "?", bodyNodes, _("Delete"))
+                        .then((ok) => ok ? fleetAct(host, ["-d", name]) : false);
+            }
+            const upd = action === "update-master";
+            let what;
+            if (set) {
+                what = upd
+                    ? _("Update master of set ") + name + _(" on host ") + host + _(": the chunks that differ are copied from the shadow onto the master volume")
+                    : _("Copy to master of set ") + name + _(" on host ") + host + _(": every chunk of the shadow is copied onto the master volume");
+            } else {
+                what = (upd ? _("Update masters of group ") : _("Copy to masters of group ")) + name + _(" on host ") + host +
+                    (upd ? _(": the chunks that differ are copied from each shadow onto its master volume, at one point in time:")
+                        : _(": every chunk of each shadow is copied onto its master volume, at one point in time:"));
+            }
+            const title = set
+                ? (upd ? _("Overwrite the master volume on ") : _("Overwrite the whole master volume on ")) + host + "?"
+                : _("Overwrite the master volumes of group ") + name + _(" on ") + host + "?";
+            const args = set ? ["-n", upd ? "-u" : "-c", "m", name] : ["-n", "-g", name, upd ? "-u" : "-c", "m"];
+            return confirmDialog(title, fleetMastersBody(what, host, sets),
+                                 set ? (upd ? _("Update master") : _("Copy to master")) : (upd ? _("Update masters") : _("Copy to masters")))
+                    .then((ok) => ok ? fleetAct(host, args) : false);
+        }, (ex) => fleetFailed(host, ex));
+    }
+
+    /* ------------------------------------------------ cross-host point in time */
+
+    /* Group name -> hosts (reachable now) that have it. */
+    function fleetGroups() {
+        const out = new Map();
+        for (const h of fleet.hosts.values()) {
+            if (h.state !== "up") continue;
+            for (const o of h.objects.values()) {
+                if (o.kind !== "group") continue;
+                if (!out.has(o.name)) out.set(o.name, []);
+                out.get(o.name).push(h.name);
+            }
+        }
+        for (const hosts of out.values()) hosts.sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+        return out;
+    }
+
+    function renderPit() {
+        const groups = fleetGroups();
+        const sel = $("fleet-pit-group");
+        const names = Array.from(groups.keys()).sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+        const labels = names.map((g) => g + " — " + groups.get(g).length + (groups.get(g).length === 1 ? _(" host") : _(" hosts")));
+        const have = Array.from(sel.options).map((o) => o.value + "\n" + o.textContent).join("\n");
+        const want = names.map((g, i) => g + "\n" + labels[i]).join("\n");
+        if (have !== want) {
+            const cur = sel.value;
+            sel.replaceChildren(...(names.length
+                ? names.map((g, i) => el("option", { value: g, text: labels[i] }))
+                : [el("option", { value: "", text: _("no group on any reachable host") })]));
+            if (names.includes(cur)) sel.value = cur;
+        }
+        const g = sel.value;
+        const on = g ? groups.get(g) || [] : [];
+        $("fleet-pit-run").disabled = fleet.pitRunning || !on.length;
+        let text = "";
+        if (on.length) {
+            text = _("On ") + on.join(", ") + ".";
+            const lost = Array.from(fleet.hosts.values()).filter((h) => h.state !== "up").map((h) => h.name);
+            const without = Array.from(fleet.hosts.values()).filter((h) => h.state === "up" && !on.includes(h.name)).map((h) => h.name);
+            if (lost.length) text += " " + _("Not reachable now, so not included: ") + lost.join(", ") + ".";
+            if (without.length) text += " " + _("Without this group: ") + without.join(", ") + ".";
+        }
+        setText($("fleet-pit-hosts"), text);
+    }
+
+    function runPit() {
+        const g = $("fleet-pit-group").value;
+        const on = fleetGroups().get(g) || [];
+        if (!g || !on.length || fleet.pitRunning) return;
+        clearAlert();
+        // Every host of the file has the group: the file itself (its @GROUPs resolved by
+        // iiadm); else just the hosts that have it.
+        const all = Array.from(fleet.hosts.values()).every((h) => h.state === "up" && on.includes(h.name));
+        const argv = all
+            ? ["iiadm", "--hosts-file", fleet.file, "--group-pit", g, "--json"]
+            : ["iiadm", "-H", on.join(","), "--group-pit", g, "--json"];
+        fleet.pitRunning = true;
+        $("fleet-pit-run").disabled = true;
+        $("fleet-pit-result").hidden = false;
+        setText($("fleet-pit-summary"), _("Taking one point in time of group ") + g + _(" on ") + on.length + (on.length === 1 ? _(" host…") : _(" hosts…")));
+        $("fleet-pit-body").replaceChildren();
+        $("fleet-pit-result").dataset.state = "running";
+        new Promise((resolve) => {
+            cockpit.spawn(argv, { superuser: "require", err: "message" })
+                    .then((out) => resolve({ out, ex: null }), (ex, out) => resolve({ out: out || "", ex }));
+        }).then(({ out, ex }) => {
+            fleet.pitRunning = false;
+            let reply = null;
+            for (const line of String(out).split("\n").reverse()) {
+                if (!line.trim()) continue;
+                try {
+                    const v = JSON.parse(line);
+                    if (v && typeof v === "object" && Array.isArray(v.hosts)) {
+                        reply = v;
+                        break;
+                    }
+                } catch (e) {}
+            }
+            if (!reply) {
+                $("fleet-pit-result").dataset.state = "failed";
+                setText($("fleet-pit-summary"), _("No point in time was taken."));
+                if (ex && isAccessProblem(ex)) setAdmin(false);
+                else showAlert(ex ? errorText(ex) : _("iiadm gave no reply"));
+                renderPit();
+                return;
+            }
+            renderPitReply(reply);
+            renderPit();
+        });
+    }
+
+    function renderPitReply(reply) {
+        const hosts = reply.hosts;
+        const held = hosts.map((h) => h.held_ms).filter((v) => typeof v === "number");
+        const maxHeld = held.length ? Math.max(...held) : null;
+        let summary;
+        if (reply.result === "new") {
+            summary = _("New point in time of group ") + reply.group + _(" on all ") + hosts.length + (hosts.length === 1 ? _(" host") : _(" hosts")) +
+                (maxHeld !== null ? _(" (writes held at most ") + maxHeld + " ms)." : ".");
+        } else if (reply.result === "old") {
+            summary = _("No host took a new point in time: every host keeps its old one.");
+        } else {
+            summary = _("Mixed: not every host has the new point in time (see below).");
+        }
+        $("fleet-pit-result").dataset.state = String(reply.result || "");
+        setText($("fleet-pit-summary"), summary);
+        $("fleet-pit-body").replaceChildren(...hosts.map((h) => {
+            const pit = String(h.point_in_time || "unknown");
+            return el("tr", { dataset: { host: String(h.host), pit } },
+                      el("td", { class: "pit-host", text: String(h.host) }),
+                      el("td", { class: "pit-result pit-" + pit, text: pit === "new" ? _("new") : pit === "old" ? _("old (kept)") : _("unknown") }),
+                      el("td", { class: "pit-held num", text: typeof h.held_ms === "number" ? h.held_ms + " ms" : "–" }),
+                      el("td", { class: "pit-error", text: h.error ? String(h.error) : "" }));
+        }));
+    }
+
+    function wireFleet() {
+        $("fleet-filter").addEventListener("input", (ev) => {
+            fleet.filter = ev.target.value;
+            renderFleet();
+        });
+        for (const th of document.querySelectorAll("#fleet-objects th[data-sort]")) {
+            const sortBy = () => {
+                const key = th.dataset.sort;
+                if (fleet.sort.key === key) fleet.sort.dir = -fleet.sort.dir;
+                else fleet.sort = { key, dir: 1 };
+                renderFleet();
+            };
+            th.addEventListener("click", sortBy);
+            th.addEventListener("keydown", (ev) => {
+                if (ev.key === "Enter" || ev.key === " ") {
+                    ev.preventDefault();
+                    sortBy();
+                }
+            });
+        }
+        $("fleet-pit-group").addEventListener("change", renderPit);
+        $("fleet-pit-run").addEventListener("click", runPit);
+    }
+
     /* --------------------------------------------------------------- wiring */
 
     function wire() {
@@ -1654,7 +2423,12 @@
 
         document.addEventListener("visibilitychange", onVisibility);
         cockpit.addEventListener("visibilitychange", onVisibility);
+        $("view-local").addEventListener("click", () => goView("local"));
+        $("view-fleet").addEventListener("click", () => goView("fleet"));
+        wireFleet();
         cockpit.addEventListener("locationchanged", () => {
+            applyView();
+            if (state.view !== "local") return;
             const m = cockpit.location.options.mount;
             if (m && m !== state.mount && state.mounts.includes(m)) {
                 setMount(m);
@@ -1678,11 +2452,13 @@
             else if (perm.allowed === true && state.admin === false) {
                 state.admin = null;
                 pollSoon();
+                if (state.view === "fleet") fleetSpawn();
             }
         };
         perm.addEventListener("changed", onPerm);
         onPerm();
 
+        applyView();
         poll();
     }
 
