@@ -345,7 +345,9 @@ pub fn iiadm_man_page() -> Vec<u8> {
              e.g. IIADM_SSH=\"ssh -p 2222 -i /root/.ssh/iiadm\". Default: ssh. iiadm adds \
              ControlMaster=auto, a ControlPath under $XDG_RUNTIME_DIR/iiadm-ssh (root: \
              /run/iiadm-ssh) and ControlPersist=300, so one connection per host serves the next \
-             commands; with several hosts also BatchMode=yes and ConnectTimeout=10. Options \
+             commands, and ServerAliveInterval=3 with ServerAliveCountMax=2, so a host that \
+             went away is given up after 6 s; with several hosts also BatchMode=yes and \
+             ConnectTimeout=10. Options \
              given here come first and win. With one host iiadm adds -t when its stdin and \
              stdout are terminals, so the remote iiadm can ask before overwriting a master and \
              show -w's progress. When ssh itself fails (cannot connect, authenticate) the \

@@ -346,7 +346,7 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
         args[7].starts_with("ControlPath=") && args[9].starts_with("ControlPersist="),
         "{args:?}"
     );
-    assert_eq!(&args[10..], ["--", "db1", "iiadm -i r"]);
+    assert_eq!(&args[14..], ["--", "db1", "iiadm -i r"]);
     // The remote iiadm's refusal (1) and ssh's own failure (255) come back as they are.
     assert_eq!(
         remote(&["-H", "db1", "-d", "nosuch"]).status.code(),
@@ -377,7 +377,7 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
     );
     let args = recorded(&argv);
     assert_eq!(&args[..4], ["-p", "2222", "-o", "BatchMode=yes"]);
-    assert_eq!(&args[10..12], ["-t", "--"]);
+    assert_eq!(&args[14..16], ["-t", "--"]);
     assert_same(&file_bytes(&master), &before, "declined: master untouched");
     let o = on_tty("y");
     assert!(o.status.success(), "{}", text(&o.stdout));

@@ -146,7 +146,7 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
     // Phase 1: every host holds, or one does not and nobody updates (no need to wait for
     // the others then).
     let hold_failed = |s: &Session| s.error.is_some() || (s.closed && !s.held);
-    gather(&rx, &mut sessions, timeout, &last_err, |all| {
+    let hold_answered = gather(&rx, &mut sessions, timeout, &last_err, |all| {
         all.iter().all(|s| s.held) || all.iter().any(hold_failed)
     });
     let all_held = sessions.iter().all(|s| s.held && s.error.is_none());
@@ -160,16 +160,17 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
             all.iter().all(|s| s.updated.is_some() || s.closed)
         });
     }
-    // Phase 3: every host releases (the end of its input releases too). A host that never
-    // said it held is not waited for: should its hold come late, the `release` already sent,
-    // or the end of its session, ends it.
+    // Phase 3: every host releases (the end of its input releases too), and the reply waits
+    // until each has said so, or its session ended. Not for a host that let the hold phase
+    // time out without holding: it had its time; the `release` sent, or the end of its
+    // session, ends its hold should it come late (the reply says so).
     for s in sessions.iter_mut() {
         s.send("release");
         s.stdin = None;
     }
     gather(&rx, &mut sessions, timeout, &last_err, |all| {
         all.iter()
-            .all(|s| s.released_ms.is_some() || s.closed || !s.held)
+            .all(|s| s.released_ms.is_some() || s.closed || (!s.held && !hold_answered))
     });
     for s in sessions.iter_mut() {
         if let Some(mut c) = s.child.take() {
@@ -177,7 +178,12 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
             let _ = c.wait();
         }
     }
-    report(targets, &sessions, all_held, args, lease)
+    let phase = Phases {
+        all_held,
+        hold_answered,
+        timeout: args.timeout,
+    };
+    report(targets, &sessions, &phase, args, lease)
 }
 
 /// Start one host's session; its stdout lines go to `tx`, its last stderr line to `last`.
@@ -237,19 +243,19 @@ fn keep_last_line(err: impl Read, last: &std::sync::Mutex<String>) {
     }
 }
 
-/// Take what the hosts say until `done` holds, or `timeout` passed.
+/// Take what the hosts say until `done` holds (true), or `timeout` passed (false).
 fn gather(
     rx: &mpsc::Receiver<(usize, Said)>,
     sessions: &mut [Session],
     timeout: Duration,
     last_err: &dyn Fn(usize) -> String,
     done: impl Fn(&[Session]) -> bool,
-) {
+) -> bool {
     let deadline = Instant::now() + timeout;
     while !done(sessions) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return;
+            return false;
         }
         match rx.recv_timeout(left) {
             Ok((i, said)) => {
@@ -261,10 +267,11 @@ fn gather(
                 let why = last_err(i);
                 sessions[i].take(said, &why);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => return,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return done(sessions),
         }
     }
+    true
 }
 
 /// Which point in time each host holds now.
@@ -285,21 +292,32 @@ impl PointInTime {
     }
 }
 
+/// How the hold phase went.
+struct Phases {
+    all_held: bool,
+    /// Every host answered the hold (or one refused) before the timeout.
+    hold_answered: bool,
+    timeout: u64,
+}
+
 /// Each host's outcome and why, from its session.
 fn outcome(
     s: &Session,
-    all_held: bool,
+    phase: &Phases,
     first_failed: Option<&str>,
-    timeout: u64,
 ) -> (PointInTime, Option<String>) {
-    if !all_held {
+    let timeout = phase.timeout;
+    if !phase.all_held {
+        let failed_on = first_failed.unwrap_or("another host");
         let why = match (&s.error, s.held) {
             (Some(e), _) => e.clone(),
-            (None, false) => format!("it did not answer the hold within {timeout} s"),
-            (None, true) => format!(
-                "the hold failed on {}, so no host updated",
-                first_failed.unwrap_or("another host")
+            (None, false) if !phase.hold_answered => {
+                format!("it did not answer the hold within {timeout} s")
+            }
+            (None, false) => format!(
+                "the hold failed on {failed_on} before this host answered, so no host updated"
             ),
+            (None, true) => format!("the hold failed on {failed_on}, so no host updated"),
         };
         return (PointInTime::Old, Some(why));
     }
@@ -321,19 +339,25 @@ fn outcome(
 fn report(
     targets: &[Target],
     sessions: &[Session],
-    all_held: bool,
+    phase: &Phases,
     args: &Args,
     lease: u64,
 ) -> ExitCode {
     let first_failed = targets
         .iter()
         .zip(sessions)
-        .find(|(_, s)| !(s.held && s.error.is_none()))
+        .find(|(_, s)| s.error.is_some() || (s.closed && !s.held))
+        .or_else(|| {
+            targets
+                .iter()
+                .zip(sessions)
+                .find(|(_, s)| !(s.held && s.error.is_none()))
+        })
         .map(|(t, _)| t.name.as_str());
     let rows: Vec<(PointInTime, Option<String>, Option<u64>)> = sessions
         .iter()
         .map(|s| {
-            let (point, mut why) = outcome(s, all_held, first_failed, args.timeout);
+            let (point, mut why) = outcome(s, phase, first_failed);
             if s.held && s.released_ms.is_none() {
                 let note = format!(
                     "its release was not confirmed: the hold ends with its session or its \
@@ -371,7 +395,7 @@ fn report(
                 .unwrap_or_default();
             match (p, why) {
                 (p, Some(w)) => say(&format!(
-                    "{}: {} point in time{held}: {w}",
+                    "{}: {} point in time: {w}{held}",
                     t.name,
                     p.word()
                 )),

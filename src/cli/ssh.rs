@@ -47,6 +47,9 @@ impl Ssh {
             c.arg("-o").arg("ControlMaster=auto");
             c.arg("-o").arg(format!("ControlPath={}/%C", dir.display()));
             c.arg("-o").arg(format!("ControlPersist={PERSIST_SECS}"));
+            // A kept connection to a host that went off the network would make every later
+            // command to it wait on a dead TCP connection: ssh gives it up after 6 s of silence.
+            c.args(["-o", "ServerAliveInterval=3", "-o", "ServerAliveCountMax=2"]);
         }
         if batch {
             c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);

@@ -50,6 +50,8 @@ pub struct Events {
     /// One look at a time (the watcher's, an open's): a look taken earlier but logged later
     /// would show a state going back.
     looking: Mutex<()>,
+    /// The daemon is stopping: every reader gets the end of the file.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> u64 {
@@ -153,10 +155,14 @@ impl Events {
         Some(log.lines.range(from..).map(String::as_str).collect())
     }
 
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Wait up to `within` for a change after `cursor`.
     fn wait(&self, cursor: u64, within: Duration) {
         let log = self.lock();
-        if log.next_seq() > cursor || cursor < log.first {
+        if log.next_seq() > cursor || cursor < log.first || self.is_closed() {
             return;
         }
         let _ = self.changed.wait_timeout(log, within);
@@ -178,6 +184,9 @@ impl EventStream {
             Err(e) => e.into_inner(),
         };
         if p.0.is_empty() {
+            if self.events.is_closed() {
+                return Some(Vec::new());
+            }
             let mut cursor = p.1;
             let text = self.events.take(&mut cursor)?;
             p.1 = cursor;
@@ -208,6 +217,23 @@ impl Controller {
         EventStream {
             events: self.events.clone(),
             pending: Mutex::new((text.into_bytes(), cursor)),
+        }
+    }
+
+    /// End every reader's stream (the daemon is stopping), and give them up to `within` to
+    /// close the file, so that the unmount that follows does not find the mount busy.
+    pub fn end_event_streams(&self, within: Duration) {
+        {
+            let _log = self.events.lock();
+            self.events
+                .closed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.events.changed.notify_all();
+        let until = std::time::Instant::now() + within;
+        // Every open stream holds the log; the controller holds the last reference.
+        while Arc::strong_count(&self.events) > 1 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

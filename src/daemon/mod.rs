@@ -231,7 +231,12 @@ fn serve(
     }
     let fs = IifsFs::new(controller.clone());
     let session = mount::mount(fs, mountpoint, settings)?;
-    process::watch_signals(signals, mountpoint.to_path_buf());
+    // Readers of the change stream wait for the next change for as long as the daemon runs:
+    // their streams end first, or the unmount would find the mount busy.
+    let streams = controller.clone();
+    process::watch_signals(signals, mountpoint.to_path_buf(), move || {
+        streams.end_event_streams(std::time::Duration::from_secs(1))
+    });
     log::info!(
         "iifs mounted at {} ({} sets)",
         mountpoint.display(),

@@ -233,7 +233,13 @@ pub fn block_signals() -> Result<libc::sigset_t, super::error::DaemonError> {
     }
 }
 
-pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
+/// Wait for a stop signal on a thread of its own; then `before_unmount` (which ends what
+/// would keep the mount busy), then unmount.
+pub fn watch_signals(
+    set: libc::sigset_t,
+    mountpoint: PathBuf,
+    before_unmount: impl FnOnce() + Send + 'static,
+) {
     let spawned = std::thread::Builder::new()
         .name("iifs-signals".into())
         .spawn(move || {
@@ -242,6 +248,7 @@ pub fn watch_signals(set: libc::sigset_t, mountpoint: PathBuf) {
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
             notify_stopping();
+            before_unmount();
             super::mount::stop(&mountpoint);
         });
     if let Err(e) = spawned {
