@@ -191,10 +191,19 @@ fn iiadm_watch_prints_json_lines_for_one_set_or_all() {
         c.kill().expect("kill");
         outputs.push(output_of(c));
     }
+    // The first line says the watch is on; the events follow.
     let parse = |text: &str| -> Vec<Value> {
-        text.lines()
+        let mut lines: Vec<Value> = text
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect()
+            .collect();
+        assert!(
+            !lines.is_empty() && lines[0]["event"] == "watching",
+            "the first line: {lines:?}"
+        );
+        assert_eq!(lines[0]["mount"], m.mnt.to_string_lossy().as_ref());
+        lines.remove(0);
+        lines
     };
     let one = parse(&outputs[0]);
     assert!(one.iter().all(|v| v["name"] == "a"), "only set a: {one:?}");

@@ -28,6 +28,7 @@ struct HostResult {
 pub fn run(ssh: &Ssh, targets: &[Target], rest: &[String], json: bool, watch: bool) -> ExitCode {
     let line = ssh::iiadm_line(rest);
     if watch {
+        super::watch::end_when_output_closes();
         std::thread::scope(|s| {
             for t in targets {
                 let line = &line;
@@ -242,10 +243,11 @@ fn follow_once(ssh: &Ssh, t: &Target, line: &str, json: bool) -> String {
         errors.join().unwrap_or_default()
     });
     let status = child.wait().map(ssh::exit_code).unwrap_or(SSH_FAILED);
-    if reason.is_empty() {
-        format!("the change stream ended (exit status {status})")
-    } else {
-        reason
+    match (reason.is_empty(), status) {
+        (false, _) => reason,
+        // ssh's own words went to the kept connection's stderr, not this session's.
+        (true, SSH_FAILED) => "ssh lost the connection (exit status 255)".to_string(),
+        (true, _) => format!("the change stream ended (exit status {status})"),
     }
 }
 

@@ -69,7 +69,7 @@ fn readable(e: &Value) -> String {
 /// End iiadm as soon as whoever reads its output goes away, even while no event comes: a
 /// watch run over ssh for a console would otherwise wait for the next change to find out
 /// that nobody listens any more.
-fn end_when_output_closes() {
+pub(super) fn end_when_output_closes() {
     std::thread::spawn(|| {
         let mut fd = libc::pollfd {
             fd: 1,
@@ -100,6 +100,18 @@ pub fn watch(t: &Tree, only: Option<&str>, json: bool) -> Result<(), Error> {
         ))
     })?;
     let out = std::io::stdout();
+    // A first line that says the watch is on, so that a reader (a console following many
+    // hosts) knows the stream is live even where there is nothing to report yet.
+    if json {
+        let start = serde_json::json!({
+            "event": "watching",
+            "mount": t.root()?.to_string_lossy(),
+        });
+        let mut o = out.lock();
+        if writeln!(o, "{start}").and_then(|()| o.flush()).is_err() {
+            return Ok(());
+        }
+    }
     for l in BufReader::new(file).lines() {
         let l = l.map_err(|e| Failure::new(format!("reading {}: {e}", path.display())))?;
         let Ok(event) = serde_json::from_str::<Value>(&l) else {

@@ -402,6 +402,9 @@ class Page:
     # --- loading
 
     def open(self, ready=("#last-update",)):
+        return self._loaded_despite_network_changes(self._load_main)
+
+    def _load_main(self):
         from selenium.webdriver.common.by import By
 
         d = self.driver
@@ -413,10 +416,38 @@ class Page:
                   "the page did not load")
         if self.iifs is not None:
             self.choose_mount(str(self.iifs.mnt))
+
+    def _loaded_despite_network_changes(self, load):
+        """Run `load` (the shell and the application, up to a first state).
+
+        Chromium drops the requests in flight when this machine's network changes (another
+        process adding or removing a test host's veth: net::ERR_NETWORK_CHANGED), which can
+        leave the shell half loaded. That is not the page's doing: the load is tried once more,
+        and only those entries are dropped from the console log of the first try."""
+        for attempt in (1, 2):
+            try:
+                load()
+                failed = None
+            except AssertionError as e:
+                failed = e
+            changed = [e for e in self.read_console()
+                       if "ERR_NETWORK_CHANGED" in str(e.get("message"))]
+            if not changed or attempt == 2:
+                if failed:
+                    raise failed
+                return self
+            print(f"the network changed while the shell loaded ({len(changed)} requests "
+                  "dropped): loading it again")
+            self.console = [e for e in self.console
+                            if "ERR_NETWORK_CHANGED" not in str(e.get("message"))]
+            self.driver.switch_to.default_content()
         return self
 
     def open_fleet(self, hosts_file):
         """The fleet view (#/fleet?hosts=FILE), switched into the application's frame."""
+        return self._loaded_despite_network_changes(lambda: self._load_fleet(hosts_file))
+
+    def _load_fleet(self, hosts_file):
         from urllib.parse import quote
         from selenium.webdriver.common.by import By
 
@@ -427,10 +458,12 @@ class Page:
         d.switch_to.frame(d.find_element(By.CSS_SELECTOR, self.FRAME))
         self.wait(lambda: d.execute_script("return document.readyState") == "complete", 30,
                   "the page did not load")
-        self.wait_visible("#fleet-view", 15)
+        self.wait(lambda: self.visible("#fleet-view"), 15,
+                  lambda: "#fleet-view visible (shell at " + d.execute_script(
+                      "return window.top.location.href") + ", page at " + d.execute_script(
+                      "return window.location.href") + ")")
         self.wait(lambda: (self.first("#fleet-hosts-file").text or "") == str(hosts_file), 10,
                   f"the fleet view reading {hosts_file}")
-        return self
 
     # --- the fleet view
 
@@ -511,6 +544,8 @@ class Page:
             except StaleElementReferenceException as e:
                 last_exc = e
             if time.time() > deadline:
+                if callable(what):  # a description that says what the page shows now
+                    what = what()
                 self.shot("FAILED-" + "".join(c if c.isalnum() else "-" for c in what)[:60])
                 raise AssertionError(f"timed out after {timeout} s waiting for: {what}"
                                      + (f" ({last_exc})" if last_exc else ""))
@@ -603,9 +638,12 @@ class Page:
 
     # --- evidence
 
-    def shot(self, name):
+    def shot(self, name, at=None):
+        """A screenshot; `at`: an element scrolled into view first."""
         SHOTS.mkdir(parents=True, exist_ok=True)
         try:
+            if at is not None:
+                self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", at)
             self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
         except Exception:  # noqa: BLE001  a screenshot is evidence, not the test
             pass
@@ -739,14 +777,14 @@ class Fleet:
     def names(self):
         return [h.name for h in self.hosts]
 
-    def env(self):
+    def env(self, run_dir):
         """cockpit-ws's environment for the fleet view: iiadm (run by the bridge) reaches the
         hosts with IIADM_SSH; ssh notices a dead link within about 3 s (else a stream over a
-        link that went down hangs, unnoticed, until TCP gives up); connection sockets in the
-        Fleet's runtime dir, closed with it."""
+        link that went down hangs, unnoticed, until TCP gives up); its connection sockets in
+        `run_dir`."""
         env = {
             "IIADM_SSH": self.iiadm_ssh + " -o ServerAliveInterval=1 -o ServerAliveCountMax=3",
-            "XDG_RUNTIME_DIR": self.runtime_dir,
+            "XDG_RUNTIME_DIR": str(run_dir),
         }
         if self.inventory:
             env["ANSIBLE_INVENTORY"] = self.inventory
@@ -768,7 +806,12 @@ def fleet():
 def fleet_session(tmp, fleet, hosts_file):
     """A cockpit-ws with the fleet's environment and a browser on the fleet view of
     `hosts_file`; the browser's console must stay free of errors."""
-    cockpit = Cockpit(Path(tmp) / "cockpit", env_extra=fleet.env())
+    # iiadm's ssh connection masters of this session, in a dir of its own: a master another
+    # command opened (without the keepalive of fleet.env()) is not reused, and they end with
+    # the session.
+    run_dir = Path(tmp) / "run"
+    run_dir.mkdir(mode=0o700, parents=True)
+    cockpit = Cockpit(Path(tmp) / "cockpit", env_extra=fleet.env(run_dir))
     page = None
     try:
         page = Page(Path(tmp) / "cockpit", cockpit)
@@ -780,6 +823,26 @@ def fleet_session(tmp, fleet, hosts_file):
         if page is not None:
             page.close()
         cockpit.close()
+        stop_ssh_of(run_dir)
+
+
+def stop_ssh_of(run_dir):
+    """End the ssh processes (connection masters left for ControlPersist) whose command line
+    names `run_dir`: only those of one session."""
+    needle = str(run_dir).encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"ssh") and any(needle in a for a in args):
+            try:
+                os.kill(int(entry), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    reap_orphans()
 
 
 @pytest.fixture

@@ -1563,13 +1563,11 @@
                 pollTimer = null;
             }
             fleetStart();
-        } else {
-            if (changed) {
-                closeAllDialogs();
-                clearAlert();
-                fleetStop();
-            }
-            onVisibility();
+        } else if (changed) {
+            closeAllDialogs();
+            clearAlert();
+            fleetStop();
+            onVisibility(); // the main view polls again, at once
         }
     }
 
@@ -1625,7 +1623,10 @@
         if (fleet.proc) {
             const p = fleet.proc;
             fleet.proc = null;
-            p.close();
+            // With a problem code the bridge ends the process (SIGTERM; iiadm's ssh sessions
+            // end with it); a plain close only closes its pipes, and a watch that is not
+            // writing would not notice.
+            p.close("terminated");
         }
     }
 
@@ -1958,9 +1959,12 @@
         }
         const empty = $("fleet-empty");
         if (rows.length === 0) {
-            empty.textContent = fleet.groupEntries.length
-                ? _("Waiting for the hosts of ") + fleet.groupEntries.join(", ") + "…"
-                : (fleet.text === null || fleet.text === undefined ? "" : _("The hosts file names no host."));
+            // (when iiadm is not running, the alert above says why)
+            empty.textContent = fleet.error || fleet.text === null || fleet.text === undefined
+                ? ""
+                : fleet.groupEntries.length
+                    ? _("Waiting for the hosts of ") + fleet.groupEntries.join(", ") + "…"
+                    : _("The hosts file names no host.");
             show(empty, !!empty.textContent);
         } else if (shown.length === 0) {
             empty.textContent = _("Nothing matches “") + fleet.filter + "”.";
