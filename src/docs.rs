@@ -318,7 +318,9 @@ pub fn iiadm_man_page() -> Vec<u8> {
          \"host\" key to every event (a host whose stream ends gives {\"host\", \
          \"event\": \"lost\", \"error\"} and is tried again every 5 s). When some hosts \
          fail, a last line on stderr names each with its exit status and reason; iiadm exits \
-         with the highest status of any host, 0 only if every host succeeded.",
+         with the highest status of any host, 0 only if every host succeeded. -u m and -c m on \
+         several hosts ask once, on a terminal and unless -n, naming the hosts (each host's \
+         iiadm runs without a terminal and does not ask).",
     );
     extra.control("PP", []);
     text(

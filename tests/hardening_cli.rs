@@ -383,6 +383,33 @@ fn remote_commands_get_a_terminal_when_iiadm_has_one_and_pass_ssh_failures_throu
     assert!(o.status.success(), "{}", text(&o.stdout));
     m.set_ok("r", "wait");
     assert_same(&file_bytes(&master)[..8192], &pattern(8192, 4), "confirmed");
+
+    // On several hosts each remote iiadm runs without a terminal and would not ask: iiadm
+    // asks once, naming the hosts, and "n" sends nothing anywhere.
+    m.write_at("sets/r/shadow", 0, &pattern(8192, 5));
+    let before = file_bytes(&master);
+    let _ = std::fs::remove_file(&argv);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'n\\n' | script -qec \"{IIADM} -H db1,db2 -u m r\" /dev/null"
+        ))
+        .env("IIADM_SSH", &ssh_setting)
+        .env("IIFS_MOUNT", &m.mnt)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let screen = text(&o.stdout);
+    assert!(
+        screen.contains("Overwrite the master of set r with its shadow on 2 host(s): db1, db2?")
+            && screen.contains("not confirmed"),
+        "{screen}"
+    );
+    assert!(
+        !argv.exists(),
+        "nothing may reach a host when not confirmed"
+    );
+    assert_same(&file_bytes(&master), &before, "declined on several hosts");
 }
 
 // ---- defect 29: the PR_SET_IO_FLUSHER warning ----

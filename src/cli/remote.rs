@@ -38,8 +38,45 @@ pub fn main(args: &Args, argv: &[String]) -> ExitCode {
             .any(|e| e.trim().starts_with('@'));
     match (one_named, targets.first()) {
         (true, Some(t)) => on_host(&ssh, t, &rest),
-        _ => fanout::run(&ssh, &targets, &rest, args.json, args.watch),
+        _ => {
+            // Each host's iiadm runs without a terminal and would not ask: ask here, once.
+            if let Err(f) = confirm_masters(args, &targets) {
+                eprintln!("iiadm: {}", f.message);
+                return ExitCode::from(1);
+            }
+            fanout::run(&ssh, &targets, &rest, args.json, args.watch)
+        }
     }
+}
+
+/// `-u m` / `-c m` on several hosts overwrite a master on each: on a terminal, unless -n,
+/// ask once, naming the hosts.
+fn confirm_masters(args: &Args, targets: &[Target]) -> Result<(), super::Failure> {
+    let to_master = [&args.update, &args.copy]
+        .into_iter()
+        .flatten()
+        .any(|v| matches!(v.first().map(String::as_str), Some("m" | "master")));
+    if !to_master || args.no_confirm || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    let what = match (
+        &args.group,
+        [&args.update, &args.copy].into_iter().flatten().next(),
+    ) {
+        (Some(g), _) => format!("every master of group {g}"),
+        (None, Some(v)) => format!(
+            "the master of set {}",
+            v.get(1).map(String::as_str).unwrap_or("?")
+        ),
+        (None, None) => "the master".to_string(),
+    };
+    let hosts: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    super::ask(&format!(
+        "Overwrite {what} with its shadow on {} host(s): {}?",
+        hosts.len(),
+        hosts.join(", ")
+    ))
+    .map_err(|_| super::Failure::new("not confirmed; nothing was done"))
 }
 
 /// The options of `argv` (past the program name) without the options that choose hosts, in
