@@ -776,6 +776,35 @@ const SLOTS: u64 = 64;
 const STRIDE: u64 = 16 << 10;
 const VOL: u64 = SLOTS * STRIDE;
 
+/// The writer of `writer` on the masters of `masters` (host, set), on a thread of its own:
+/// the flag that stops it, the last seq it wrote, and the thread.
+fn start_writer(
+    f: &Fleet,
+    masters: &[(usize, String)],
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    std::thread::JoinHandle<u64>,
+) {
+    let files: Vec<File> = masters
+        .iter()
+        .map(|(i, s)| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(f.host(*i).mnt(&format!("sets/{s}/master")))
+                .expect("open master")
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let w = {
+        let (stop, done) = (stop.clone(), done.clone());
+        std::thread::spawn(move || writer(files, stop, done))
+    };
+    (stop, done, w)
+}
+
 /// Write `seq` (1, 2, 3...) round-robin to the masters `targets`, each write issued only after
 /// the one before returned; returns how many it wrote.
 fn writer(targets: Vec<File>, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> u64 {
@@ -912,22 +941,7 @@ fn three_groups(f: &Fleet) -> Vec<(usize, String)> {
 fn group_pit_gives_every_host_one_consistent_cut_of_a_cross_host_write_stream() {
     let f = fleet_or_skip!(3);
     let masters = three_groups(&f);
-    let files: Vec<File> = masters
-        .iter()
-        .map(|(i, s)| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(f.host(*i).mnt(&format!("sets/{s}/master")))
-                .expect("open master")
-        })
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let w = {
-        let (stop, done) = (stop.clone(), done.clone());
-        std::thread::spawn(move || writer(files, stop, done))
-    };
+    let (stop, done, w) = start_writer(&f, &masters);
     let t0 = Instant::now();
     let mut prev_low = 1;
     let mut moved = 0;
@@ -1016,22 +1030,7 @@ fn group_pit_gives_every_host_one_consistent_cut_of_a_cross_host_write_stream() 
 fn a_plain_fan_out_update_is_not_one_cut_across_hosts() {
     let f = fleet_or_skip!(3);
     let masters = three_groups(&f);
-    let files: Vec<File> = masters
-        .iter()
-        .map(|(i, s)| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(f.host(*i).mnt(&format!("sets/{s}/master")))
-                .expect("open master")
-        })
-        .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let w = {
-        let (stop, done) = (stop.clone(), done.clone());
-        std::thread::spawn(move || writer(files, stop, done))
-    };
+    let (stop, _done, w) = start_writer(&f, &masters);
     let mut torn = 0;
     const ROUNDS: usize = 10;
     for _ in 0..ROUNDS {

@@ -104,16 +104,9 @@ fn reason_of(line: &str) -> String {
 /// Run `line` on `t`; print its lines with its name as they come, unless `json` (then its
 /// stdout is kept for the result object).
 fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
-    let spawned = ssh
-        .command(t, true, false, line)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
+    let mut child = match ssh.spawn(t, line, Stdio::null()) {
         Ok(c) => c,
-        Err(e) => {
-            let reason = format!("cannot run {}: {e}", ssh.program());
+        Err(reason) => {
             if !json {
                 emit_err(&t.name, &reason);
             }
@@ -126,7 +119,7 @@ fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
     };
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let (kept, reason) = std::thread::scope(|s| {
-        let errors = s.spawn(|| last_line(stderr, &t.name));
+        let errors = s.spawn(|| last_line(stderr, Some(&t.name)));
         let mut kept = String::new();
         if let Some(out) = stdout {
             if json {
@@ -150,12 +143,15 @@ fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
     }
 }
 
-/// Pass a host's stderr on, line by line with its name; return its last non-empty line.
-fn last_line(stderr: Option<impl Read>, host: &str) -> String {
+/// A host's last non-empty line on stderr (its reason); each line is passed on with the
+/// host's name when `pass_on` names it.
+pub(super) fn last_line(stderr: Option<impl Read>, pass_on: Option<&str>) -> String {
     let mut last = String::new();
     if let Some(err) = stderr {
         for l in BufReader::new(err).lines().map_while(Result::ok) {
-            emit_err(host, &l);
+            if let Some(host) = pass_on {
+                emit_err(host, &l);
+            }
             if !l.trim().is_empty() {
                 last = reason_of(l.trim());
             }
@@ -216,19 +212,14 @@ fn follow(ssh: &Ssh, t: &Target, line: &str, json: bool) {
 
 /// One connection's worth of a host's stream; returns why it ended.
 fn follow_once(ssh: &Ssh, t: &Target, line: &str, json: bool) -> String {
-    let spawned = ssh
-        .command(t, true, false, line)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
+    let mut child = match ssh.spawn(t, line, Stdio::null()) {
         Ok(c) => c,
-        Err(e) => return format!("cannot run {}: {e}", ssh.program()),
+        Err(reason) => return reason,
     };
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let reason = std::thread::scope(|s| {
-        let errors = s.spawn(|| quiet_last_line(stderr));
+        // Kept quiet: the reason goes into the `lost` line.
+        let errors = s.spawn(|| last_line(stderr, None));
         if let Some(out) = stdout {
             for l in BufReader::new(out).lines().map_while(Result::ok) {
                 if !json {
@@ -249,19 +240,6 @@ fn follow_once(ssh: &Ssh, t: &Target, line: &str, json: bool) -> String {
         (true, SSH_FAILED) => "ssh lost the connection (exit status 255)".to_string(),
         (true, _) => format!("the change stream ended (exit status {status})"),
     }
-}
-
-/// A stream's stderr, kept quiet (its reason goes into the `lost` line): the last line.
-fn quiet_last_line(stderr: Option<impl Read>) -> String {
-    let mut last = String::new();
-    if let Some(err) = stderr {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if !l.trim().is_empty() {
-                last = reason_of(l.trim());
-            }
-        }
-    }
-    last
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! A session that is lost releases at once; a host that cannot even see its session end is
 //! released by the lease.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -195,19 +195,18 @@ fn start(
     tx: &mpsc::Sender<(usize, Said)>,
     last: &std::sync::Arc<std::sync::Mutex<String>>,
 ) -> Session {
-    let spawned = ssh
-        .command(t, true, false, line)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
+    let mut child = match ssh.spawn(t, line, Stdio::piped()) {
         Ok(c) => c,
-        Err(e) => return Session::failed(format!("cannot run {}: {e}", ssh.program())),
+        Err(reason) => return Session::failed(reason),
     };
     if let Some(err) = child.stderr.take() {
         let last = last.clone();
-        std::thread::spawn(move || keep_last_line(err, &last));
+        std::thread::spawn(move || {
+            let why = super::fanout::last_line(Some(err), None);
+            if let Ok(mut g) = last.lock() {
+                *g = why;
+            }
+        });
     }
     if let Some(out) = child.stdout.take() {
         let tx = tx.clone();
@@ -229,17 +228,6 @@ fn start(
         released_ms: None,
         error: None,
         closed: false,
-    }
-}
-
-fn keep_last_line(err: impl Read, last: &std::sync::Mutex<String>) {
-    for l in BufReader::new(err).lines().map_while(Result::ok) {
-        let l = l.trim();
-        if !l.is_empty() {
-            if let Ok(mut g) = last.lock() {
-                *g = l.strip_prefix("iiadm: ").unwrap_or(l).to_string();
-            }
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 use super::hosts::Target;
 
@@ -71,6 +71,19 @@ impl Ssh {
             });
         }
         c
+    }
+}
+
+impl Ssh {
+    /// Start `remote` on `t` in batch mode, its output and errors piped to us, its input
+    /// `stdin`; Err is why ssh could not be started.
+    pub fn spawn(&self, t: &Target, remote: &str, stdin: Stdio) -> Result<Child, String> {
+        self.command(t, true, false, remote)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program()))
     }
 }
 

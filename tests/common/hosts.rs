@@ -12,9 +12,12 @@
 //! deleted by the next `Fleet::start`.
 #![allow(dead_code)]
 
+#[path = "ctl.rs"]
+mod ctl;
+
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -1113,17 +1116,7 @@ impl Host {
             .write(true)
             .open(self.mnt(rel))
             .unwrap_or_else(|e| panic!("{}: open {rel}: {e}", self.name));
-        match f.write(cmd.as_bytes()) {
-            Ok(n) => {
-                assert_eq!(n, cmd.len(), "short write of a ctl command");
-                Ok(())
-            }
-            Err(e) => {
-                let mut reply = String::new();
-                let _ = f.read_to_string(&mut reply);
-                Err((e.raw_os_error().unwrap_or(0), reply))
-            }
-        }
+        ctl::write_ctl(&mut f, cmd)
     }
 
     /// A ctl command that must succeed.

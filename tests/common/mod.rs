@@ -4,14 +4,16 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod ctl;
 pub mod loops;
 pub mod refusal;
+
+pub use ctl::write_ctl;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_iifs");
 
@@ -90,23 +92,6 @@ pub fn wait_gone(pid: i32) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     true
-}
-
-/// Write one command to an open ctl file with a single write(2); on refusal, the errno and
-/// the transaction reply read back on the same open file.
-pub fn write_ctl(f: &mut File, cmd: &str) -> Result<(), (i32, String)> {
-    // One write(2): a command is one write; a short write would be a daemon bug.
-    match f.write(cmd.as_bytes()) {
-        Ok(n) => {
-            assert_eq!(n, cmd.len(), "short write of a ctl command");
-            Ok(())
-        }
-        Err(e) => {
-            let mut reply = String::new();
-            let _ = f.read_to_string(&mut reply);
-            Err((e.raw_os_error().unwrap_or(0), reply))
-        }
-    }
 }
 
 /// Wait (up to 20 s) until `cond` holds for the status of `set`.
