@@ -66,7 +66,9 @@ fn sigkill_under_load_never_moves_the_point_in_time() {
     for round in 0..rounds() {
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicU64::new(0));
-        let writers: Vec<_> = (0..2)
+        // Eight writers: first writes that meet others waiting for their flush run on
+        // threads of their own, and the kill must find that path as safe as the other.
+        let writers: Vec<_> = (0..8)
             .map(|w| {
                 let (p, s, d) = (m.path("sets/dep/master"), stop.clone(), done.clone());
                 std::thread::spawn(move || hammer(p, round * 31 + w + 1, s, d))

@@ -209,6 +209,12 @@ impl DataFile {
         self.role == Role::Master && self.set.master.hold.is_held()
     }
 
+    /// Whether a write here would wait for the disk before it writes (a first write to a chunk
+    /// of the master since the point in time preserves the old chunk, made durable first).
+    pub fn write_waits_for_disk(&self, offset: u64, len: u64) -> bool {
+        self.role == Role::Master && self.set.master.change_waits_for_disk(offset, len)
+    }
+
     /// Read `buf.len()` bytes at `offset` (zeros past the end).
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let s = &self.set;

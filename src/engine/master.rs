@@ -47,6 +47,8 @@ pub trait Imager: Send + Sync {
     fn go_offline(&self, err: &Error);
     /// True when a change of master bytes `[offset, offset+len)` needs nothing from this set.
     fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool;
+    /// Whether what the set does before a change waits for a flush (strict durability).
+    fn flushes_before_change(&self) -> bool;
     /// The span of the chunks the set would push onto the master before that change.
     fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)>;
     /// (preserve, push): what the set must do before master bytes `[offset, offset+len)` change.
@@ -151,6 +153,17 @@ impl Master {
             self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {
                 self.vol.write_at(&data[at..at + n], off)
             })
+        })
+    }
+
+    /// Whether a change of bytes `[offset, offset+len)` would first have to preserve or copy
+    /// something (and so wait for the disk) rather than only write: a hint, read without the
+    /// gates, for the caller to decide where to run the change; the change decides again.
+    pub fn change_waits_for_disk(&self, offset: u64, len: u64) -> bool {
+        let sets = self.sets();
+        region_spans(offset, len).any(|(off, _, n)| {
+            sets.iter()
+                .any(|s| s.flushes_before_change() && !s.needs_nothing_before_change(off, n as u64))
         })
     }
 

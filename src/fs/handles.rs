@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use fuser::{Errno, FileHandle, FopenFlags, ReplyData, ReplyEmpty, ReplyWrite};
 
@@ -177,18 +177,80 @@ pub fn write(file: &DataFile, offset: u64, data: &[u8], reply: ReplyWrite) {
     }
 }
 
-/// A write to a master on hold (`hold`) waits for the release on a thread of its own: every
-/// FUSE thread stays free, for the `release` above all.
-pub fn write_when_released(handle: Arc<Handle>, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
+/// Writes waiting for the disk before they write (first writes, whose preservation is made
+/// durable first), in flight now.
+static WAITING_FOR_DISK: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a write as waiting for the disk while it lives.
+struct Waiting;
+
+impl Waiting {
+    fn enter() -> Waiting {
+        WAITING_FOR_DISK.fetch_add(1, Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING_FOR_DISK.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A write that will wait for the disk before it writes. Alone, it runs here (a thread of its
+/// own would only add to its latency); when another already waits, on a thread of its own, so
+/// that the FUSE threads go on taking requests and the writes waiting together share their
+/// flushes (with two FUSE threads blocked in flushes, a queue of 16 would otherwise get two
+/// writes a flush).
+pub fn write_waiting_for_disk(handle: Arc<Handle>, offset: u64, data: &[u8], reply: ReplyWrite) {
+    let alone = WAITING_FOR_DISK.load(Ordering::SeqCst) == 0;
+    let waiting = Waiting::enter();
+    if alone {
+        if let Handle::Data(f) = handle.as_ref() {
+            write(f, offset, data, reply);
+        }
+        drop(waiting);
+        return;
+    }
+    let work = Arc::new(Mutex::new(Some((data.to_vec(), reply))));
+    let (theirs, h) = (Arc::clone(&work), Arc::clone(&handle));
     let spawned = std::thread::Builder::new()
-        .name("iifs-held".into())
+        .name("iifs-write".into())
         .spawn(move || {
-            if let Handle::Data(f) = handle.as_ref() {
-                write(f, offset, &data, reply)
-            }
+            run_write(&h, &theirs, offset);
+            drop(waiting);
         });
     if let Err(e) = spawned {
-        log::error!("cannot start a thread for a held write: {e}");
+        log::warn!("cannot start a thread for a write ({e}): it runs on a FUSE thread");
+        run_write(&handle, &work, offset);
+    }
+}
+
+/// A write that waits for a hold's release does so on a thread of its own: every FUSE thread
+/// stays free to take the next request (the `release` above all). Without a thread, the write
+/// runs here.
+pub fn write_on_own_thread(handle: Arc<Handle>, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
+    // Shared with the thread, so that the write is still here to run should the thread not
+    // start.
+    let work = Arc::new(Mutex::new(Some((data, reply))));
+    let (theirs, h) = (Arc::clone(&work), Arc::clone(&handle));
+    let spawned = std::thread::Builder::new()
+        .name("iifs-write".into())
+        .spawn(move || run_write(&h, &theirs, offset));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread for a write ({e}): it runs on a FUSE thread");
+        run_write(&handle, &work, offset);
+    }
+}
+
+/// The write `work` holds, unless it ran already.
+fn run_write(handle: &Handle, work: &Mutex<Option<(Vec<u8>, ReplyWrite)>>, offset: u64) {
+    let taken = match work.lock() {
+        Ok(mut w) => w.take(),
+        Err(p) => p.into_inner().take(),
+    };
+    if let (Handle::Data(f), Some((data, reply))) = (handle, taken) {
+        write(f, offset, &data, reply)
     }
 }
 

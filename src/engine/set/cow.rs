@@ -413,6 +413,9 @@ impl Imager for Set {
     fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool {
         Set::needs_nothing_before_change(self, offset, len)
     }
+    fn flushes_before_change(&self) -> bool {
+        self.strict()
+    }
     fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
         Set::push_span(self, offset, len)
     }
