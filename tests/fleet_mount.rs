@@ -507,6 +507,74 @@ fn fan_out_runs_everywhere_names_each_host_and_sums_up_failures() {
     summary(&out);
 }
 
+/// A host known only to the Ansible inventory (its name is no ssh host, its ansible_host is)
+/// is reached as the inventory says, also alone with --only; one host left by --only answers
+/// as -H HOST does (its output as it is).
+#[test]
+fn only_reaches_one_inventory_host_as_its_group_does() {
+    let f = fleet_or_skip!(2);
+    enable_ind(&f, &[1], "solo", 1 << 20);
+    let dir = f.dir();
+    let inventory = dir.join("alias.ini");
+    std::fs::write(
+        &inventory,
+        format!("[web]\nweb-b ansible_host={}\n", f.host(1).addr),
+    )
+    .unwrap();
+    let hosts_file = dir.join("alias-hosts");
+    std::fs::write(&hosts_file, "@web\nh1\n").unwrap();
+    let (inv, hf) = (inventory.to_str().unwrap(), hosts_file.to_str().unwrap());
+
+    let out = ok(
+        f.iiadm(&[
+            "--hosts-file",
+            hf,
+            "--inventory",
+            inv,
+            "--only",
+            "web-b",
+            "-l",
+        ]),
+        "--only web-b",
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with("ind ") && stdout.contains(" solo (idle)"),
+        "web-b's own list, unprefixed: {stdout}"
+    );
+    // The same name without the inventory is no host ssh knows.
+    let out = f.iiadm(&["-H", "web-b", "-l"]);
+    assert_eq!(out.status.code(), Some(255), "{}", show(&out));
+    // Several left: the usual per-host lines.
+    let out = ok(
+        f.iiadm(&[
+            "--hosts-file",
+            hf,
+            "--inventory",
+            inv,
+            "--only",
+            "h1,web-b",
+            "-l",
+        ]),
+        "--only h1,web-b",
+    );
+    assert!(
+        text(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("web-b: ind ") && l.contains(" solo ")),
+        "{}",
+        show(&out)
+    );
+    // A name that is not one of the hosts: a usage error, nothing run.
+    let out = f.iiadm(&["--hosts-file", hf, "--inventory", inv, "--only", "h9", "-l"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        text(&out.stderr).contains("--only names h9, which is not one of the hosts (web-b, h1)"),
+        "{}",
+        show(&out)
+    );
+}
+
 #[test]
 fn fan_out_names_an_unreachable_host_in_the_summary() {
     let f = fleet_or_skip!(3);

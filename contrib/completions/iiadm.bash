@@ -23,7 +23,7 @@ _iiadm() {
 
     case "${cmd}" in
         iiadm)
-            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --hold --release --group-pit --timeout --hold-session --lease --version --no-confirm --force --json --watch --mount --host --hosts-file --inventory --chunk-size --durability --help"
+            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --hold --release --group-pit --timeout --hold-session --lease --version --no-confirm --force --json --watch --mount --host --hosts-file --inventory --only --chunk-size --durability --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -270,6 +270,10 @@ _iiadm() {
                     return 0
                     ;;
                 --inventory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --only)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -33,6 +33,7 @@ complete -c iiadm -l mount -d 'The iifs mount to talk to' -r -F
 complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh; a comma-separated list (h1,h2,user@h3) or an Ansible inventory group (@GROUP) runs it on every host in parallel' -r
 complete -c iiadm -l hosts-file -d 'Run the command on every host named in FILE (one a line, as -H takes them; `#` starts a comment)' -r -F
 complete -c iiadm -l inventory -d 'The Ansible inventory that @GROUP names are looked up in (default: Ansible\'s own, ANSIBLE_INVENTORY or ansible.cfg)' -r -F
+complete -c iiadm -l only -d 'Of the hosts -H or --hosts-file name, only these (comma-separated, as the results name them): a host of an inventory group is then reached as the group reaches it. One host left: its output as it is, as with -H HOST' -r
 complete -c iiadm -l chunk-size -d 'With -e: the set\'s chunk size; with -O: the overflow\'s (4K..1M, a power of two)' -r
 complete -c iiadm -l durability -d 'With -e: strict or relaxed durability' -r
 complete -c iiadm -s l -l list -d 'List the sets, one line each'

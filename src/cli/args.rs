@@ -223,6 +223,11 @@ pub struct Args {
     /// ANSIBLE_INVENTORY or ansible.cfg)
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
+    /// Of the hosts -H or --hosts-file name, only these (comma-separated, as the results name
+    /// them): a host of an inventory group is then reached as the group reaches it. One host
+    /// left: its output as it is, as with -H HOST
+    #[arg(long, value_name = "HOSTS")]
+    pub only: Option<String>,
     /// With -e: the set's chunk size; with -O: the overflow's (4K..1M, a power of two)
     #[arg(long, value_name = "BYTES")]
     pub chunk_size: Option<String>,

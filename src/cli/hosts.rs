@@ -80,6 +80,33 @@ pub fn targets(
     Ok(out)
 }
 
+/// Of `targets`, those `names` (comma-separated) names, in the order of `targets`; a name
+/// that is not among them is refused.
+pub fn only(targets: Vec<Target>, names: &str) -> Result<Vec<Target>, Failure> {
+    let wanted: Vec<&str> = names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if let Some(n) = wanted
+        .iter()
+        .find(|n| !targets.iter().any(|t| t.name == **n))
+    {
+        let all: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        return Err(Failure::new(format!(
+            "--only names {n}, which is not one of the hosts ({})",
+            all.join(", ")
+        )));
+    }
+    if wanted.is_empty() {
+        return Err(Failure::new("--only names no host"));
+    }
+    Ok(targets
+        .into_iter()
+        .filter(|t| wanted.contains(&t.name.as_str()))
+        .collect())
+}
+
 /// The entries of a hosts file: a line's first word, `#` to the end of a line a comment.
 fn file_entries(text: &str) -> Vec<String> {
     text.lines()
@@ -217,6 +244,15 @@ mod tests {
         assert!(targets(Some("-oProxyCommand=x"), None, None).is_err());
         assert!(targets(Some("h1;reboot"), None, None).is_err());
         assert!(targets(Some(" , "), None, None).is_err());
+    }
+
+    #[test]
+    fn only_keeps_the_named_hosts_and_refuses_others() {
+        let all = targets(Some("h1,h2,h3"), None, None).unwrap();
+        let names = |t: &[Target]| t.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&only(all.clone(), "h3, h1").unwrap()), ["h1", "h3"]);
+        assert!(only(all.clone(), "h4").is_err());
+        assert!(only(all, " ,").is_err());
     }
 
     #[test]

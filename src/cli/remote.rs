@@ -23,19 +23,31 @@ pub fn main(args: &Args, argv: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let targets = match &args.only {
+        Some(only) => match hosts::only(targets, only) {
+            Ok(t) => t,
+            Err(f) => {
+                eprintln!("iiadm: {}", f.message);
+                return ExitCode::from(2);
+            }
+        },
+        None => targets,
+    };
     let ssh = Ssh::from_env();
     if let Some(group) = &args.group_pit {
         return pit::across(&ssh, &targets, group, args);
     }
     let rest = without_host(argv);
-    let one_named = args.hosts_file.is_none()
-        && targets.len() == 1
-        && !args
-            .host
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .any(|e| e.trim().starts_with('@'));
+    // One host named as such (by -H HOST, or picked by --only): its output as it is.
+    let one_named = targets.len() == 1
+        && (args.only.is_some()
+            || args.hosts_file.is_none()
+                && !args
+                    .host
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .any(|e| e.trim().starts_with('@')));
     match (one_named, targets.first()) {
         (true, Some(t)) => on_host(&ssh, t, &rest),
         _ => {
@@ -81,11 +93,11 @@ fn confirm_masters(args: &Args, targets: &[Target]) -> Result<(), super::Failure
 
 /// The options of `argv` (past the program name) without the options that choose hosts, in
 /// any of their spellings: `-H HOST`, `-HHOST`, `--host HOST`, `--host=HOST`, after flags
-/// that take no value in one cluster (`-lH HOST`, `-lHHOST`), and `--hosts-file` and
-/// `--inventory` with their values. Left in, they would make the remote iiadm ssh again.
+/// that take no value in one cluster (`-lH HOST`, `-lHHOST`), and `--hosts-file`,
+/// `--inventory` and `--only` with their values. Left in, they would make the remote iiadm ssh again.
 pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
     const FLAGS: &str = "lvhGLV";
-    const LONG: [&str; 3] = ["--host", "--hosts-file", "--inventory"];
+    const LONG: [&str; 4] = ["--host", "--hosts-file", "--inventory", "--only"];
     let mut rest = Vec::new();
     let mut skip = false;
     for a in argv.iter().skip(1) {

@@ -1,7 +1,7 @@
 """The fleet view of the Cockpit page (issue 14) in a real browser, against real test hosts:
 network namespaces with their own sshd and iifs daemon each, started by tests/fleet_browser.rs
 (tests/common/hosts.rs), reached by the page's one `iiadm --hosts-file FILE --watch --json` and
-its `iiadm -H HOST ...` over real ssh. Every host has the dependent sets db, a1 and a2, and the
+its `iiadm --hosts-file FILE --only HOST ...` over real ssh. Every host has the dependent sets db, a1 and a2, and the
 group app of a1 and a2. What a test checks is read back on the hosts themselves (iiadm inside
 the host), not from the page. Screenshots go to target/screenshots/fleet-*.png."""
 
@@ -147,7 +147,7 @@ def test_change_on_one_host_shows_within_2s(fleet, fleet_page):
 
 
 def test_action_reaches_the_right_host(fleet, fleet_page):
-    """A row's action runs on that row's host only (iiadm -H HOST); a refusal shows the host's
+    """A row's action runs on that row's host only (iiadm --only HOST); a refusal shows the host's
     daemon's sentence word for word, after the host's name; an update to master first asks,
     naming the host and the master volume, and Cancel changes nothing; a group's row updates
     that host's group only."""

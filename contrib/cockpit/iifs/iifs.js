@@ -2027,8 +2027,11 @@
         return items;
     }
 
+    /* One host of the file, reached as the file reaches it (a host of an @GROUP entry by its
+     * inventory's address, user and port): `--only` picks it; its output comes back as it is. */
     function fleetIiadm(host, args) {
-        return spawn(["iiadm", "-H", host].concat(args), { superuser: "require" });
+        return spawn(["iiadm", "--hosts-file", fleet.file, "--only", host].concat(args),
+                     { superuser: "require" });
     }
 
     /* A refusal is shown as the main view shows it: the daemon's sentence as it is, here after
@@ -2164,7 +2167,7 @@
         const all = Array.from(fleet.hosts.values()).every((h) => h.state === "up" && on.includes(h.name));
         const argv = all
             ? ["iiadm", "--hosts-file", fleet.file, "--group-pit", g, "--json"]
-            : ["iiadm", "-H", on.join(","), "--group-pit", g, "--json"];
+            : ["iiadm", "--hosts-file", fleet.file, "--only", on.join(","), "--group-pit", g, "--json"];
         fleet.pitRunning = true;
         $("fleet-pit-run").disabled = true;
         $("fleet-pit-result").hidden = false;
