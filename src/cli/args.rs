@@ -204,6 +204,10 @@ pub struct Args {
     /// The iifs mount to talk to
     #[arg(long, value_name = "DIR", env = "IIFS_MOUNT")]
     pub mount: Option<PathBuf>,
+    /// Whether --mount was on the command line (not from IIFS_MOUNT): only then is it the
+    /// other hosts' mount too.
+    #[arg(skip)]
+    pub mount_given: bool,
     /// Run the same command on HOST over ssh; a comma-separated list (h1,h2,user@h3) or an
     /// Ansible inventory group (@GROUP) runs it on every host in parallel
     ///

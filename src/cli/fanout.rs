@@ -123,9 +123,11 @@ fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
         let mut kept = String::new();
         if let Some(out) = stdout {
             if json {
-                let _ = BufReader::new(out).read_to_string(&mut kept);
+                let mut bytes = Vec::new();
+                let _ = BufReader::new(out).read_to_end(&mut bytes);
+                kept = String::from_utf8_lossy(&bytes).into_owned();
             } else {
-                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                for l in lossy_lines(out) {
                     emit(&format!("{}: {l}", t.name));
                 }
             }
@@ -143,21 +145,43 @@ fn run_one(ssh: &Ssh, t: &Target, line: &str, json: bool) -> HostResult {
     }
 }
 
-/// A host's last non-empty line on stderr (its reason); each line is passed on with the
-/// host's name when `pass_on` names it.
+/// The lines of `r`, a line that is not UTF-8 made readable rather than ending the rest.
+pub(super) fn lossy_lines(r: impl Read) -> impl Iterator<Item = String> {
+    let mut r = BufReader::new(r);
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(String::from_utf8_lossy(&line).into_owned())
+            }
+        }
+    })
+}
+
+/// A host's reason on stderr: its last `iiadm: ` line (a refusal, not the usage hint clap
+/// prints after one), else its last non-empty line; each line is passed on with the host's
+/// name when `pass_on` names it.
 pub(super) fn last_line(stderr: Option<impl Read>, pass_on: Option<&str>) -> String {
-    let mut last = String::new();
+    let (mut last, mut refusal) = (String::new(), None);
     if let Some(err) = stderr {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
+        for l in lossy_lines(err) {
             if let Some(host) = pass_on {
                 emit_err(host, &l);
             }
-            if !l.trim().is_empty() {
-                last = reason_of(l.trim());
+            let l = l.trim();
+            if l.starts_with("iiadm: ") {
+                refusal = Some(reason_of(l));
+            }
+            if !l.is_empty() {
+                last = reason_of(l);
             }
         }
     }
-    last
+    refusal.unwrap_or(last)
 }
 
 /// The --json line of a host that ended: its output as JSON (or as a string when it is not
@@ -221,7 +245,7 @@ fn follow_once(ssh: &Ssh, t: &Target, line: &str, json: bool) -> String {
         // Kept quiet: the reason goes into the `lost` line.
         let errors = s.spawn(|| last_line(stderr, None));
         if let Some(out) = stdout {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
+            for l in lossy_lines(out) {
                 if !json {
                     emit(&format!("{}: {l}", t.name));
                     continue;

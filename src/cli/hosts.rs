@@ -67,6 +67,7 @@ pub fn targets(
             None => vec![Target::plain(&entry)],
         };
         for t in found {
+            check_target(&t)?;
             if !out.iter().any(|o| o.name == t.name) {
                 out.push(t);
             }
@@ -131,6 +132,38 @@ fn check_entry(entry: &str) -> Result<(), Failure> {
              with -)"
         )))
     }
+}
+
+/// What an inventory says about a host reaches ssh as arguments: held to the rules of a host
+/// entry (its name and address), of a user name, and of a port number.
+fn check_target(t: &Target) -> Result<(), Failure> {
+    check_entry(&t.name)?;
+    let (user, host) = match t.dest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, t.dest.as_str()),
+    };
+    check_entry(host)?;
+    if let Some(u) = user {
+        let ok = !u.is_empty()
+            && !u.starts_with('-')
+            && u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(Failure::new(format!(
+                "host {}: '{u}' is not a user name (letters, digits and -_. only)",
+                t.name
+            )));
+        }
+    }
+    if let Some(p) = &t.port {
+        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
+            return Err(Failure::new(format!(
+                "host {}: '{p}' is not a port number (1 to 65535)",
+                t.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `ansible-inventory --list`: groups, their children and the hosts' variables.

@@ -18,7 +18,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::control::parse::{self, GlobalCommand, GroupCommand, SetCommand};
 use crate::engine::{Direction, SetKind};
@@ -54,8 +54,14 @@ pub fn main() -> ExitCode {
     // SAFETY: setting a signal's disposition to the default at start, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let argv: Vec<String> = std::env::args().collect();
-    let args = match Args::try_parse_from(&argv) {
-        Ok(a) => a,
+    let parsed = Args::command()
+        .try_get_matches_from(&argv)
+        .and_then(|m| Args::from_arg_matches(&m).map(|a| (a, m)));
+    let args = match parsed {
+        Ok((mut a, m)) => {
+            a.mount_given = m.value_source("mount") == Some(clap::parser::ValueSource::CommandLine);
+            a
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });

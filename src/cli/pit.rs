@@ -10,7 +10,7 @@
 //! A session that is lost releases at once; a host that cannot even see its session end is
 //! released by the lease.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::process::{Child, ChildStdin, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -81,11 +81,15 @@ impl Session {
             }
             Said::Closed => {
                 self.closed = true;
-                if !self.held && self.error.is_none() {
-                    self.error = Some(if stderr_last.is_empty() {
-                        "its session ended without an answer".to_string()
-                    } else {
-                        stderr_last.to_string()
+                // Before the update was sent, a session that ends is a hold that failed: one
+                // that had held released as it ended, so that host's writes went on.
+                if !self.update_sent && self.error.is_none() {
+                    self.error = Some(match (self.held, stderr_last.is_empty()) {
+                        (_, false) => stderr_last.to_string(),
+                        (false, true) => "its session ended without an answer".to_string(),
+                        (true, true) => {
+                            "its session ended while it held (its hold ended with it)".to_string()
+                        }
                     });
                 }
             }
@@ -116,7 +120,9 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
     // its hold.
     let lease = (2 * args.timeout + 5).min(3600);
     let mut remote = Vec::new();
-    if let Some(m) = &args.mount {
+    // A --mount given on the command line is the hosts' mount; IIFS_MOUNT is this host's own
+    // setting and stays here (as with every other command sent to other hosts).
+    if let Some(m) = args.mount.as_ref().filter(|_| args.mount_given) {
         remote.push("--mount".to_string());
         remote.push(m.to_string_lossy().into_owned());
     }
@@ -145,11 +151,13 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
 
     // Phase 1: every host holds, or one does not and nobody updates (no need to wait for
     // the others then).
-    let hold_failed = |s: &Session| s.error.is_some() || (s.closed && !s.held);
+    let hold_failed = |s: &Session| s.error.is_some() || s.closed;
     let hold_answered = gather(&rx, &mut sessions, timeout, &last_err, |all| {
         all.iter().all(|s| s.held) || all.iter().any(hold_failed)
     });
-    let all_held = sessions.iter().all(|s| s.held && s.error.is_none());
+    let all_held = sessions
+        .iter()
+        .all(|s| s.held && s.error.is_none() && !s.closed);
     // Phase 2: every host updates.
     if all_held {
         for s in sessions.iter_mut() {
@@ -211,7 +219,7 @@ fn start(
     if let Some(out) = child.stdout.take() {
         let tx = tx.clone();
         std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
+            for l in super::fanout::lossy_lines(out) {
                 if tx.send((i, Said::Line(l))).is_err() {
                     return;
                 }
@@ -401,12 +409,43 @@ fn say(line: &str) {
     let _ = writeln!(o, "{line}").and_then(|()| o.flush());
 }
 
+/// A session ended by a signal (its ssh went away and sshd sent SIGHUP, an administrator's
+/// SIGTERM) releases at once rather than leave the hold to its lease: the stop signals are
+/// taken by a thread of their own, which releases and ends the process.
+fn release_on_signal(mount: std::path::PathBuf, group: &str, started: Instant) {
+    // SAFETY: sigset manipulation on a local, zero-initialised set, from the main thread
+    // before any other thread of this process exists; the mask is inherited by the thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        set
+    };
+    let group = group.to_string();
+    let _ = std::thread::Builder::new()
+        .name("iiadm-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid signal set, `sig` a valid out pointer.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            let _ = Tree::new(Some(mount)).group(&group, &GroupCommand::Release);
+            say(&format!("released {}", started.elapsed().as_millis()));
+            std::process::exit(128 + sig);
+        });
+}
+
 /// `--hold-session GROUP --lease SECS`: the host's half (see the module's comment).
 pub fn hold_session(t: &Tree, group: &str, lease: u64) -> Result<(), Error> {
     // A lost session must not end this process before it has released (see `say`).
     // SAFETY: a signal disposition set from the main thread; no handler runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let started = Instant::now();
+    release_on_signal(t.root()?.to_path_buf(), group, started);
     if let Err(f) = t.group(group, &GroupCommand::Hold { seconds: lease }) {
         say(&format!("refused {}", f.message));
         return Err(f.into());

@@ -96,7 +96,8 @@ fn confirm_masters(args: &Args, targets: &[Target]) -> Result<(), super::Failure
 /// that take no value in one cluster (`-lH HOST`, `-lHHOST`), and `--hosts-file`,
 /// `--inventory` and `--only` with their values. Left in, they would make the remote iiadm ssh again.
 pub(crate) fn without_host(argv: &[String]) -> Vec<String> {
-    const FLAGS: &str = "lvhGLV";
+    // The short options that take no value, which may share a cluster with -H.
+    const FLAGS: &str = "lvhGLVn";
     const LONG: [&str; 4] = ["--host", "--hosts-file", "--inventory", "--only"];
     let mut rest = Vec::new();
     let mut skip = false;

@@ -107,8 +107,14 @@ pub fn ssh_words(setting: Option<&str>) -> Vec<String> {
 fn control_dir() -> Option<PathBuf> {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("iiadm-ssh"),
+    // A runtime directory is used only when it is ours and private: another user's (`sudo
+    // -E`) could swap our directory inside it after the check below.
+    let private_of_ours = |d: &std::path::Path| {
+        std::fs::symlink_metadata(d)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.permissions().mode() & 0o022 == 0)
+    };
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(d) if !d.as_os_str().is_empty() && private_of_ours(&d) => d.join("iiadm-ssh"),
         _ if uid == 0 => PathBuf::from("/run/iiadm-ssh"),
         _ => std::env::temp_dir().join(format!("iiadm-ssh-{uid}")),
     };

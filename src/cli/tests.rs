@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
+
 use super::*;
 use crate::control::parse::parse_group;
 use crate::control::{parse_global, parse_set};

@@ -237,6 +237,12 @@ impl Controller {
         }
     }
 
+    /// Whether a set's `master` or `shadow` file is open (a loop device, a mount, a process):
+    /// what the daemon must go on serving after a lazy unmount.
+    pub fn data_files_open(&self) -> bool {
+        self.engine.sets().iter().any(|s| s.open_files() > 0)
+    }
+
     /// Start the watcher thread: it ends with the controller.
     pub fn watch_changes(self: &Arc<Self>) {
         let weak: Weak<Controller> = Arc::downgrade(self);

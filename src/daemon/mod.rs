@@ -235,7 +235,8 @@ fn serve(
     // their streams end first, or the unmount would find the mount busy.
     let streams = controller.clone();
     process::watch_signals(signals, mountpoint.to_path_buf(), move || {
-        streams.end_event_streams(std::time::Duration::from_secs(1))
+        streams.end_event_streams(std::time::Duration::from_secs(1));
+        streams.data_files_open()
     });
     log::info!(
         "iifs mounted at {} ({} sets)",

@@ -100,7 +100,11 @@ pub fn session_ended() {
 /// connection for it and the daemon would wait forever. Then the connection is aborted
 /// (`MNT_FORCE`): the session ends, and the other mounts answer ENOTCONN. A holder the search
 /// cannot see is dealt with when the session has not ended a while after the unmount.
-pub fn stop(mountpoint: &Path) {
+///
+/// A mount kept busy by control files alone (a process holding `events` or a ctl file open
+/// without reading, `iiadm --watch | less` left behind) is not worth serving on for: when no
+/// data file is open (`data_open`), the connection is aborted after the lazy unmount.
+pub fn stop(mountpoint: &Path, data_open: bool) {
     let busy = stopping();
     let Some(device) = device_of(mountpoint) else {
         // Not mounted here any more (`umount -l` by hand): the session ends on its own.
@@ -111,6 +115,10 @@ pub fn stop(mountpoint: &Path) {
         if unmount(mountpoint) {
             drop(busy);
             abort_if_still_held(&device);
+        } else if !data_open {
+            drop(busy);
+            log::warn!("only control files keep the mount busy: ending the FUSE session");
+            abort_connection(&device);
         }
         return;
     };
@@ -198,6 +206,15 @@ fn held_elsewhere(device: &str, mountpoint: &Path) -> Option<String> {
 /// the fuse control file system, mounting it for the moment when it is not (containers).
 fn abort_if_still_held(device: &str) {
     std::thread::sleep(std::time::Duration::from_secs(3));
+    if !SESSION_ENDED.load(Ordering::SeqCst) {
+        log::warn!("the FUSE session did not end after the unmount (another mount holds it)");
+        abort_connection(device);
+    }
+}
+
+/// Abort the FUSE connection of `device` through the fuse control file system (mounted for
+/// the moment when it is not): the session ends, and what still holds the mount gets ENOTCONN.
+fn abort_connection(device: &str) {
     let _busy = stopping();
     // Once the session has ended the connection number may already belong to another mount.
     if SESSION_ENDED.load(Ordering::SeqCst) {
@@ -208,10 +225,7 @@ fn abort_if_still_held(device: &str) {
     let abort = format!("{CONNECTIONS}/{minor}/abort");
     let mounted_here = !Path::new(&abort).exists() && mount_fusectl(CONNECTIONS);
     // Said first: once the write lands the session ends and the daemon exits at once.
-    log::warn!(
-        "the FUSE session did not end after the unmount (another mount holds it): aborting \
-         the connection through {abort}"
-    );
+    log::warn!("aborting the connection through {abort}");
     let written = std::fs::write(&abort, "1");
     if mounted_here {
         if let Ok(c) = CString::new(CONNECTIONS) {

@@ -234,11 +234,11 @@ pub fn block_signals() -> Result<libc::sigset_t, super::error::DaemonError> {
 }
 
 /// Wait for a stop signal on a thread of its own; then `before_unmount` (which ends what
-/// would keep the mount busy), then unmount.
+/// would keep the mount busy, and says whether a data file still does), then unmount.
 pub fn watch_signals(
     set: libc::sigset_t,
     mountpoint: PathBuf,
-    before_unmount: impl FnOnce() + Send + 'static,
+    before_unmount: impl FnOnce() -> bool + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new()
         .name("iifs-signals".into())
@@ -248,8 +248,8 @@ pub fn watch_signals(
             while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
             log::info!("signal {sig}: unmounting {}", mountpoint.display());
             notify_stopping();
-            before_unmount();
-            super::mount::stop(&mountpoint);
+            let data_open = before_unmount();
+            super::mount::stop(&mountpoint, data_open);
         });
     if let Err(e) = spawned {
         log::error!("cannot start the signal thread: {e}");

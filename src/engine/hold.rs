@@ -81,9 +81,10 @@ impl Hold {
         s.held().and(s.until.map(|(_, w)| w))
     }
 
-    /// Hold new writes for `lease` (a hold in force is extended or shortened to it), then wait
-    /// for the writes in flight to end. Err (and the hold taken back) when they do not end
-    /// within the lease.
+    /// Hold new writes for `lease`, then wait for the writes in flight to end. Err (and the
+    /// hold taken back) when they do not end within the lease. A hold in force already is
+    /// someone else's (another console's instant across hosts, a playbook): a second hold is
+    /// refused, since either holder's `release` would end the other's hold under it.
     pub fn hold(&self, lease: Duration, what: &str) -> Result<()> {
         if lease.is_zero() || lease > MAX_LEASE {
             return Err(invalid(format!(
@@ -93,6 +94,13 @@ impl Hold {
         }
         let until = Instant::now() + lease;
         let mut s = self.lock();
+        if let Some(other) = s.held() {
+            let left = other.saturating_duration_since(Instant::now()).as_secs() + 1;
+            return Err(busy(format!(
+                "{what} is held already (its lease ends within {left} s): another hold is in \
+                 force; wait for its release, or end it with 'release'"
+            )));
+        }
         s.until = Some((until, SystemTime::now() + lease));
         while s.in_flight > 0 {
             let left = until.saturating_duration_since(Instant::now());

@@ -212,45 +212,47 @@ pub fn write_waiting_for_disk(handle: Arc<Handle>, offset: u64, data: &[u8], rep
         drop(waiting);
         return;
     }
-    let work = Arc::new(Mutex::new(Some((data.to_vec(), reply))));
-    let (theirs, h) = (Arc::clone(&work), Arc::clone(&handle));
-    let spawned = std::thread::Builder::new()
-        .name("iifs-write".into())
-        .spawn(move || {
-            run_write(&h, &theirs, offset);
-            drop(waiting);
-        });
-    if let Err(e) = spawned {
-        log::warn!("cannot start a thread for a write ({e}): it runs on a FUSE thread");
-        run_write(&handle, &work, offset);
-    }
+    let data = data.to_vec();
+    on_own_thread("iifs-write", move || {
+        if let Handle::Data(f) = handle.as_ref() {
+            write(f, offset, &data, reply);
+        }
+        drop(waiting);
+    });
 }
 
 /// A write that waits for a hold's release does so on a thread of its own: every FUSE thread
-/// stays free to take the next request (the `release` above all). Without a thread, the write
-/// runs here.
+/// stays free to take the next request (the `release` above all).
 pub fn write_on_own_thread(handle: Arc<Handle>, offset: u64, data: Vec<u8>, reply: ReplyWrite) {
-    // Shared with the thread, so that the write is still here to run should the thread not
-    // start.
-    let work = Arc::new(Mutex::new(Some((data, reply))));
-    let (theirs, h) = (Arc::clone(&work), Arc::clone(&handle));
-    let spawned = std::thread::Builder::new()
-        .name("iifs-write".into())
-        .spawn(move || run_write(&h, &theirs, offset));
-    if let Err(e) = spawned {
-        log::warn!("cannot start a thread for a write ({e}): it runs on a FUSE thread");
-        run_write(&handle, &work, offset);
-    }
+    on_own_thread("iifs-held", move || {
+        if let Handle::Data(f) = handle.as_ref() {
+            write(f, offset, &data, reply);
+        }
+    });
 }
 
-/// The write `work` holds, unless it ran already.
-fn run_write(handle: &Handle, work: &Mutex<Option<(Vec<u8>, ReplyWrite)>>, offset: u64) {
-    let taken = match work.lock() {
-        Ok(mut w) => w.take(),
-        Err(p) => p.into_inner().take(),
+/// Run `job` on a thread of its own named `name`; should no thread start, here (a request
+/// must be answered either way).
+pub fn on_own_thread<F: FnOnce() + Send + 'static>(name: &str, job: F) {
+    // Shared with the thread, so that the job is still here to run should the thread not
+    // start.
+    let job = Arc::new(Mutex::new(Some(job)));
+    let theirs = Arc::clone(&job);
+    let run = |job: &Mutex<Option<F>>| {
+        let taken = match job.lock() {
+            Ok(mut j) => j.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(job) = taken {
+            job();
+        }
     };
-    if let (Handle::Data(f), Some((data, reply))) = (handle, taken) {
-        write(f, offset, &data, reply)
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(&theirs));
+    if let Err(e) = spawned {
+        log::warn!("cannot start a thread for a request ({e}): it runs on a FUSE thread");
+        run(&job);
     }
 }
 

@@ -300,9 +300,21 @@ impl Filesystem for IifsFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.handles.get(fh).as_deref() {
+        let handle = self.handles.get(fh);
+        match handle.as_deref() {
             None => reply.error(Errno::EBADF),
             Some(Handle::Data(f)) if f.served_no_more() => reply.error(Errno::EIO),
+            // A discard of a held master waits for the release as a held write does: on a
+            // thread of its own, not on a FUSE thread the `release` needs.
+            Some(Handle::Data(f)) if f.held() => {
+                if let Some(h) = handle.clone() {
+                    handles::on_own_thread("iifs-held", move || {
+                        if let Handle::Data(f) = h.as_ref() {
+                            handles::fallocate(f, offset, length, mode, reply)
+                        }
+                    })
+                }
+            }
             Some(Handle::Data(f)) => handles::fallocate(f, offset, length, mode, reply),
             Some(_) => reply.error(Errno::EOPNOTSUPP),
         }
