@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use hosts::{Fleet, Host, IIADM};
+use hosts::{ok, show, text, Fleet, Host, IIADM};
 
 macro_rules! fleet_or_skip {
     ($n:expr) => {
@@ -26,25 +26,6 @@ macro_rules! fleet_or_skip {
             None => return,
         }
     };
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(out: Output, what: &str) -> Output {
-    assert!(out.status.success(), "{what}: {}", show(&out));
-    out
 }
 
 fn root() -> bool {

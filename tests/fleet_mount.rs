@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use hosts::{Fleet, Host};
+use hosts::{ok, show, text, Fleet, Host};
 
 /// Starts a fleet or returns from the test (skipped loudly outside CI).
 macro_rules! fleet_or_skip {
@@ -30,25 +30,6 @@ macro_rules! fleet_or_skip {
             None => return,
         }
     };
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(out: Output, what: &str) -> Output {
-    assert!(out.status.success(), "{what}: {}", show(&out));
-    out
 }
 
 /// Every stdout line of `out` as a JSON object.

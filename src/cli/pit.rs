@@ -40,6 +40,8 @@ struct Session {
     stdin: Option<ChildStdin>,
     held: bool,
     update_sent: bool,
+    /// `release` was sent: a session that ends from then on ends as it should.
+    release_sent: bool,
     updated: Option<Result<(), String>>,
     released_ms: Option<u64>,
     /// Why the hold failed or the session ended early.
@@ -54,6 +56,7 @@ impl Session {
             stdin: None,
             held: false,
             update_sent: false,
+            release_sent: false,
             updated: None,
             released_ms: None,
             error: Some(why),
@@ -81,9 +84,10 @@ impl Session {
             }
             Said::Closed => {
                 self.closed = true;
-                // Before the update was sent, a session that ends is a hold that failed: one
-                // that had held released as it ended, so that host's writes went on.
-                if !self.update_sent && self.error.is_none() {
+                // Before the update or the release was sent, a session that ends is a hold
+                // that failed: one that had held released as it ended, so that host's writes
+                // went on.
+                if !self.update_sent && !self.release_sent && self.error.is_none() {
                     self.error = Some(match (self.held, stderr_last.is_empty()) {
                         (_, false) => stderr_last.to_string(),
                         (false, true) => "its session ended without an answer".to_string(),
@@ -174,6 +178,7 @@ pub fn across(ssh: &Ssh, targets: &[Target], group: &str, args: &Args) -> ExitCo
     // session, ends its hold should it come late (the reply says so).
     for s in sessions.iter_mut() {
         s.send("release");
+        s.release_sent = true;
         s.stdin = None;
     }
     gather(&rx, &mut sessions, timeout, &last_err, |all| {
@@ -232,6 +237,7 @@ fn start(
         child: Some(child),
         held: false,
         update_sent: false,
+        release_sent: false,
         updated: None,
         released_ms: None,
         error: None,

@@ -1148,6 +1148,28 @@ impl Host {
     }
 }
 
+/// A program's output as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A finished command's status, stdout and stderr, for a failure message.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}stderr:\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// `out`, which must be a success.
+#[track_caller]
+pub fn ok(out: Output, what: &str) -> Output {
+    assert!(out.status.success(), "{what}: {}", show(&out));
+    out
+}
+
 /// `key: value` lines as a map.
 pub fn parse_status(text: &str) -> HashMap<String, String> {
     text.lines()
