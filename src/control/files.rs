@@ -255,6 +255,18 @@ impl DataFile {
         }
     }
 
+    /// `write`, unless it would wait for a hold on the master (None: write it elsewhere, with
+    /// `write`).
+    pub fn try_write(&self, data: &[u8], offset: u64) -> Option<Result<()>> {
+        if self.role != Role::Master {
+            return Some(self.write(data, offset));
+        }
+        if let Err(e) = self.set.check_served(self.role) {
+            return Some(Err(e));
+        }
+        self.set.master.try_write(data, offset)
+    }
+
     /// Discard (or zero) `len` bytes at `offset`: a write of zeros as far as the point in time
     /// is concerned; the backing file punches the hole (or writes zeros where it cannot).
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {

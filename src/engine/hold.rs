@@ -70,6 +70,17 @@ impl Hold {
         InFlight(self)
     }
 
+    /// A write begins if no hold is in force (Some, counted in flight); None when it would
+    /// have to wait (the caller then waits elsewhere, with `enter`).
+    pub fn try_enter(&self) -> Option<InFlight<'_>> {
+        let mut s = self.lock();
+        if s.held().is_some() {
+            return None;
+        }
+        s.in_flight += 1;
+        Some(InFlight(self))
+    }
+
     /// Whether a hold is in force now.
     pub fn is_held(&self) -> bool {
         self.lock().held().is_some()
@@ -133,6 +144,33 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    #[test]
+    fn try_enter_declines_under_a_hold_and_counts_in_flight_otherwise() {
+        let h = Arc::new(Hold::default());
+        let w = h.try_enter().expect("no hold: the write begins");
+        // A hold waits for the write that began without waiting.
+        let (h2, held) = (h.clone(), Arc::new(AtomicBool::new(false)));
+        let held2 = held.clone();
+        let t = std::thread::spawn(move || {
+            h2.hold(Duration::from_secs(10), "m").unwrap();
+            held2.store(true, Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !held.load(Ordering::SeqCst),
+            "the hold waits for the write in flight"
+        );
+        drop(w);
+        t.join().unwrap();
+        assert!(held.load(Ordering::SeqCst));
+        assert!(
+            h.try_enter().is_none(),
+            "under a hold a write does not begin here"
+        );
+        h.release();
+        assert!(h.try_enter().is_some());
+    }
 
     #[test]
     fn a_held_write_waits_for_the_release() {

@@ -12,7 +12,7 @@ use std::sync::{Arc, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::chunk::{check_range, region_spans};
 use super::error::{Error, Result, Role};
-use super::hold::Hold;
+use super::hold::{Hold, InFlight};
 use super::stripe::Stripes;
 use super::tracking::Map;
 use super::volume::{copy_range_ends, Access, CopyEnd, Volume};
@@ -147,7 +147,22 @@ impl Master {
     /// A user write to the master.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<()> {
         check_range(offset, data.len() as u64, self.len(), &self.path)?;
-        let _in_flight = self.hold.enter();
+        let in_flight = self.hold.enter();
+        self.write_entered(data, offset, in_flight)
+    }
+
+    /// `write`, unless a hold is in force (None: the caller, which must not wait here, waits
+    /// elsewhere with `write`).
+    pub fn try_write(&self, data: &[u8], offset: u64) -> Option<Result<()>> {
+        if let Err(e) = check_range(offset, data.len() as u64, self.len(), &self.path) {
+            return Some(Err(e));
+        }
+        let in_flight = self.hold.try_enter()?;
+        Some(self.write_entered(data, offset, in_flight))
+    }
+
+    /// A write that passed the hold (`_in_flight` counts it until it ends).
+    fn write_entered(&self, data: &[u8], offset: u64, _in_flight: InFlight<'_>) -> Result<()> {
         self.with_sets(|sets| {
             self.check_not_parked(sets)?;
             self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {

@@ -177,6 +177,22 @@ pub fn write(file: &DataFile, offset: u64, data: &[u8], reply: ReplyWrite) {
     }
 }
 
+/// A write on a FUSE thread: here, unless a hold on its master began since the caller looked
+/// (then on a thread of its own, as a held write: a FUSE thread must not wait for a release).
+pub fn write_unless_held(handle: &Arc<Handle>, offset: u64, data: &[u8], reply: ReplyWrite) {
+    let Handle::Data(file) = handle.as_ref() else {
+        return reply.error(Errno::EBADF);
+    };
+    if file.role() == Role::Bitmap {
+        return reply.error(Errno::EBADF);
+    }
+    match file.try_write(data, offset) {
+        Some(Ok(())) => reply.written(data.len() as u32),
+        Some(Err(e)) => reply.error(errno::of(&e)),
+        None => write_on_own_thread(Arc::clone(handle), offset, data.to_vec(), reply),
+    }
+}
+
 /// Writes waiting for the disk before they write (first writes, whose preservation is made
 /// durable first), in flight now.
 static WAITING_FOR_DISK: AtomicU64 = AtomicU64::new(0);
@@ -206,9 +222,7 @@ pub fn write_waiting_for_disk(handle: Arc<Handle>, offset: u64, data: &[u8], rep
     let alone = WAITING_FOR_DISK.load(Ordering::SeqCst) == 0;
     let waiting = Waiting::enter();
     if alone {
-        if let Handle::Data(f) = handle.as_ref() {
-            write(f, offset, data, reply);
-        }
+        write_unless_held(&handle, offset, data, reply);
         drop(waiting);
         return;
     }

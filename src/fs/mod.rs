@@ -213,7 +213,11 @@ impl Filesystem for IifsFs {
                     handles::write_waiting_for_disk(h, offset, data, reply)
                 }
             }
-            Some(Handle::Data(f)) => handles::write(f, offset, data, reply),
+            Some(Handle::Data(_)) => {
+                if let Some(h) = handle.as_ref() {
+                    handles::write_unless_held(h, offset, data, reply)
+                }
+            }
             Some(Handle::Ctl(c)) => {
                 let (ctl, inodes) = (&self.tree.ctl, &self.tree.inodes);
                 ctl::write(ctl, inodes, c, req.pid(), offset, data, reply)
