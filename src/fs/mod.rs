@@ -201,13 +201,9 @@ impl Filesystem for IifsFs {
         match handle.as_deref() {
             None => reply.error(Errno::EBADF),
             Some(Handle::Data(f)) if f.served_no_more() => reply.error(Errno::EIO),
-            // A held write waits for the release on a thread of its own, so that the FUSE
-            // threads go on taking requests (the `release` above all).
-            Some(Handle::Data(f)) if f.held() => {
-                if let Some(h) = handle.clone() {
-                    handles::write_on_own_thread(h, offset, data.to_vec(), reply)
-                }
-            }
+            // A held write is handed to a thread of its own by `write_unless_held` (the one
+            // place that looks at the hold, as the write enters it), so that the FUSE threads
+            // go on taking requests (the `release` above all).
             Some(Handle::Data(f)) if f.write_waits_for_disk(offset, data.len() as u64) => {
                 if let Some(h) = handle.clone() {
                     handles::write_waiting_for_disk(h, offset, data, reply)
