@@ -10,7 +10,8 @@
 use std::io;
 use std::sync::{Arc, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::chunk::{check_range, region_spans};
+use super::ahead::{Streams, AHEAD_REGIONS};
+use super::chunk::{check_range, region_spans, REGION_SHIFT};
 use super::error::{Error, Result, Role};
 use super::hold::{Hold, InFlight};
 use super::stripe::Stripes;
@@ -27,6 +28,13 @@ pub struct Work {
 }
 
 impl Work {
+    /// Add `more`, whose chunks all come after this work's.
+    fn append(&mut self, mut more: Work) {
+        self.to_shadow.append(&mut more.to_shadow);
+        self.to_master.append(&mut more.to_master);
+        self.bits.append(&mut more.bits);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.to_shadow.is_empty() && self.to_master.is_empty() && self.bits.is_empty()
     }
@@ -49,10 +57,16 @@ pub trait Imager: Send + Sync {
     fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool;
     /// Whether what the set does before a change waits for a flush (strict durability).
     fn flushes_before_change(&self) -> bool;
+    /// Before the master is flushed: make durable what the master's new bytes rely on in this
+    /// set that is not durable yet (under relaxed durability, its preserved chunks and bits).
+    fn sync_ahead_of_master(&self) -> Result<()>;
     /// The span of the chunks the set would push onto the master before that change.
     fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)>;
     /// (preserve, push): what the set must do before master bytes `[offset, offset+len)` change.
     fn plan_master_change(&self, offset: u64, len: u64) -> (Work, Work);
+    /// What the set would preserve of the whole chunks within `[offset, offset+len)` ahead of
+    /// a sequential writer (nothing when it preserves nothing there, or copies or is compact).
+    fn plan_preserve_ahead(&self, offset: u64, len: u64) -> Work;
     fn apply(&self, work: Work) -> Result<()>;
     /// A master read while this set copies its shadow onto the master.
     fn read_master_through(&self, master: &Master, buf: &mut [u8], offset: u64) -> Result<()>;
@@ -66,6 +80,8 @@ pub struct Master {
     sets: RwLock<Arc<Vec<Arc<dyn Imager>>>>,
     /// Holds the writes through the mount for one instant across masters (`hold`).
     pub hold: Hold,
+    /// Where sequential writers are expected next (see `ahead`).
+    streams: Streams,
 }
 
 impl Master {
@@ -76,6 +92,7 @@ impl Master {
             stripes: Stripes::default(),
             sets: RwLock::new(Arc::new(Vec::new())),
             hold: Hold::default(),
+            streams: Streams::default(),
         }
     }
 
@@ -165,7 +182,13 @@ impl Master {
     fn write_entered(&self, data: &[u8], offset: u64, _in_flight: InFlight<'_>) -> Result<()> {
         self.with_sets(|sets| {
             self.check_not_parked(sets)?;
-            self.change(sets, offset, data.len() as u64, "write to", |off, at, n| {
+            let change = Change {
+                offset,
+                len: data.len() as u64,
+                what: "write to",
+                ahead: true,
+            };
+            self.change(sets, change, |off, at, n| {
                 self.vol.write_at(&data[at..at + n], off)
             })
         })
@@ -182,6 +205,21 @@ impl Master {
         })
     }
 
+    /// fsync of the master: first what every set on it has preserved and not yet made durable
+    /// (the master's new bytes must not outlive, in a power cut, the old ones they replaced),
+    /// then the master itself. A set that cannot make its part durable goes offline, as when
+    /// it cannot preserve: the master's own flush still runs.
+    pub fn sync(&self) -> Result<()> {
+        for set in self.sets().iter() {
+            if let Err(e) = set.sync_ahead_of_master() {
+                set.go_offline(&e);
+            }
+        }
+        self.vol
+            .sync()
+            .map_err(|e| Error::io_on(Role::Master, format!("sync of master {}", self.path), &e))
+    }
+
     /// A user discard (punch hole) on the master: to the point in time, a write of zeros; the
     /// backing file gives the space back where it can.
     pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
@@ -189,9 +227,13 @@ impl Master {
         let _in_flight = self.hold.enter();
         self.with_sets(|sets| {
             self.check_not_parked(sets)?;
-            self.change(sets, offset, len, "discard on", |off, _, n| {
-                self.vol.punch_hole(off, n as u64)
-            })
+            let change = Change {
+                offset,
+                len,
+                what: "discard on",
+                ahead: false,
+            };
+            self.change(sets, change, |off, _, n| self.vol.punch_hole(off, n as u64))
         })
     }
 
@@ -217,11 +259,15 @@ impl Master {
     fn change(
         &self,
         sets: &[Arc<dyn Imager>],
-        offset: u64,
-        len: u64,
-        what: &str,
+        change: Change,
         apply: impl Fn(u64, usize, usize) -> std::io::Result<()>,
     ) -> Result<()> {
+        let Change {
+            offset,
+            len,
+            what,
+            ahead,
+        } = change;
         for (off, at, n) in region_spans(offset, len) {
             // Fast path: every set has this range preserved and no copy runs that could need
             // it; the bits were published only once durable, so no lock is needed.
@@ -233,10 +279,47 @@ impl Master {
                 continue;
             }
             let _stripe = self.lock_region(off);
-            self.prepare_change(sets, off, n as u64, None);
+            let end = off + n as u64;
+            let sequential = ahead && end == offset + len && self.streams.continues(off);
+            let ahead = match sequential {
+                true => self.lock_ahead(sets, end),
+                false => None,
+            };
+            let ahead_span = ahead.as_ref().map(|(_, to)| (end, *to));
+            self.prepare(sets, (off, n as u64), None, ahead_span);
+            self.streams.expect(ahead_span.map_or(end, |(_, to)| to));
+            drop(ahead);
             apply(off, at, n).map_err(|e| self.failed(what, sets, &e))?;
         }
         Ok(())
+    }
+
+    /// The locks of the regions after byte `end` (the rest of its own region is locked by the
+    /// caller) that a sequential writer's chunks may be preserved in ahead of it, and where that
+    /// span ends: as many regions as are free now, up to `AHEAD_REGIONS`. None when there is
+    /// nothing to gain or a set is updating the master (its pushes are the copier's to make).
+    fn lock_ahead(
+        &self,
+        sets: &[Arc<dyn Imager>],
+        end: u64,
+    ) -> Option<(Vec<MutexGuard<'_, ()>>, u64)> {
+        if end >= self.len() || sets.iter().any(|s| s.is_copying_to_master()) {
+            return None;
+        }
+        let region = 1u64 << REGION_SHIFT;
+        // `end` inside a region: its rest is under the caller's lock; at a region boundary
+        // the next region is the first to lock.
+        let mut to = end.div_ceil(region) * region;
+        let mut guards = Vec::new();
+        while guards.len() < AHEAD_REGIONS as usize && to < self.len() {
+            match self.stripes.try_lock(to) {
+                Some(g) => guards.push(g),
+                None => break,
+            }
+            to += region;
+        }
+        let to = to.min(self.len());
+        (to > end).then_some((guards, to))
     }
 
     /// A user read of the master: chunks still waiting for an update from a shadow are read there.
@@ -274,6 +357,19 @@ impl Master {
         len: u64,
         writer: Option<&dyn Imager>,
     ) {
+        self.prepare(sets, (offset, len), writer, None)
+    }
+
+    /// `prepare_change` of `(offset, len)`, and with it, when `ahead` is `(from, to)`, the
+    /// chunks wholly within `[from, to)` that a sequential writer will reach next (the caller
+    /// holds their stripe locks too): one round of copies and flushes for both.
+    fn prepare(
+        &self,
+        sets: &[Arc<dyn Imager>],
+        (offset, len): (u64, u64),
+        writer: Option<&dyn Imager>,
+        ahead: Option<(u64, u64)>,
+    ) {
         // A set updating the master pushes whole chunks of its own shadow first; with a larger
         // chunk than a sibling's, that overwrites more than the write: preserve all of it.
         let (offset, len) = sets
@@ -290,7 +386,11 @@ impl Master {
             if is_writer(writer, set.as_ref()) {
                 continue;
             }
-            let (p, q) = set.plan_master_change(offset, len);
+            let (mut p, q) = set.plan_master_change(offset, len);
+            if let Some((from, to)) = ahead {
+                // Chunks after the write's own: the copies stay in ascending order.
+                p.append(set.plan_preserve_ahead(from, to - from));
+            }
             preserve.push((set, p));
             push.push((set, q));
         }
@@ -355,6 +455,15 @@ impl Master {
         self.attach(set);
         Ok(())
     }
+}
+
+/// One change of master bytes, for `Master::change`: where, what it is (for errors), and
+/// whether a sequential writer's next chunks may be preserved with it.
+struct Change {
+    offset: u64,
+    len: u64,
+    what: &'static str,
+    ahead: bool,
 }
 
 /// Whether `set` is the set `writer` (compared by address).

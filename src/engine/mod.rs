@@ -54,6 +54,7 @@
 //! there because every I/O needs both and takes them per request, far too often to go
 //! through the engine's tables.
 
+mod ahead;
 pub mod bitmap;
 pub mod bundle;
 pub mod chunk;

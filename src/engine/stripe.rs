@@ -22,6 +22,14 @@ impl Default for Stripes {
 }
 
 impl Stripes {
+    /// Lock the region holding byte `offset` if nobody holds its lock now (for work that may
+    /// be skipped, taken while another region's lock is held: never waiting, it cannot
+    /// deadlock).
+    pub fn try_lock(&self, offset: u64) -> Option<MutexGuard<'_, ()>> {
+        let i = region_of(offset) as usize % STRIPES;
+        self.locks[i].try_lock().ok()
+    }
+
     /// Lock the region holding byte `offset`.
     pub fn lock(&self, offset: u64) -> MutexGuard<'_, ()> {
         let i = region_of(offset) as usize % STRIPES;

@@ -70,6 +70,36 @@ impl Set {
         }
     }
 
+    /// What this set preserves ahead of a sequential writer in `[offset, offset+len)`: the old
+    /// chunks wholly within it that a first write would preserve, for a full-size dependent
+    /// set with no copy recorded (an independent set only marks chunks, and a compact set
+    /// would spend its slots on chunks the writer may never reach).
+    pub fn plan_preserve_ahead(&self, offset: u64, len: u64) -> Work {
+        let mut work = Work::default();
+        let f = self.flags();
+        if !self.is_dependent()
+            || self.compact.is_some()
+            || f & (flags::OFFLINE | flags::TO_SHADOW | flags::TO_MASTER) != 0
+        {
+            return work;
+        }
+        let first = offset.div_ceil(self.chunk_size);
+        let end = (offset + len).min(self.size);
+        let mut c = first;
+        while c < self.chunks {
+            let (off, n) = self.chunk_span(c);
+            if off + n > end {
+                break;
+            }
+            if !self.tracking.test(Map::Shadow, c) {
+                work.to_shadow.push(c);
+                work.bits.push((Map::Shadow, c, true));
+            }
+            c += 1;
+        }
+        work
+    }
+
     /// True when a change of master bytes `[offset, offset+len)` needs nothing from this set:
     /// no copy in either direction is recorded and every chunk is already marked.
     pub fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool {
@@ -416,11 +446,22 @@ impl Imager for Set {
     fn flushes_before_change(&self) -> bool {
         self.strict()
     }
+    fn sync_ahead_of_master(&self) -> Result<()> {
+        // Under strict durability every preserved chunk and its bit were durable before the
+        // master write that needed them: the master's fsync waits for nothing of this set.
+        if self.strict() || self.is_offline() {
+            return Ok(());
+        }
+        self.sync_shadow_and_bits()
+    }
     fn push_span(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
         Set::push_span(self, offset, len)
     }
     fn plan_master_change(&self, offset: u64, len: u64) -> (Work, Work) {
         Set::plan_master_change(self, offset, len)
+    }
+    fn plan_preserve_ahead(&self, offset: u64, len: u64) -> Work {
+        Set::plan_preserve_ahead(self, offset, len)
     }
     fn apply(&self, work: Work) -> Result<()> {
         Set::apply(self, work)

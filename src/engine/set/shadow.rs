@@ -251,14 +251,23 @@ impl Set {
         Ok(())
     }
 
-    /// fsync of either data file: the set's shadow and bitmap first, then the master.
+    /// fsync of the `shadow` file: the shadow's bytes and bits, then the master as its own
+    /// fsync does it (a shadow write during an update of the master may have pushed chunks
+    /// onto it, and other sets may have preserved chunks before that).
     pub fn sync_all(&self) -> Result<()> {
-        let sync = |vol: &dyn Volume, role: Role, path: &str| {
-            vol.sync()
-                .map_err(|e| Error::io_on(role, format!("sync of {path}"), &e))
-        };
-        sync(self.shadow.as_ref(), Role::Shadow, &self.paths.shadow)?;
-        sync(self.tracking.vol.as_ref(), Role::Bitmap, &self.paths.bitmap)?;
-        sync(self.master.vol.as_ref(), Role::Master, &self.paths.master)
+        self.sync_shadow_and_bits()?;
+        self.master.sync()
+    }
+
+    /// The shadow, then the bitmap volume: a bit is never durable before the chunk it vouches
+    /// for.
+    pub(super) fn sync_shadow_and_bits(&self) -> Result<()> {
+        self.shadow.sync().map_err(|e| {
+            Error::io_on(Role::Shadow, format!("sync of {}", self.paths.shadow), &e)
+        })?;
+        self.tracking
+            .vol
+            .sync()
+            .map_err(|e| self.bitmap_error("sync", &e))
     }
 }
