@@ -181,6 +181,24 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease: u64,
+    /// Check a set's bitmap volume offline (SET, found in the registry of the daemon's state
+    /// directory; or BITMAP, a path): its header, bitmaps, chunk map and overflow accounting.
+    /// Exit status 0 clean, 1 harmless leaks (--repair reclaims them), 2 corruption (the daemon
+    /// will not bring the set back), 3 when it cannot be checked. `iiadm check SET` works too
+    #[arg(
+        short = 'K',
+        long = "check",
+        value_name = "SET|BITMAP",
+        group = "action"
+    )]
+    pub check: Option<String>,
+    /// With --check: reclaim the leaks found (a volume with corruption is left as it is)
+    #[arg(long)]
+    pub repair: bool,
+    /// With --check SET: the daemon's state directory (default: state_dir of
+    /// /etc/iifs/iifs.yaml, else the daemon's built-in default)
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Print the version of iiadm (and of the daemon, when one is mounted)
     #[arg(short = 'v', long = "version", group = "action")]
     pub version: bool,

@@ -2,6 +2,7 @@
 //! tree, so it behaves exactly like a script writing the same words into the ctl files.
 
 pub mod args;
+mod check;
 mod fanout;
 mod hosts;
 pub mod mount;
@@ -53,7 +54,11 @@ pub fn main() -> ExitCode {
     // (`iiadm -l | head -1`) instead of failing on the write.
     // SAFETY: setting a signal's disposition to the default at start, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let argv: Vec<String> = std::env::args().collect();
+    let mut argv: Vec<String> = std::env::args().collect();
+    // `iiadm check SET` as the word reads, for `iiadm --check SET`.
+    if argv.get(1).map(String::as_str) == Some("check") {
+        argv[1] = "--check".into();
+    }
     let parsed = Args::command()
         .try_get_matches_from(&argv)
         .and_then(|m| Args::from_arg_matches(&m).map(|a| (a, m)));
@@ -69,6 +74,19 @@ pub fn main() -> ExitCode {
     };
     if args.host.is_some() || args.hosts_file.is_some() {
         return remote::main(&args, &argv);
+    }
+    if let Some(target) = &args.check {
+        return match check::run(target, args.repair, args.state_dir.as_deref(), args.json) {
+            Ok(status) => ExitCode::from(status),
+            Err(why) => {
+                eprintln!("iiadm: {why}");
+                ExitCode::from(check::CANNOT_CHECK)
+            }
+        };
+    }
+    if args.repair || args.state_dir.is_some() {
+        eprintln!("iiadm: --repair and --state-dir go with --check\n\nUsage: iiadm [OPTIONS]\nFor more information, try 'iiadm --help'.");
+        return ExitCode::from(2);
     }
     match run(&args) {
         Outcome::Done => ExitCode::SUCCESS,

@@ -57,6 +57,7 @@
 mod ahead;
 pub mod bitmap;
 pub mod bundle;
+pub mod check;
 pub mod chunk;
 pub mod chunkmap;
 pub mod commit;

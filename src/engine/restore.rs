@@ -1,5 +1,6 @@
 //! Restore: the sets recorded in the registry come back from their bitmap volumes at start.
 
+use super::check;
 use super::error::{self, exists, invalid, Error, Kind, Result};
 use super::header::{self, flags};
 use super::memory;
@@ -35,6 +36,19 @@ impl Engine {
         // allocated (a failed allocation would abort the daemon).
         if let Ok(Some((h, _))) = tracking::peek_header(bitmap.as_ref()) {
             memory::check(&rec.name, &h, 0)?;
+        }
+        // A volume that fails the checker stays as it is: the set is not brought back.
+        let report = check::inspect(&bitmap, Some(rec), None)
+            .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
+        if let Some(problem) = report.corruption() {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "{problem} (bitmap volume {} fails its check; it was left as it is: \
+                     'iiadm check {}' gives the whole report)",
+                    rec.bitmap, rec.name
+                ),
+            ));
         }
         let tracking = Tracking::open(bitmap)
             .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
