@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of iifs against the raw backing file and qemu-storage-daemon (issue 5),
 # and of compact dependent sets (shadow 1/4 of the master + an overflow volume) against
-# full-size ones (issue 10).
+# full-size ones (issue 10), and the figures of issue 15: allocating 1 MiB writes with an
+# fdatasync each into a fresh sparse file (the peer of strict sequential first writes), and reads
+# of a settled independent shadow served by the kernel (FUSE passthrough) against the same reads
+# served by the daemon (`-o passthrough=off`).
 #
 #   bash benches/fio.sh                      # SIZE=512M RUNTIME=10: about 15 minutes
 #   RUNTIME=3 SIZE=256M bash benches/fio.sh  # about 6-7 minutes
@@ -289,11 +292,13 @@ EOF
 #   MODE timed: time-based for RUNTIME over the whole file
 #        pass:  one pass over the file, stopped after RUNTIME
 #        iolog=FILE: replay FILE (4 KiB first writes), stopped after RUNTIME
+#   FIO_EXTRA="ARGS" in the environment: more fio arguments for this job (e.g. --fdatasync=1)
 run_fio() {
     local target=$1 wl=$2 file=$3 pid=$4 mode=$5 note=${6:-}
     local json=$WORKDIR/json/$target.$wl.json err=$WORKDIR/log/$target.$wl.fio.err
-    local -a args common
+    local -a args common extra=()
     read -ra args <<<"$(wl_args "$wl")"
+    [ -z "${FIO_EXTRA:-}" ] || read -ra extra <<<"$FIO_EXTRA"
     common=(--name="$target-$wl" --filename="$file" --size="$SIZE_BYTES" --runtime="$RUNTIME"
         --fallocate=none --output-format=json --output="$json")
     case $mode in
@@ -326,7 +331,7 @@ run_fio() {
     local c0 c1 t0 t1 sum
     c0=$(cpu_ticks "$pid")
     t0=$(now)
-    if ! fio "${common[@]}" "${args[@]}" >"$err" 2>&1; then
+    if ! fio "${common[@]}" "${args[@]}" "${extra[@]}" >"$err" 2>&1; then
         cat "$err" >&2
         die "fio failed: target $target, workload $wl, file $file (see above)"
     fi
@@ -414,12 +419,16 @@ ctl() {
 
 status_val() { awk -v k="$2:" '$1 == k {print $2}' "$MNT/sets/$1/status"; }
 
+# start_iifs [OPTIONS [try]]: mount with `-o state_dir=...,OPTIONS`; with `try`, a refused start
+# returns 1 (the daemon's words in $WORKDIR/log/iifs.start) instead of ending the run
 start_iifs() {
-    log "iifs: mount $MNT"
-    "$IIFS" none "$MNT" -o "state_dir=$WORKDIR/state" >"$WORKDIR/log/iifs.start" 2>&1 || {
+    local opts=${1:-} try=${2:-}
+    log "iifs: mount $MNT${opts:+ (-o $opts)}"
+    if ! "$IIFS" none "$MNT" -o "state_dir=$WORKDIR/state${opts:+,$opts}" >"$WORKDIR/log/iifs.start" 2>&1; then
+        [ "$try" != try ] || return 1
         cat "$WORKDIR/log/iifs.start" "$WORKDIR/state/iifs.log" >&2 2>/dev/null || true
         die "iifs failed to mount $MNT"
-    }
+    fi
     grep -q " $MNT fuse.iifs " /proc/mounts || die "iifs returned but $MNT is not mounted"
     local p found=()
     for p in /proc/[0-9]*; do
@@ -659,16 +668,33 @@ first_write_set() {
     drop_set "$set"
 }
 
+# raw-alloc-sync (issue 15): one pass of 1 MiB writes, each followed by an fdatasync, into a file
+# just made sparse (truncate) on the same file system, from a cold cache: every write allocates
+# its blocks and its fdatasync makes data and allocation durable, the raw file's counterpart of
+# a strict sequential first write
+raw_alloc_sync() {
+    local f=$WORKDIR/alloc.img
+    rm -f "$f"
+    truncate -s "$SIZE_BYTES" "$f" || die "cannot create the sparse file $f"
+    [ "$(stat -c %b "$f")" = 0 ] || die "$f is not sparse ($(stat -c %b "$f") blocks)"
+    FIO_EXTRA=--fdatasync=1 run_fio raw-alloc-sync seqwrite "$f" "" pass
+    rm -f "$f"
+}
+
 # iifs-dep-first: strict durability; iifs-compact-first (issue 10): the same on a compact set
 # (shadow SIZE/4 + an attached overflow), back to back with it for each workload, twice, in the
-# order full, compact, compact, full (the report takes the mean of the rounds);
+# order full, compact, compact, full (the report takes the mean of the rounds); for the 1 MiB
+# sequential write, raw-alloc-sync runs before the first and after the last of them (the mean of
+# the two);
 # iifs-dep-first-relaxed: no flushes before the write (the point in time survives a daemon crash
 # but not a power loss), as qcow2 acknowledges writes
 for wl in "${FIRST_WORKLOADS[@]}"; do
+    [ "$wl" != seqwrite ] || raw_alloc_sync
     first_write_set iifs-dep-first "$wl" dep
     first_write_set iifs-compact-first "$wl" compact
     first_write_set iifs-compact-first "$wl" compact
     first_write_set iifs-dep-first "$wl" dep
+    [ "$wl" != seqwrite ] || raw_alloc_sync
 done
 for wl in "${FIRST_WORKLOADS[@]}"; do
     first_write_set iifs-dep-first-relaxed "$wl" dep durability=relaxed
@@ -686,7 +712,41 @@ for wl in seqread randread randread16; do
 done
 drop_set mix
 rm -f "$WORKDIR/dep.master"
+
+# iifs-ind-shadow (issue 15): reads of the shadow of an independent set whose full copy finished
+# (settled; its master is not written afterwards), opened read-only: with the daemon's default
+# `passthrough=on` the kernel serves them from the shadow file itself. iifs-ind-shadow-daemon:
+# the same jobs on the same file after the daemon was stopped and started again with
+# `-o passthrough=off` (the set comes back from the registry): every read goes through the daemon.
+# A daemon that refuses the option leaves that row empty (the report says so).
+IND_READS=(seqread randread randread16)
+copy_template "$WORKDIR/ishadow.master"
+new_set ind "$WORKDIR/ishadow.master" ishadow
+ctl "$MNT/sets/ishadow/ctl" wait
+[ "$(status_val ishadow state)" = idle ] || die "the independent copy did not end idle: $(cat "$MNT/sets/ishadow/status")"
+cmp -s "$WORKDIR/ishadow.master" "$WORKDIR/ishadow.shadow" || die "the independent copy differs from its master"
+for wl in "${IND_READS[@]}"; do
+    FIO_EXTRA=--readonly run_fio iifs-ind-shadow "$wl" "$MNT/sets/ishadow/shadow" "$IIFS_PID" timed
+done
 stop_iifs
+if start_iifs passthrough=off try; then
+    for _ in $(seq 100); do
+        [ "$(status_val ishadow state 2>/dev/null)" = idle ] && break
+        sleep 0.1
+    done
+    [ "$(status_val ishadow state 2>/dev/null)" = idle ] ||
+        die "the set ishadow did not come back idle after the restart: $(cat "$MNT/sets/ishadow/status" 2>&1)"
+    for wl in "${IND_READS[@]}"; do
+        FIO_EXTRA=--readonly run_fio iifs-ind-shadow-daemon "$wl" "$MNT/sets/ishadow/shadow" "$IIFS_PID" timed
+    done
+    drop_set ishadow
+    stop_iifs
+else
+    why=$(grep -v '^[[:space:]]*$' "$WORKDIR/log/iifs.start" | tail -n 1 | sed "s| in -o .*||" | tr "\t|" "  " | cut -c 1-200 || true)
+    log "iifs refused -o passthrough=off (${why:-no message}): no iifs-ind-shadow-daemon row"
+    record_op passthrough-off-refused 0 0 - "${why:-no message}"
+fi
+rm -f "$WORKDIR/ishadow.master" "$WORKDIR/ishadow.shadow" "$WORKDIR/ishadow.bitmap"
 
 # --- raw-end: write+fsync on the raw file again: the disk's flush latency drifts over a run, and
 # the fsync targets compare with the mean of the start and the end
@@ -728,11 +788,11 @@ cols = [
     ("randrw", "4K 70/30 rw QD1 IOPS"),
     ("fsyncwrite", "4K write+fsync IOPS"),
 ]
-rows = ["raw", "qsd-raw", "qsd-qcow2-first", "qsd-qcow2", "iifs-noset", "iifs-dep-first",
+rows = ["raw", "raw-alloc-sync", "qsd-raw", "qsd-qcow2-first", "qsd-qcow2", "iifs-noset", "iifs-dep-first",
         "iifs-compact-first", "iifs-dep-first-relaxed", "iifs-dep-over", "iifs-compact-over",
-        "iifs-shadow", "raw-end"]
+        "iifs-shadow", "iifs-ind-shadow", "iifs-ind-shadow-daemon", "raw-end"]
 iifs_rows = [r for r in rows if r.startswith("iifs")]
-not_daemons = ("raw", "raw-end")
+not_daemons = ("raw", "raw-alloc-sync", "raw-end")
 peer = {"iifs-dep-first": "qsd-qcow2-first", "iifs-compact-first": "qsd-qcow2-first",
         "iifs-dep-first-relaxed": "qsd-qcow2-first"}
 
@@ -797,8 +857,16 @@ print(f"- work dir on `{E['DISK_DF']}` (df: source, type, size, free, mount)" + 
 print(f"- {E['FIO_V']}, {E['QSD_V']}, {E['IIFS_V']}\n")
 
 print("### Throughput (MB/s = 10^6 bytes/s for 1 MiB jobs, IOPS for 4 KiB jobs)\n")
+# A row the daemon could not measure (iifs-ind-shadow-daemon when `-o passthrough=off` was refused)
+# is shown, empty, with the reason.
+refused = ops.get("passthrough-off-refused")
+shown = {"iifs-ind-shadow-daemon": " (not measured: `-o passthrough=off` refused)"} if refused else {}
 table(["target"] + [c[1] for c in cols],
-      [[f"`{t}`"] + [fmt(val(t, wl)) for wl, _ in cols] for t in rows if any((t, wl) in res for wl, _ in cols)])
+      [[f"`{t}`" + shown.get(t, "")] + [fmt(val(t, wl)) for wl, _ in cols] for t in rows
+       if any((t, wl) in res for wl, _ in cols) or t in shown])
+if refused:
+    print(f"This iifs refused `-o passthrough=off` (\"{refused['note']}\"): the daemon-served row of the "
+          "independent shadow is empty.\n")
 
 print("### Daemon CPU seconds per GiB moved (utime+stime of the daemon over the job / GiB fio moved)\n")
 lines = []
@@ -954,6 +1022,36 @@ if any(t == "iifs-compact-first" or t == "iifs-compact-over" for t, _ in res):
     print("#### Issue 10 targets, as measured in this run\n")
     table(["what", "measured", "goal", "met"], tlines)
 
+# ---- issue 15
+print("### Issue 15 targets, as measured in this run\n")
+lines = []
+BASELINE_QD16 = 1766  # 4 KiB random first writes at QD16 measured before the issue's work
+check("4K rand first writes QD16 `iifs-dep-first` / `qsd-qcow2-first`", val("iifs-dep-first", "randwrite16"),
+      val("qsd-qcow2-first", "randwrite16"), 1.0)
+r = ratio(val("iifs-dep-first", "randwrite16"), BASELINE_QD16)
+target(f"4K rand first writes QD16 `iifs-dep-first` / the issue's baseline ({BASELINE_QD16:,} IOPS)",
+       "-" if r is None else f"{r:.2f}x ({fmt(val('iifs-dep-first', 'randwrite16'))} IOPS)", ">= 4x",
+       None if r is None else r >= 4)
+check("4K rand first writes QD1 `iifs-dep-first` / `raw` 4K write+fsync", val("iifs-dep-first", "randwrite"),
+      val("raw", "fsyncwrite"), 0.5)
+check("1M seq first writes `iifs-dep-first` / `raw-alloc-sync`", val("iifs-dep-first", "seqwrite"),
+      val("raw-alloc-sync", "seqwrite"), 0.5)
+check("1M seq first writes `iifs-dep-first-relaxed` / `qsd-qcow2-first`", val("iifs-dep-first-relaxed", "seqwrite"),
+      val("qsd-qcow2-first", "seqwrite"), 1.5)
+check("4K write+fsync `iifs-dep-over` / raw (mean of `raw` and `raw-end`)", val("iifs-dep-over", "fsyncwrite"), fs_raw, 0.9)
+check("1M seq read `iifs-ind-shadow` (passthrough) / `iifs-ind-shadow-daemon`" +
+      (" (not measured: `-o passthrough=off` refused)" if refused else ""),
+      val("iifs-ind-shadow", "seqread"), val("iifs-ind-shadow-daemon", "seqread"), 2)
+table(["what", "measured", "goal", "met"], lines)
+cp_ = [cpu_gib(t, "seqread") for t in ("iifs-ind-shadow", "iifs-ind-shadow-daemon")]
+if any(c is not None for c in cp_):
+    print(f"Daemon CPU during the 1 MiB reads of the independent shadow: {fmt(cp_[0])} s/GiB for "
+          f"`iifs-ind-shadow`, {fmt(cp_[1])} s/GiB for `iifs-ind-shadow-daemon`. Reads passed through to the "
+          "kernel cost the daemon nothing (it sees only the open and the release): a figure near the "
+          "daemon-served one means the reads were not passed through. The QD1 target compares a first write "
+          "with the raw file's `raw` write+fsync row; the pgbench targets are in `benches/pgbench.sh`'s "
+          "report.\n")
+
 dc = ("after `sync; echo 3 > /proc/sys/vm/drop_caches` (DROP_CACHES=1)" if E["DROP_CACHES"] == "1" else
       "from the same cache state on every side (DROP_CACHES=0): write jobs, copies and updates from a cold cache "
       "(`sync; echo 3 > /proc/sys/vm/drop_caches`), read jobs right after one untimed sequential read of the file "
@@ -1004,6 +1102,21 @@ print(f"""### Caveats
   in its overflow.
 - `iifs-shadow`: reads of a dependent shadow after every other chunk of the master was written once:
   half the chunks are read from the shadow file (preserved), half from the master (untouched).
+- `raw-alloc-sync` (issue 15): one pass of 1 MiB writes, each followed by an `fdatasync`, into a file
+  just created sparse (`truncate`) on the same file system, from a cold cache, stopped after
+  {E['RUNTIME']} s: every write allocates its blocks and its `fdatasync` makes them durable, the
+  raw file's counterpart of a strict sequential first write. Run right before the first and after
+  the last `iifs-dep-first` 1 MiB round: the mean of the two.
+- `iifs-ind-shadow` (issue 15): reads of the shadow of an independent set whose full copy finished
+  (settled, its master not written since), opened read-only (`fio --readonly`): with the default
+  `passthrough=on` the kernel serves them from the shadow file itself (FUSE passthrough; the daemon
+  sees the open and the release). An O_DIRECT open then reads the shadow file with O_DIRECT: its
+  4 KiB direct reads go to the disk, as `raw`'s do, while daemon-served direct reads may be served
+  from the page cache of the backing file.
+- `iifs-ind-shadow-daemon` (issue 15): the same jobs on the same file, right after, with the daemon
+  stopped and started again with `-o passthrough=off` (the set comes back from the registry): every
+  read is a FUSE request the daemon serves, as before passthrough. Empty (`-`) when this iifs
+  refuses the option.
 - Copies: `cp` and the independent copy both start from a cold cache and end with an fsync of the
   copy. Updates write 1 %, 10 %, 100 % of the chunks (every 100th, every 10th, every chunk; whole
   chunks) through the master, then drop caches and time `update shadow` + `wait` + an fsync of the shadow.
