@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::control::parse::parse_size;
+use crate::engine::header::one_line;
 use crate::engine::{check_chunk_size, Durability};
 
 pub const SYSTEM_CONFIG: &str = "/etc/iifs/iifs.yaml";
@@ -22,7 +23,7 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// Not YAML, or a key or value the file format does not know.
-    #[error("config {}: {source}", path.display())]
+    #[error("config {}: {}", path.display(), one_line(&source.to_string()))]
     Parse {
         path: PathBuf,
         #[source]
@@ -35,34 +36,36 @@ pub enum ConfigError {
         #[source]
         source: Box<ConfigError>,
     },
-    #[error("chunk_size '{0}' is not a size (65536 or 64K)")]
+    #[error("chunk_size '{}' is not a size (65536 or 64K)", one_line(.0))]
     NotASize(String),
     /// A size the engine refuses as a chunk size.
     #[error(transparent)]
     ChunkSize(#[from] crate::engine::Error),
-    #[error("durability must be strict or relaxed, not '{0}'")]
+    #[error("durability must be strict or relaxed, not '{}'", one_line(.0))]
     Durability(String),
-    #[error("threads must be a number from 1 to 64, not '{0}'")]
+    #[error("threads must be a number from 1 to 64, not '{}'", one_line(.0))]
     Threads(String),
-    #[error("allow_other must be true or false, not '{0}'")]
+    #[error("allow_other must be true or false, not '{}'", one_line(.0))]
     AllowOther(String),
-    #[error("log_level must be error, warn, info, debug, trace or off, not '{0}'")]
+    #[error("passthrough must be on or off (true, false, yes, no, 1, 0), not '{}'", one_line(.0))]
+    Passthrough(String),
+    #[error("log_level must be error, warn, info, debug, trace or off, not '{}'", one_line(.0))]
     LogLevel(String),
-    #[error("space_warning must be a percent from 1 to 100, not '{0}'")]
+    #[error("space_warning must be a percent from 1 to 100, not '{}'", one_line(.0))]
     SpaceWarning(String),
     #[error(
         "volume_dirs must be absolute directories separated by ':' (/srv/images:/dev), not \
-         '{0}': name each directory from /"
+         '{}': name each directory from /", one_line(.0)
     )]
     VolumeDir(String),
-    #[error("unknown setting '{0}'")]
+    #[error("unknown setting '{}'", one_line(.0))]
     UnknownSetting(String),
     #[error(
         "iifs cannot be mounted read-only ('ro'): its control tree takes commands; use 'rw' or \
          leave it out"
     )]
     ReadOnly,
-    #[error("unknown mount option '{key}' in -o {list}")]
+    #[error("unknown mount option '{}' in -o {}", one_line(key), one_line(list))]
     UnknownMountOption { key: String, list: String },
     #[error(
         "two config files given ({} with --config, {} with -o config=): use one",
@@ -84,6 +87,9 @@ pub struct Settings {
     pub space_warning: u64,
     /// Directories whose regular files and block devices `volumes` offers as candidates.
     pub volume_dirs: Vec<PathBuf>,
+    /// Let the kernel serve the reads of settled independent shadows and of bitmap files
+    /// itself (FUSE passthrough), where it can; see `crate::fs::passthrough`.
+    pub passthrough: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +97,26 @@ pub struct Settings {
 enum SizeValue {
     Bytes(u64),
     Text(String),
+}
+
+/// An on/off setting in a file: a YAML boolean, `on`/`off` and the other words `-o` takes, or
+/// 1/0.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SwitchValue {
+    Bool(bool),
+    Number(u64),
+    Text(String),
+}
+
+impl SwitchValue {
+    fn text(self) -> String {
+        match self {
+            SwitchValue::Bool(b) => b.to_string(),
+            SwitchValue::Number(n) => n.to_string(),
+            SwitchValue::Text(t) => t,
+        }
+    }
 }
 
 /// `volume_dirs` in a file: a YAML list, or one string separated by ':' as `-o` takes it.
@@ -112,6 +138,7 @@ struct FileSettings {
     log_level: Option<String>,
     space_warning: Option<u64>,
     volume_dirs: Option<DirsValue>,
+    passthrough: Option<SwitchValue>,
 }
 
 /// Mount options that mount(8) and fstab pass along and that mean nothing to iifs.
@@ -178,6 +205,7 @@ impl Default for Settings {
             log_level: "info".into(),
             space_warning: crate::engine::set::DEFAULT_SPACE_WARNING,
             volume_dirs: Vec::new(),
+            passthrough: true,
         }
     }
 }
@@ -228,6 +256,9 @@ impl Settings {
             Some(DirsValue::List(l)) => self.volume_dirs = volume_dirs(&l).map_err(at)?,
             None => {}
         }
+        if let Some(p) = f.passthrough {
+            self.set("passthrough", &p.text()).map_err(at)?;
+        }
         Ok(())
     }
 
@@ -275,6 +306,13 @@ impl Settings {
             "volume_dirs" => {
                 let dirs: Vec<&str> = value.split(':').collect();
                 self.volume_dirs = volume_dirs(&dirs)?;
+            }
+            "passthrough" => {
+                self.passthrough = match value {
+                    "" | "on" | "true" | "yes" | "1" => true,
+                    "off" | "false" | "no" | "0" => false,
+                    _ => return Err(ConfigError::Passthrough(value.into())),
+                }
             }
             _ => return Err(ConfigError::UnknownSetting(key.into())),
         }
@@ -329,6 +367,7 @@ pub fn split_mount_options(opts: &[String]) -> Result<MountOptions, ConfigError>
                 "log_level",
                 "space_warning",
                 "volume_dirs",
+                "passthrough",
             ]
             .contains(&k)
             {
@@ -410,6 +449,52 @@ mod tests {
         assert!(err.contains("c.yaml") && err.contains("'rel'"), "{err}");
         let o = split_mount_options(&["volume_dirs=/a:/b".into()]).unwrap();
         assert_eq!(o.settings, [("volume_dirs".into(), "/a:/b".into())]);
+    }
+
+    #[test]
+    fn passthrough_is_on_by_default_and_takes_on_off_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.yaml");
+        let mut s = Settings::default();
+        assert!(s.passthrough);
+        for (word, on) in [
+            ("off", false),
+            ("on", true),
+            ("no", false),
+            ("yes", true),
+            ("0", false),
+            ("1", true),
+            ("false", false),
+            ("true", true),
+            ("", true),
+        ] {
+            s.set("passthrough", word).unwrap();
+            assert_eq!(s.passthrough, on, "{word:?}");
+        }
+        let err = s.set("passthrough", "maybe").unwrap_err().to_string();
+        assert!(
+            err.contains("'maybe'") && err.contains("on or off"),
+            "{err}"
+        );
+        for (text, on) in [
+            ("passthrough: false\n", false),
+            ("passthrough: true\n", true),
+            ("passthrough: off\n", false),
+            ("passthrough: on\n", true),
+            ("passthrough: 0\n", false),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            s.apply_file(&f).unwrap();
+            assert_eq!(s.passthrough, on, "{text:?}");
+        }
+        std::fs::write(&f, "passthrough: sometimes\n").unwrap();
+        let err = s.apply_file(&f).unwrap_err().to_string();
+        assert!(
+            err.contains("c.yaml") && err.contains("'sometimes'"),
+            "{err}"
+        );
+        let o = split_mount_options(&["passthrough=off".into()]).unwrap();
+        assert_eq!(o.settings, [("passthrough".into(), "off".into())]);
     }
 
     #[test]

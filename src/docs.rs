@@ -63,14 +63,18 @@ pub fn iifs_man_page() -> Vec<u8> {
     text(
         &mut extra,
         "The files are YAML mappings with the keys state_dir, chunk_size, durability, threads, \
-         allow_other, space_warning, volume_dirs and log_level, the same names as the -o \
-         options; the daemon settings are described in iifs(7). space_warning is the \
+         allow_other, space_warning, volume_dirs, passthrough and log_level, the same names as \
+         the -o options; the daemon settings are described in iifs(7). space_warning is the \
          percentage of a compact set's shadow and overflow space in use from which its status \
          shows a space_warning line (1 to 100, default 80). volume_dirs names the directories \
          whose files and block devices MOUNTPOINT/volumes lists as candidates when no set uses \
          them: absolute paths, separated by : in -o (-o volume_dirs=/srv/vol:/dev), a list or \
-         that string in a file; default none. A key iifs does not know, in a file or in -o, is an error that \
-         names it (and the file), and iifs exits with status 2.",
+         that string in a file; default none. passthrough (on or off, default on) lets the \
+         kernel serve the reads of settled independent shadows and of bitmap files opened \
+         read-only itself (FUSE passthrough: Linux 6.9 or later, CAP_SYS_ADMIN), see \
+         iifs(7); -o passthrough=off has the daemon serve every read. A key iifs does not \
+         know, in a file or in -o, is an error that names it (and the file), and iifs exits \
+         with status 2.",
     );
     extra.control("PP", []);
     text(
@@ -305,6 +309,24 @@ pub fn iiadm_man_page() -> Vec<u8> {
         "On success iiadm prints what the daemon's reply says besides ok: -e that it made the \
          bitmap file, -O the overflow's name, volume and data chunks, -c s of a compact set that \
          it was taken as an update.",
+    );
+
+    section(&mut extra, "CHECKING A BITMAP VOLUME");
+    text(
+        &mut extra,
+        "iiadm check SET (or --check SET; SET from the registry in the daemon's state \
+         directory, --state-dir DIR, else the state_dir of /etc/iifs/iifs.yaml) or iiadm check \
+         BITMAP (a path) reads a bitmap volume the daemon does not hold: both header copies, \
+         both bitmaps page by page, a compact set's chunk map and its overflow slots, against \
+         the registry and the other sets on the same overflow volume. It exits 0 when the \
+         volume is clean; 1 when it holds only harmless leaks (chunks marked to copy with no \
+         copy recorded, bits past the last chunk, map slots of chunks that hold nothing, a \
+         damaged spare header copy), which --repair reclaims; 2 on corruption (a page that \
+         fails its checksum, no sound header, a slot outside its volume or used twice, a chunk \
+         marked preserved with no slot, the wrong overflow volume, an older copy of the \
+         volume), which --repair leaves as it is and for which the daemon does not bring the \
+         set back (its status says why); 3 when it cannot check (the running daemon holds the \
+         volume: it checks it itself at every start). --json prints one object.",
     );
 
     section(&mut extra, "SEVERAL HOSTS");

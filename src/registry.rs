@@ -133,7 +133,11 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a valid iifs registry: {source}", path.display())]
+    #[error(
+        "{} is not a valid iifs registry: {}",
+        path.display(),
+        crate::engine::header::one_line(&source.to_string())
+    )]
     Invalid {
         path: PathBuf,
         #[source]
@@ -165,7 +169,7 @@ impl Registry {
 
     /// Open (creating the state dir if needed) and read the registry.
     pub fn open(dir: &Path) -> std::result::Result<Registry, RegistryError> {
-        fs::create_dir_all(dir).map_err(|source| RegistryError::CreateDir {
+        private_dir(dir).map_err(|source| RegistryError::CreateDir {
             dir: dir.to_path_buf(),
             source,
         })?;
@@ -360,7 +364,20 @@ impl Registry {
     /// The registry text written to the temporary file and made durable; returns its path.
     fn write_temp(&self, text: &str) -> std::io::Result<PathBuf> {
         let tmp = self.temp_path();
-        let mut f = File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
+        // A temp file left by an older daemon keeps its mode: the registry is the daemon's.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        }
         f.write_all(b"# iifs set registry: rewritten by the daemon on every change\n")?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
@@ -372,6 +389,12 @@ impl Registry {
         fs::rename(&tmp, self.dir.join(Self::FILE))?;
         File::open(&self.dir)?.sync_all()
     }
+}
+
+/// Make the state dir (and its missing parents) readable by the daemon's user alone.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -705,7 +705,7 @@ fn master_fsync_seed(seed: u64) {
         "seed {seed} (rerun with IIFS_POWERLOSS_SEED={seed}):\n  {}",
         log.join("\n  ")
     );
-    for i in 0..n_sets {
+    for (i, set_kind) in sets.iter().enumerate() {
         let set = engine.set(&format!("set{i}")).unwrap();
         set.wait_copy().unwrap();
         let mut got = vec![0u8; n];
@@ -715,8 +715,7 @@ fn master_fsync_seed(seed: u64) {
             .collect();
         assert!(
             bad.is_empty(),
-            "set{i} {:?} lost its point in time in chunks {bad:?}\n{ctx}",
-            sets[i]
+            "set{i} {set_kind:?} lost its point in time in chunks {bad:?}\n{ctx}"
         );
     }
     let mut got = vec![0u8; n];

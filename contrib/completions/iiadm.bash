@@ -23,7 +23,7 @@ _iiadm() {
 
     case "${cmd}" in
         iiadm)
-            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --hold --release --group-pit --timeout --hold-session --lease --version --no-confirm --force --json --watch --mount --host --hosts-file --inventory --only --chunk-size --durability --help"
+            opts="-e -d -u -c -a -w -i -l -R -s -r -E -I -J -O -A -D -Q -L -Z -P -C -M -B -N -X -G -g -V -K -v -n -H -h --enable --disable --update --copy --abort --wait --status --list --reset --suspend --resume --export --import --join --overflow-init --attach --detach --overflow-status --overflow-list --overflow-delete --params --group-create --group-add --group-remove --group-rename --group-delete --group-list --group --volumes --hold --release --group-pit --timeout --hold-session --lease --check --repair --state-dir --version --no-confirm --force --json --watch --mount --host --hosts-file --inventory --only --chunk-size --durability --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,6 +250,18 @@ _iiadm() {
                     return 0
                     ;;
                 --lease)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --check)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -K)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -29,6 +29,8 @@ complete -c iiadm -l group-pit -d 'One point in time across hosts: with -H or --
 complete -c iiadm -l timeout -d 'With --group-pit: how long each phase (hold, update, release) waits for the hosts' -r
 complete -c iiadm -l hold-session -d 'The host\'s half of --group-pit, run over ssh: hold GROUP for --lease seconds and print `held`, then read `update` (update the group to its shadow, print `updated`) and `release` or the end of input (release, print `released MS`, the time writes were held); a refusal prints `refused REASON`' -r
 complete -c iiadm -l lease -d 'With --hold-session: the hold\'s lease in seconds, which ends it should this session be lost' -r
+complete -c iiadm -s K -l check -d 'Check a set\'s bitmap volume offline (SET, found in the registry of the daemon\'s state directory; or BITMAP, a path): its header, bitmaps, chunk map and overflow accounting. Exit status 0 clean, 1 harmless leaks (--repair reclaims them), 2 corruption (the daemon will not bring the set back), 3 when it cannot be checked. `iiadm check SET` works too' -r
+complete -c iiadm -l state-dir -d 'With --check SET: the daemon\'s state directory (default: state_dir of /etc/iifs/iifs.yaml, else the daemon\'s built-in default)' -r -F
 complete -c iiadm -l mount -d 'The iifs mount to talk to' -r -F
 complete -c iiadm -s H -l host -d 'Run the same command on HOST over ssh; a comma-separated list (h1,h2,user@h3) or an Ansible inventory group (@GROUP) runs it on every host in parallel' -r
 complete -c iiadm -l hosts-file -d 'Run the command on every host named in FILE (one a line, as -H takes them; `#` starts a comment)' -r -F
@@ -40,6 +42,7 @@ complete -c iiadm -s l -l list -d 'List the sets, one line each'
 complete -c iiadm -s L -l overflow-list -d 'List the overflow volumes, one line each: NAME VOLUME USED/TOTAL chunks, the sets using it'
 complete -c iiadm -s G -l group-list -d 'List the groups, one line each: NAME STATUS MEMBERS'
 complete -c iiadm -s V -l volumes -d 'List the volumes in use (path, size, role, set), then the candidates: files and block devices in the daemon\'s volume_dirs that no set uses (path, size, kind, state)'
+complete -c iiadm -l repair -d 'With --check: reclaim the leaks found (a volume with corruption is left as it is)'
 complete -c iiadm -s v -l version -d 'Print the version of iiadm (and of the daemon, when one is mounted)'
 complete -c iiadm -s n -l no-confirm -d 'Do not ask for confirmation before overwriting a master (-u m, -c m)'
 complete -c iiadm -l force -d 'With -u/-c: copy even while the target file (shadow, or master) is open through the mount (a mounted file system, a loop device, a process), which the daemon otherwise refuses'

@@ -1,4 +1,4 @@
-complete -c iifs -s o -d 'Settings and mount options, comma-separated: state_dir=, config=, chunk_size=, durability=, threads=, allow_other, log_level=, space_warning=, volume_dirs=DIR:DIR' -r
+complete -c iifs -s o -d 'Settings and mount options, comma-separated: state_dir=, config=, chunk_size=, durability=, threads=, allow_other, log_level=, space_warning=, volume_dirs=DIR:DIR, passthrough=on|off' -r
 complete -c iifs -l state-dir -d 'Where the set registry is kept [default: /var/lib/iifs as root]' -r -f -a "(__fish_complete_directories)"
 complete -c iifs -l config -d 'A YAML settings file (read after /etc/iifs/iifs.yaml)' -r -F
 complete -c iifs -l chunk-size -d 'Default chunk size for new sets (4K..1M, power of two) [default: 64K]' -r

@@ -7,6 +7,15 @@ use super::Failure;
 /// Resolve the mount: an explicit one must be an iifs control tree.
 pub fn find(explicit: Option<&Path>) -> Result<PathBuf, Failure> {
     if let Some(dir) = explicit {
+        if let Err(e) = std::fs::metadata(dir.join("version")) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                return Err(Failure::new(format!(
+                    "{}: permission denied: this iifs mount lets in only the user who mounted \
+                     it (it was mounted without -o allow_other)",
+                    dir.display()
+                )));
+            }
+        }
         return if is_control_tree(dir) {
             Ok(dir.to_path_buf())
         } else {

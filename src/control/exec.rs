@@ -208,7 +208,16 @@ impl Controller {
                 self.record_new_set(&name, imported)
             }
             GlobalCommand::SuspendAll | GlobalCommand::ResumeAll => {
+                let suspend = matches!(cmd, GlobalCommand::SuspendAll);
+                if suspend {
+                    self.wait_all_kernel_reads_released();
+                }
                 let _lock = self.engine.command_lock();
+                // Refused whole while the kernel serves reads of a shadow (see
+                // `bar_kernel_reads`).
+                let _bar = suspend
+                    .then(|| self.bar_all_kernel_reads(&cmd))
+                    .transpose()?;
                 let result = self
                     .engine
                     .suspend_all(matches!(cmd, GlobalCommand::SuspendAll));
@@ -303,6 +312,14 @@ impl Controller {
                 }
                 _ => {}
             }
+            // (An update or copy without `force` waited above for every open of its target.)
+            let waited = matches!(
+                cmd,
+                SetCommand::Update { force: false, .. } | SetCommand::Copy { force: false, .. }
+            );
+            if super::files::changes_kernel_read_shadow(cmd) && !waited {
+                self.wait_kernel_reads_released(std::slice::from_ref(&set));
+            }
         }
         // `wait` must not hold the command lock: other commands go on meanwhile. Every other
         // command looks the set up under the lock, so a `disable` cannot slip in between.
@@ -337,6 +354,11 @@ impl Controller {
             };
             self.engine.check_not_grouped(name, word)?;
         }
+        // Refused while the kernel serves reads of the shadow, even with `force`; from here to
+        // the command's end no new open of it is served by the kernel.
+        let _kernel_reads = super::files::changes_kernel_read_shadow(cmd)
+            .then(|| self.bar_kernel_reads(std::slice::from_ref(&set), cmd))
+            .transpose()?;
         if let SetCommand::Update { dir, force: false } | SetCommand::Copy { dir, force: false } =
             cmd
         {

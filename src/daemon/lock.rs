@@ -15,7 +15,7 @@ pub const LOCK_FILE: &str = "iifs.lock";
 /// Lock the state dir `dir` (creating it if needed) for this process, or say who holds it
 /// (EBUSY). Keep the returned file open as long as the daemon runs.
 pub fn lock_state_dir(dir: &Path, mountpoint: &Path) -> Result<File, DaemonError> {
-    std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+    crate::registry::private_dir(dir).map_err(|source| DaemonError::StateDir {
         dir: dir.to_path_buf(),
         source,
     })?;

@@ -33,7 +33,8 @@ pub struct Args {
           value_hint = ValueHint::DirPath)]
     pub paths: Vec<PathBuf>,
     /// Settings and mount options, comma-separated: state_dir=, config=, chunk_size=,
-    /// durability=, threads=, allow_other, log_level=, space_warning=, volume_dirs=DIR:DIR
+    /// durability=, threads=, allow_other, log_level=, space_warning=, volume_dirs=DIR:DIR,
+    /// passthrough=on|off
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
     /// Stay in the foreground and log to stderr

@@ -16,10 +16,11 @@ use crate::config::Settings;
 use crate::fs::IifsFs;
 
 pub fn mount(
-    fs: IifsFs,
+    mut fs: IifsFs,
     mountpoint: &Path,
     settings: &Settings,
 ) -> Result<Session<IifsFs>, DaemonError> {
+    fs.set_passthrough(settings.passthrough);
     let dev = OpenOptions::new()
         .read(true)
         .write(true)

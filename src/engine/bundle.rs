@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::header::parse_uuid;
+use super::header::{one_line, parse_uuid};
 use super::volume::Volume;
 
 /// The record's format; a reader refuses another.
@@ -152,8 +152,9 @@ pub fn read(shadow: &str) -> Result<ExportRecord, String> {
         })?;
     let rec: ExportRecord = serde_norway::from_str(&text).map_err(|e| {
         format!(
-            "{} is not an iifs export record ({e}); export the shadow again on its host",
-            path.display()
+            "{} is not an iifs export record ({}); export the shadow again on its host",
+            path.display(),
+            one_line(&e.to_string())
         )
     })?;
     if rec.format != FORMAT {
@@ -168,7 +169,7 @@ pub fn read(shadow: &str) -> Result<ExportRecord, String> {
             "export record {} is damaged (uuid '{}', size {}, chunk size {}); export the \
              shadow again on its host",
             path.display(),
-            rec.uuid,
+            one_line(&rec.uuid),
             rec.size,
             rec.chunk_size
         ));

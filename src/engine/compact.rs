@@ -269,6 +269,7 @@ impl Compact {
             src.will_need(offset, len);
         }
         let mut failed = None;
+        let overflow = self.overflow();
         self.each_piece(offset, len, |vol, slot_off, at, n| {
             copy_between(
                 src,
@@ -278,9 +279,15 @@ impl Compact {
                 n as u64,
                 Access::Random,
             )
-            .map_err(|e| {
-                let kind = e.1.kind();
-                failed = Some(e);
+            .map_err(|(end, e)| {
+                let kind = e.kind();
+                let e = match (&end, &overflow) {
+                    (CopyEnd::Target, Some(o)) if std::ptr::addr_eq(vol, o.vol.as_ref()) => {
+                        overflow_error(o, e)
+                    }
+                    _ => e,
+                };
+                failed = Some((end, e));
                 io::Error::from(kind)
             })
         })
@@ -298,6 +305,13 @@ impl Compact {
         mut io: impl FnMut(&dyn Volume, u64, usize, usize) -> io::Result<()>,
     ) -> io::Result<()> {
         let overflow = self.overflow();
+        // A failure of the overflow volume names it: the set's errors name the shadow.
+        let mut io = |v: &dyn Volume, t: u64, a: usize, m: usize| {
+            io(v, t, a, m).map_err(|e| match &overflow {
+                Some(o) if std::ptr::addr_eq(v, o.vol.as_ref()) => overflow_error(o, e),
+                _ => e,
+            })
+        };
         // The run not yet given to `io`: volume, its offset there, start in the request, length.
         let mut run: Option<(&dyn Volume, u64, usize, usize)> = None;
         let mut at = 0u64;
@@ -335,6 +349,11 @@ impl Compact {
     }
 }
 
+/// An error of overflow volume `o`, naming it (its errno kept in the kind).
+fn overflow_error(o: &Overflow, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("overflow {} ({}): {e}", o.name, o.path))
+}
+
 /// Give slot `slot`'s space back to its file system: a shadow slot of `file` (`chunk_size`
 /// bytes each) or a slot of `overflow` (none attached: nothing to give back). Best effort: a
 /// file system that cannot punch keeps the space, nothing else changes.
@@ -367,7 +386,7 @@ impl Volume for Compact {
     fn sync(&self) -> io::Result<()> {
         self.file.sync()?;
         match self.overflow() {
-            Some(o) => o.vol.sync(),
+            Some(o) => o.vol.sync().map_err(|e| overflow_error(&o, e)),
             None => Ok(()),
         }
     }

@@ -399,7 +399,11 @@ impl Header {
             // Two bytes stay for the length of the last error.
             if bytes.len() > MAX_PATH || at + 2 + bytes.len() + 2 > CRC_OFFSET {
                 return Err(invalid(format!(
-                    "name or path too long for the bitmap header (at most {MAX_PATH} bytes): {s}"
+                    "name or path too long for the bitmap header (at most {MAX_PATH} bytes each, \
+                     {} together): '{}' is {} bytes",
+                    CRC_OFFSET - STRINGS_OFFSET - 12,
+                    one_line(s),
+                    bytes.len()
                 )));
             }
             b[at..at + 2].copy_from_slice(&(bytes.len() as u16).to_le_bytes());
@@ -521,6 +525,20 @@ impl Header {
 /// A new set identity (a random, version 4 UUID).
 pub fn new_uuid() -> u128 {
     uuid::Uuid::new_v4().as_u128()
+}
+
+/// `s` fit to quote in a one-line message: control characters and line or paragraph
+/// separators written as escapes (`\n`, `\u{2028}`), so that text from outside (a command
+/// word, a value in a file) cannot break a refusal over lines.
+pub fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                c.escape_default().to_string()
+            }
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A set identity as people and files write it ("-" for none).

@@ -362,6 +362,26 @@ impl Engine {
         // A file opened after the check above (opens take no lock) must not go on reaching a
         // volume that no set protects any more: its I/O fails from now on.
         set.mark_detached();
+        // The bitmap volume first: a power cut before the wipe below is durable then leaves a
+        // set that is refused at the next start (its bitmap says nothing), never one that comes
+        // back serving a wiped shadow as its point in time. An imported set's bitmap volume is
+        // what the exporting host joins: it stays, final.
+        let released = if set.is_imported() {
+            set.tracking.update_header(|h| h.flags |= flags::RELEASED)
+        } else {
+            set.tracking.invalidate()
+        };
+        if let Err(e) = released {
+            log::warn!(
+                "set {name}: could not {} bitmap {}: {e}",
+                if set.is_imported() {
+                    "release"
+                } else {
+                    "invalidate"
+                },
+                set.paths.bitmap
+            );
+        }
         // A dependent shadow, or one left half copied from the master, is not a usable image on
         // its own (the source of a copy onto the master is whole and kept):
         // wipe bytes 8 KiB to 64 KiB (the range Instant Image's disable clears) so nothing
@@ -380,23 +400,6 @@ impl Engine {
                 let _ = file.write_at(&vec![0u8; (end - start) as usize], start);
                 let _ = file.sync();
             }
-        }
-        // An imported set's bitmap volume is what the exporting host joins: it stays, final.
-        let released = if set.is_imported() {
-            set.tracking.update_header(|h| h.flags |= flags::RELEASED)
-        } else {
-            set.tracking.invalidate()
-        };
-        if let Err(e) = released {
-            log::warn!(
-                "set {name}: could not {} bitmap {}: {e}",
-                if set.is_imported() {
-                    "release"
-                } else {
-                    "invalidate"
-                },
-                set.paths.bitmap
-            );
         }
         self.leave_group(name);
         let mut t = self.tables();

@@ -143,6 +143,9 @@ impl Tracking {
         }
         // Invalidate the other slot so an old header of an earlier set can never win.
         t.vol.write_at(&[0u8; SLOT_SIZE as usize], SLOT_SIZE)?;
+        // The pages are durable before the header that vouches for them: a power cut must not
+        // keep a header whose pages fail their checksums.
+        t.vol.sync()?;
         t.vol
             .write_at(&header.encode().map_err(io::Error::other)?, 0)?;
         t.vol.sync()?;

@@ -9,7 +9,9 @@ use fuser::{Errno, ReplyData, ReplyWrite};
 use super::errno;
 use super::inode::Inodes;
 use super::tree::CTL_SIZE;
-use crate::control::{Controller, Error, Kind, Scope};
+use crate::control::{
+    Command, Controller, Error, GlobalCommand, GroupCommand, Kind, Scope, SetCommand,
+};
 
 /// Where writes to a ctl file may start. The kernel splits a write longer than the maximum
 /// write size (at least 128 KiB: 1 MiB asked for, 32 pages when the kernel cannot do more)
@@ -111,8 +113,8 @@ pub fn write(
         Err(e) => return finish(inodes, file, None, len, Err(e), reply, false),
     };
     let disabled = cmd.disables().map(str::to_owned);
-    if !cmd.blocks() {
-        let result = ctl.run(cmd, &|| false);
+    if !cmd.blocks() && !waits_for_kernel_reads(&cmd) {
+        let result = run(ctl, cmd, &|| false);
         return finish(inodes, file, disabled, len, result, reply, false);
     }
     // Never hold a FUSE thread for these.
@@ -128,7 +130,7 @@ pub fn write(
                 interrupted.set(now);
                 now
             };
-            let result = ctl.run(cmd, &stop);
+            let result = run(&ctl, cmd, &stop);
             finish(
                 &inodes,
                 &file,
@@ -142,6 +144,30 @@ pub fn write(
     if let Err(e) = spawned {
         log::error!("cannot start a thread for a ctl command: {e}");
     }
+}
+
+/// Commands refused while the kernel serves reads of a shadow they would change: they first
+/// wait a moment for the releases of files closed just before, which a FUSE thread must be free
+/// to deliver (`update` and `copy` block anyway).
+fn waits_for_kernel_reads(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Set(_, SetCommand::Reset | SetCommand::Suspend)
+            | Command::Global(GlobalCommand::SuspendAll)
+    )
+}
+
+/// Run a command. A group's `update shadow` or `copy shadow` is refused while the kernel serves
+/// reads of a member's shadow, and bars new such opens until it is done (a set's own commands
+/// do so in the controller, under its command lock).
+fn run(ctl: &Controller, cmd: Command, stop: &dyn Fn() -> bool) -> Outcome {
+    let _bar = match &cmd {
+        Command::Group(name, g @ (GroupCommand::Update { .. } | GroupCommand::Copy { .. })) => {
+            ctl.bar_group_kernel_reads(name, g)?
+        }
+        _ => None,
+    };
+    ctl.run(cmd, stop)
 }
 
 /// Record and answer a command's outcome. `disabled`: the set a `disable` removes (its inode

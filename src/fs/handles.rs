@@ -49,10 +49,9 @@ impl Handles {
         FileHandle(fh)
     }
 
-    pub fn remove(&self, fh: FileHandle) {
-        if let Ok(mut hs) = self.open.write() {
-            hs.remove(&fh.0);
-        }
+    /// Forget an open handle; returns it (the caller drops it, once it has looked at it).
+    pub fn remove(&self, fh: FileHandle) -> Option<Arc<Handle>> {
+        self.open.write().ok()?.remove(&fh.0)
     }
 
     /// Whether a ctl file of inode `ino` is open (its set may be gone since).

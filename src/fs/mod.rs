@@ -6,7 +6,8 @@
 //! It reaches the sets only through the controller (`crate::control`). Each request is
 //! dispatched by the kind of its node or handle: `tree` (what each node is: mode, size,
 //! children), `handles` (open files, data-file I/O), `ctl` (commands and their replies),
-//! `errno` (errors to errnos); `inode` numbers the nodes.
+//! `errno` (errors to errnos), `passthrough` (the reads the kernel serves itself); `inode`
+//! numbers the nodes.
 //!
 //! The mount always has `default_permissions`: the kernel checks the modes and owners shown
 //! here, which matters once `allow_other` lets other users in. ctl files are 0200 and status
@@ -18,6 +19,7 @@ mod ctl;
 mod errno;
 mod handles;
 mod inode;
+pub mod passthrough;
 mod tree;
 
 use std::ffi::OsStr;
@@ -33,11 +35,14 @@ use fuser::{
 use crate::control::Controller;
 use handles::{Handle, Handles};
 use inode::Node;
+use passthrough::KernelReads;
 use tree::{Tree, TTL};
 
 pub struct IifsFs {
-    tree: Tree,
-    handles: Handles,
+    tree: Arc<Tree>,
+    handles: Arc<Handles>,
+    /// Reads served by the kernel (see `passthrough`).
+    kernel: Arc<KernelReads>,
     /// The kernel passes O_TRUNC to open (FUSE_ATOMIC_O_TRUNC): a size-0 setattr is then a
     /// real truncate, not the side effect of an O_TRUNC open.
     atomic_o_trunc: bool,
@@ -46,10 +51,16 @@ pub struct IifsFs {
 impl IifsFs {
     pub fn new(ctl: Arc<Controller>) -> IifsFs {
         IifsFs {
-            tree: Tree::new(ctl),
-            handles: Handles::default(),
+            tree: Arc::new(Tree::new(ctl)),
+            handles: Arc::default(),
+            kernel: Arc::default(),
             atomic_o_trunc: false,
         }
+    }
+
+    /// The `passthrough` setting: let the kernel serve the reads it can (see `passthrough`).
+    pub fn set_passthrough(&mut self, on: bool) {
+        self.kernel.set_wanted(on);
     }
 
     /// The attributes of an open ctl file whose set was removed since (its inode no longer
@@ -87,6 +98,24 @@ impl Filesystem for IifsFs {
         }
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        if self.kernel.wanted() {
+            // Backing files one level down: the volumes are on ordinary file systems (never
+            // on an iifs mount), and this mount may itself be under an overlay.
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if granted {
+                self.kernel.set_granted();
+                log::info!(
+                    "passthrough: the kernel serves the reads of settled independent shadows and \
+                     of bitmap files opened read-only"
+                );
+            } else {
+                log::warn!(
+                    "passthrough: the kernel does not offer FUSE passthrough (Linux 6.9 or later, \
+                     CONFIG_FUSE_PASSTHROUGH): the daemon serves every read"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -158,6 +187,12 @@ impl Filesystem for IifsFs {
             return reply.error(Errno::ENOENT);
         };
         let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        if let tree::NodeKind::Data(_, role) = tree::kind(&node) {
+            if passthrough::tracked(role) {
+                let (tree, handles, kernel) = (&self.tree, &self.handles, &self.kernel);
+                return passthrough::open_data(tree, handles, kernel, ino.0, &node, writing, reply);
+            }
+        }
         match handles::open(&self.tree, ino.0, &node, writing) {
             Ok((handle, fopen)) => reply.opened(self.handles.add(handle), fopen),
             Err(e) => reply.error(e),
@@ -236,14 +271,20 @@ impl Filesystem for IifsFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh);
+        if let Some(h) = self.handles.remove(fh) {
+            if let Handle::Data(f) = h.as_ref() {
+                if passthrough::tracked(f.role()) {
+                    self.kernel.released(ino.0, f.kernel_served());
+                }
+            }
+        }
         reply.ok()
     }
 

@@ -191,16 +191,18 @@ impl Tree {
                         perm = (meta.mode() & 0o777) as u16;
                         // A dependent shadow also serves the master's bytes: the access both
                         // files grant, or, when their owners differ, the daemon's alone.
-                        let also = info.as_ref().and_then(|i| i.serves_also.as_ref());
-                        match also.map(std::fs::metadata) {
-                            Some(Ok(m)) if (m.uid(), m.gid()) == (uid, gid) => {
-                                perm &= (m.mode() & 0o777) as u16;
+                        let also = info.as_ref().map_or(&[][..], |i| &i.serves_also[..]);
+                        for m in also.iter().map(std::fs::metadata) {
+                            match m {
+                                Ok(m) if (m.uid(), m.gid()) == (uid, gid) => {
+                                    perm &= (m.mode() & 0o777) as u16;
+                                }
+                                _ => {
+                                    (uid, gid) = (self.uid, self.gid);
+                                    perm = 0o600;
+                                    break;
+                                }
                             }
-                            Some(_) => {
-                                (uid, gid) = (self.uid, self.gid);
-                                perm = 0o600;
-                            }
-                            None => {}
                         }
                     }
                     Some(Err(_)) => perm = 0o600,

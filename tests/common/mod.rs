@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod ctl;
+pub mod faultfs;
 pub mod loops;
 pub mod refusal;
 

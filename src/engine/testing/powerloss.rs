@@ -2,12 +2,17 @@
 //! makes them durable; `power_cut` throws the volatile layer away (all of it, or a random subset,
 //! since a disk may persist unsynced writes in any order), and a shared trip switch freezes every
 //! volume at a chosen instant (counted in write and sync calls across all volumes).
+//!
+//! Its `sync` skips a clean volume exactly as `FileVolume`'s does (they share `CleanSkip`): a
+//! skipped sync flushes nothing (and, like a real one, reaches no disk: it is not counted by
+//! the trip switch), so a skip of a volume with writes pending leaves them volatile and a power
+//! cut may lose them.
 
 use std::io;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::super::volume::{poisoned, Volume, VolumeId};
+use super::super::volume::{poisoned, CleanSkip, Volume, VolumeId};
 use super::mem::{copy_in, copy_out};
 
 /// Counts down I/O calls shared by a group of volumes; at zero the "power" is gone and every
@@ -42,6 +47,8 @@ pub struct PowerLossVolume {
     layers: Mutex<Layers>,
     switch: Arc<TripSwitch>,
     id: VolumeId,
+    /// The clean-file skip `FileVolume::sync` runs.
+    clean_skip: CleanSkip,
 }
 
 impl PowerLossVolume {
@@ -53,6 +60,7 @@ impl PowerLossVolume {
             }),
             switch,
             id: VolumeId(u64::MAX - 2, id),
+            clean_skip: CleanSkip::new(),
         }
     }
 
@@ -104,28 +112,38 @@ impl Volume for PowerLossVolume {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let mut layers = self.layers.lock().map_err(|_| poisoned())?;
-        if offset + buf.len() as u64 > layers.durable.len() as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "write past the end",
-            ));
+        {
+            let mut layers = self.layers.lock().map_err(|_| poisoned())?;
+            if offset + buf.len() as u64 > layers.durable.len() as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "write past the end",
+                ));
+            }
+            if self.switch.tick() {
+                layers.volatile.push((offset, buf.to_vec()));
+            }
         }
-        if self.switch.tick() {
-            layers.volatile.push((offset, buf.to_vec()));
-        }
+        // After the write completed, as `FileVolume::write_at` does.
+        self.note_written();
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
-        let mut layers = self.layers.lock().map_err(|_| poisoned())?;
-        if self.switch.tick() {
-            let pending = std::mem::take(&mut layers.volatile);
-            for (off, data) in pending {
-                copy_in(&mut layers.durable, &data, off)?;
+        self.clean_skip.sync_with(|| {
+            let mut layers = self.layers.lock().map_err(|_| poisoned())?;
+            if self.switch.tick() {
+                let pending = std::mem::take(&mut layers.volatile);
+                for (off, data) in pending {
+                    copy_in(&mut layers.durable, &data, off)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+
+    fn note_written(&self) {
+        self.clean_skip.note_written();
     }
 
     fn id(&self) -> VolumeId {
