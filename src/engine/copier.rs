@@ -211,6 +211,11 @@ fn copy_region(
     let region = region_of(c * set.chunk_size);
     let _stripe = set.master.lock_region(c * set.chunk_size);
     while c < end && region_of(c * set.chunk_size) == region && (copied.len() as u64) < batch {
+        // A set that went offline meanwhile copies nothing more (a user write may be waiting
+        // for this lock to change chunks this copy would overwrite).
+        if set.is_offline() {
+            return Ok(end);
+        }
         let run_start = c;
         let room = batch - copied.len() as u64;
         while c < end

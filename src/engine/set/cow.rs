@@ -105,7 +105,8 @@ impl Set {
     pub fn needs_nothing_before_change(&self, offset: u64, len: u64) -> bool {
         let f = self.flags();
         if f & flags::OFFLINE != 0 {
-            return true;
+            // Its copier may still be inside a run onto the master: serialise on the stripe lock.
+            return f & flags::TO_MASTER == 0;
         }
         f & (flags::TO_SHADOW | flags::TO_MASTER) == 0
             && self

@@ -156,7 +156,13 @@ impl Set {
             Role::Master,
         );
         self.read_redirected(buf, offset, shadow, master, |c| self.shadow_reads_master(c))
-            .map_err(|e| self.fail(e))
+            .map_err(
+                |e| match self.check_preserved(offset, buf.len() as u64, Kind::Io) {
+                    // A chunk lost (out of space) during the read: not a failed volume.
+                    Err(lost) => lost,
+                    Ok(()) => self.fail(e),
+                },
+            )
     }
 
     /// A master read while this set updates the master: chunks not yet copied come from the shadow.
@@ -237,14 +243,15 @@ impl Set {
             let n = ((chunk_end - off) as usize).min(buf.len() - at);
             let piece = &mut buf[at..at + n];
             loop {
-                if !redirected(c) {
-                    read(home, piece, off)?;
-                    break;
+                let away = redirected(c);
+                let r = read(if away { elsewhere } else { home }, piece, off);
+                // The chunk moved during the read (a writer moves the bit before it changes
+                // the side the bit leaves): read it again where it is now.
+                if redirected(c) != away {
+                    continue;
                 }
-                read(elsewhere, piece, off)?;
-                if redirected(c) {
-                    break;
-                }
+                r?;
+                break;
             }
             at += n;
         }

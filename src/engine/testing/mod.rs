@@ -2,11 +2,13 @@
 //! integration tests and benches turn on): volumes in memory, volumes that fail on demand or
 //! lose power, and an opener over a table of them. None of them ships in the library.
 
+mod fault;
 mod faulty;
 mod map;
 mod mem;
 mod powerloss;
 
+pub use fault::{CrashSwitch, Fault, FaultVolume, Op};
 pub use faulty::FlakyVolume;
 pub use map::MapOpener;
 pub use mem::MemVolume;
