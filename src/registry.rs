@@ -394,7 +394,10 @@ impl Registry {
 /// Make the state dir (and its missing parents) readable by the daemon's user alone.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
