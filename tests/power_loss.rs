@@ -27,27 +27,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iifs::engine::testing::{MapOpener, MemVolume, PowerLossVolume, TripSwitch};
+use iifs::engine::testing::{MemVolume, TripSwitch};
 use iifs::engine::volume::Volume;
 use iifs::engine::{Direction, Durability, EnableSpec, Engine, Kind, SetKind, SetRecord};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-const C: usize = 4096;
+#[path = "support/powerloss.rs"]
+mod support;
+use support::{env_u64, opener, random_write, Disks, Keep, C};
+
 const BITMAP_LEN: usize = 8192 + 2 * 4096;
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
-}
-
-fn opener(vols: &[(String, Arc<dyn Volume>)]) -> MapOpener {
-    let o = MapOpener::new();
-    for (p, v) in vols {
-        o.insert(p, v.clone());
-    }
-    o
-}
 
 /// Memory volumes for phase 1: master `/m` holding `master`, and per set an empty shadow `/sI`
 /// of the same size and an empty bitmap `/bI`; and an engine over them.
@@ -79,55 +70,6 @@ fn set_spec(i: usize, kind: SetKind, durability: Durability) -> EnableSpec {
         chunk_size: C as u64,
         durability,
     }
-}
-
-/// The fault volumes of one power period, by path.
-struct Disks {
-    vols: Vec<(String, Arc<PowerLossVolume>)>,
-}
-
-impl Disks {
-    fn new(images: &[(String, Vec<u8>)], switch: &Arc<TripSwitch>) -> Disks {
-        let vols = images
-            .iter()
-            .enumerate()
-            .map(|(i, (p, bytes))| {
-                (
-                    p.clone(),
-                    Arc::new(PowerLossVolume::new(
-                        bytes.clone(),
-                        switch.clone(),
-                        i as u64 + 1,
-                    )),
-                )
-            })
-            .collect();
-        Disks { vols }
-    }
-
-    fn engine(&self) -> Engine {
-        let dyn_vols: Vec<(String, Arc<dyn Volume>)> = self
-            .vols
-            .iter()
-            .map(|(p, v)| (p.clone(), v.clone() as Arc<dyn Volume>))
-            .collect();
-        Engine::new(Box::new(opener(&dyn_vols)))
-    }
-
-    /// The disks after the power comes back.
-    fn after_cut(&self, keep: &mut dyn FnMut() -> bool) -> Vec<(String, Vec<u8>)> {
-        self.vols
-            .iter()
-            .map(|(p, v)| (p.clone(), v.power_cut(&mut *keep)))
-            .collect()
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Keep {
-    None,
-    All,
-    Random,
 }
 
 struct Outcome {
@@ -437,17 +379,6 @@ fn run_seed(seed: u64, fsync_before_pit: bool) -> Outcome {
     }
     engine.shutdown();
     Outcome { tripped, in_flight }
-}
-
-fn random_write(rng: &mut StdRng, n: usize) -> (usize, Vec<u8>) {
-    let mut off = rng.gen_range(0..n);
-    if rng.gen_bool(0.3) {
-        off -= off % C;
-    }
-    let len = rng.gen_range(1..=(n - off).min(3 * C));
-    let mut data = vec![0u8; len];
-    rng.fill(&mut data[..]);
-    (off, data)
 }
 
 #[test]
