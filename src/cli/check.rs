@@ -57,7 +57,8 @@ fn inspect(
     vol: &Arc<dyn Volume>,
     overflow: Option<&dyn Volume>,
 ) -> Result<Report, String> {
-    check::inspect(vol, target.record.as_ref(), overflow)
+    let recorded = target.record.as_ref().map(SetRecord::recorded);
+    check::inspect(vol, recorded.as_ref(), overflow)
         .map_err(|e| format!("reading {}: {e}", target.bitmap))
 }
 

@@ -21,7 +21,6 @@ use super::header::{self, flags, Header, Layout, PAGE_SIZE, SLOT_SIZE};
 use super::overflow::{slot_end, OverflowHeader};
 use super::tracking::{Map, Tracking};
 use super::volume::Volume;
-use super::SetRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -91,6 +90,17 @@ impl Report {
     }
 }
 
+/// What the registry recorded of the set a bitmap volume belongs to (see
+/// `SetRecord::recorded`).
+pub struct Recorded<'a> {
+    pub name: &'a str,
+    pub master: &'a str,
+    pub shadow: &'a str,
+    pub bitmap: &'a str,
+    /// The bitmap volume's generation when the record was written.
+    pub generation: u64,
+}
+
 /// At most this many findings of one kind are listed one by one.
 const LISTED: usize = 8;
 
@@ -98,7 +108,7 @@ const LISTED: usize = 8;
 /// the overflow volume the set spills into when it has one and it is known.
 pub fn inspect(
     vol: &Arc<dyn Volume>,
-    record: Option<&SetRecord>,
+    record: Option<&Recorded<'_>>,
     overflow: Option<&dyn Volume>,
 ) -> io::Result<Report> {
     let mut r = Report::default();
@@ -170,7 +180,7 @@ pub fn inspect(
 
 /// The header against the registry's record of the set (the daemon's own refusals, in the
 /// same words).
-fn check_record(r: &mut Report, h: &Header, rec: &SetRecord) {
+fn check_record(r: &mut Report, h: &Header, rec: &Recorded<'_>) {
     if h.name != rec.name || h.master != rec.master || h.shadow != rec.shadow {
         r.corrupt(format!(
             "bitmap volume {} belongs to set {} ({} -> {}), not to {}",

@@ -14,12 +14,14 @@
 //!                                                       the export record)
 //!   -> slots, chunkmap, overflow                       (slot pools, the compact chunk map,
 //!                                                       overflow volumes)
-//!   -> stripe, hold                                    (stripe locks over chunk regions; a
-//!                                                       master's hold on writes)
+//!   -> stripe, hold, ahead                             (stripe locks over chunk regions; a
+//!                                                       master's hold on writes; telling a
+//!                                                       sequential writer)
 //!   -> tracking                                        (bitmaps + header on the bitmap volume)
 //!   -> compact                                         (a compact shadow over its slots)
 //!   -> master                                          (master bytes; knows sets as `Imager`s)
 //!   -> set                                             (one set: copy-on-write, shadow I/O, state)
+//!   -> check                                           (the bitmap volume's checker)
 //!   -> copier                                          (the background copy; `CopyControl`)
 //!   -> opener, enable, restore, overflows, groups,     (the tables of sets, volumes and
 //!      exports, Engine                                  groups)
@@ -122,6 +124,19 @@ pub struct SetRecord {
     pub offline: Option<UnrecordedOffline>,
     /// The administrator suspended the set: it comes back suspended.
     pub suspended: bool,
+}
+
+impl SetRecord {
+    /// What the bitmap volume's checker compares the volume's header with.
+    pub fn recorded(&self) -> check::Recorded<'_> {
+        check::Recorded {
+            name: &self.name,
+            master: &self.master,
+            shadow: &self.shadow,
+            bitmap: &self.bitmap,
+            generation: self.generation,
+        }
+    }
 }
 
 /// An offline state that only the registry holds: the header write that should have recorded

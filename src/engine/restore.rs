@@ -38,7 +38,7 @@ impl Engine {
             memory::check(&rec.name, &h, 0)?;
         }
         // A volume that fails the checker stays as it is: the set is not brought back.
-        let report = check::inspect(&bitmap, Some(rec), None)
+        let report = check::inspect(&bitmap, Some(&rec.recorded()), None)
             .map_err(|e| Error::io(format!("reading bitmap volume {}", rec.bitmap), &e))?;
         if let Some(problem) = report.corruption() {
             return Err(Error::new(
