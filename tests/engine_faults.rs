@@ -34,7 +34,8 @@
 //! from then on); the engine is dropped and restored from the volumes: the set comes back,
 //! with the state of before or after the command that tore it, never lost, never a mix.
 //!
-//! Environment: `IIFS_FAULT_SEEDS` (default 2500; the torn-header test runs a fifth as many),
+//! Environment: `IIFS_FAULT_SEEDS` (default 2500, a tenth in the debug build, which is some ten
+//! times slower; the torn-header test runs a fifth as many),
 //! `IIFS_FAULT_STEPS` (default 30), `IIFS_FAULT_SEED` (run only this seed).
 
 use std::ops::Range;
@@ -771,7 +772,7 @@ fn random_faults_never_yield_wrong_data() {
     let steps = env_u64("IIFS_FAULT_STEPS").unwrap_or(30) as usize;
     let seeds: Vec<u64> = match env_u64("IIFS_FAULT_SEED") {
         Some(s) => vec![s],
-        None => (0..env_u64("IIFS_FAULT_SEEDS").unwrap_or(2500)).collect(),
+        None => (0..default_seeds()).collect(),
     };
     let started = Instant::now();
     let mut total = Stats::default();
@@ -967,7 +968,7 @@ fn torn_header_seed(seed: u64) -> (bool, bool) {
 
 #[test]
 fn torn_header_write_then_crash_keeps_the_old_or_the_new_state() {
-    let seeds = env_u64("IIFS_FAULT_SEEDS").unwrap_or(2500) / 5;
+    let seeds = default_seeds() / 5;
     let (mut crashed, mut new) = (0, 0);
     for seed in 0..seeds.max(1) {
         let (c, n) = torn_header_seed(seed);
@@ -981,4 +982,10 @@ fn torn_header_write_then_crash_keeps_the_old_or_the_new_state() {
             "too few crashes: {crashed} of {seeds}"
         );
     }
+}
+
+/// `IIFS_FAULT_SEEDS`, else 2500 (a tenth in the debug build: CI runs the suite in both
+/// profiles, and the release run carries the count).
+fn default_seeds() -> u64 {
+    env_u64("IIFS_FAULT_SEEDS").unwrap_or(if cfg!(debug_assertions) { 250 } else { 2500 })
 }

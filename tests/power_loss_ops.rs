@@ -32,7 +32,8 @@
 //!
 //! Environment: `IIFS_POWERLOSS_SEEDS` (scales every test: default 2000, of which the group,
 //! single-set and enable/disable tests run 5/2 each, the export test as many: 17 000 seeds in
-//! all), `IIFS_POWERLOSS_SEED` (run only this seed, with a test name as filter).
+//! all; a tenth in the debug build), `IIFS_POWERLOSS_SEED` (run only this seed, with a test name
+//! as filter).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -52,7 +53,10 @@ const BITMAP_LEN: usize = 8192 + 2 * 4096;
 
 /// Seeds of a test: `IIFS_POWERLOSS_SEEDS` (default 2000) times `num / den`.
 fn seeds(num: u64, den: u64) -> u64 {
-    env_u64("IIFS_POWERLOSS_SEEDS").unwrap_or(2000) * num / den
+    // A tenth in the debug build (CI runs the suite in both profiles; the release run carries
+    // the count).
+    let default = if cfg!(debug_assertions) { 200 } else { 2000 };
+    env_u64("IIFS_POWERLOSS_SEEDS").unwrap_or(default) * num / den
 }
 
 /// Where the cut fell in one seed: inside the workload, and during the operation under test
